@@ -1,0 +1,23 @@
+"""Command line: ``python -m mtv_core {demo,animate} ...``.
+
+Each sub-command lives in its own module and registers itself through ``add_parser``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+
+COMMANDS = ("demo",)  # modules under mtv_core.commands; each has add_parser(subparsers)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m mtv_core", description="MTVCrafter core command line")
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging")
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    return int(args.func(args) or 0)

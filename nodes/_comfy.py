@@ -1,0 +1,166 @@
+"""The only place that touches ComfyUI: its V3 API, model folders, progress and Cancel.
+
+Everything degrades gracefully when ComfyUI is not importable (unit tests, the CLI): the
+V3 ``io`` module is replaced by ``_standalone_io``, model folders come from ``MTV_MODELS_DIR``
+(default ``./models``), and progress/cancel become no-ops.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+try:  # pragma: no cover - exercised inside ComfyUI only
+    from comfy_api.latest import ComfyExtension, io, ui
+
+    HAVE_COMFY = True
+except ImportError:
+    from . import _standalone_io as io
+
+    ComfyExtension = object
+    ui = None
+    HAVE_COMFY = False
+
+logger = logging.getLogger(__name__)
+
+# Folder keys this pack registers, relative to ComfyUI's models directory.
+MTV_FOLDER = "mtvcrafter"
+NLF_FOLDER = "nlf"
+_OWN_FOLDERS = {MTV_FOLDER: "mtvcrafter", NLF_FOLDER: "nlf"}
+# Where each model is documented to live, for error messages.
+MODEL_HELP_URL = "https://huggingface.co/yanboding/MTVCrafter"
+
+
+def _folder_paths():
+    try:
+        import folder_paths  # type: ignore[import-not-found]
+    except ImportError:
+        return None
+    return folder_paths
+
+
+def register_model_folders() -> None:
+    """Register ``models/mtvcrafter`` and ``models/nlf`` with ComfyUI (no-op outside ComfyUI)."""
+    fp = _folder_paths()
+    if fp is None:
+        return
+    for key, sub in _OWN_FOLDERS.items():
+        fp.add_model_folder_path(key, os.path.join(fp.models_dir, sub), is_default=True)
+
+
+def _standalone_dirs(key: str) -> list[Path]:
+    root = Path(os.environ.get("MTV_MODELS_DIR", "models"))
+    sub = {"diffusion_models": ["diffusion_models", "unet"]}.get(key, [key])
+    return [root / s for s in sub]
+
+
+def folder_dirs(key: str) -> list[str]:
+    """Directories searched for model folder ``key``."""
+    fp = _folder_paths()
+    if fp is None:
+        return [str(p) for p in _standalone_dirs(key)]
+    try:
+        return list(fp.get_folder_paths(key))
+    except KeyError:
+        return []
+
+
+def list_models(*keys: str, suffixes: tuple[str, ...] | None = None, include_dirs: bool = False) -> list[str]:
+    """Files (and, with ``include_dirs``, model sub-folders holding a config.json) under folder keys."""
+    names: set[str] = set()
+    for key in keys:
+        for base in folder_dirs(key):
+            root = Path(base)
+            if not root.is_dir():
+                continue
+            for path in root.rglob("*"):
+                rel = path.relative_to(root).as_posix()
+                if path.is_file() and (suffixes is None or path.name.lower().endswith(suffixes)):
+                    names.add(rel)
+                elif include_dirs and path.is_dir() and (path / "config.json").is_file():
+                    names.add(rel)
+    return sorted(names)
+
+
+def resolve_model(keys: tuple[str, ...] | str, name: str, hint: str = "") -> str:
+    """Absolute path of ``name`` in the folders of ``keys``; FileNotFoundError naming them if absent."""
+    if isinstance(keys, str):
+        keys = (keys,)
+    searched: list[str] = []
+    for key in keys:
+        for base in folder_dirs(key):
+            candidate = Path(base) / name
+            searched.append(base)
+            if candidate.exists():
+                return str(candidate)
+    where = ", ".join(searched) or ", ".join(f"models/{k}" for k in keys)
+    msg = f"model file '{name}' not found in {where}"
+    raise FileNotFoundError(msg + (f". {hint}" if hint else ""))
+
+
+def input_directory() -> str:
+    fp = _folder_paths()
+    return fp.get_input_directory() if fp is not None else os.environ.get("MTV_INPUT_DIR", "input")
+
+
+def output_directory() -> str:
+    fp = _folder_paths()
+    return fp.get_output_directory() if fp is not None else os.environ.get("MTV_OUTPUT_DIR", "output")
+
+
+def throw_if_interrupted() -> None:
+    """Raise ComfyUI's interrupt exception if the user pressed Cancel."""
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    mm.throw_exception_if_processing_interrupted()
+
+
+def progress(total: int, node_id: str | None = None) -> Callable[[int, int, np.ndarray | None], None]:
+    """A core ``ProgressCallback`` driving ComfyUI's progress bar (and thus Cancel)."""
+    try:
+        import comfy.utils  # type: ignore[import-not-found]
+    except ImportError:
+        return lambda step, total_, preview=None: None
+    bar = comfy.utils.ProgressBar(total, node_id=node_id)
+
+    def callback(step: int, total_: int, preview: np.ndarray | None = None) -> None:
+        shown = None
+        if preview is not None:
+            from PIL import Image
+
+            image = Image.fromarray((np.clip(preview, 0, 1) * 255).astype(np.uint8))
+            shown = ("JPEG", image, 512)
+        bar.update_absolute(step, total_, shown)
+        throw_if_interrupted()
+
+    return callback
+
+
+def torch_device():
+    """ComfyUI's compute device, else CUDA when available, else CPU."""
+    import torch
+
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+
+        return mm.get_torch_device()
+    except ImportError:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def offload_device():
+    """Where idle models wait: ComfyUI's offload device, else CPU."""
+    import torch
+
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+
+        return mm.unet_offload_device()
+    except ImportError:
+        return torch.device("cpu")

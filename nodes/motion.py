@@ -1,0 +1,3 @@
+"""Placeholder: nodes are added by their issue."""
+
+NODES: list[type] = []

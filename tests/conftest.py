@@ -1,0 +1,50 @@
+"""Shared test fixtures.
+
+The pack root is imported as the package ``mtv_pack`` (as ComfyUI imports a custom-node folder
+as a package), so node modules use their relative imports exactly as in ComfyUI.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _load_pack():
+    if "mtv_pack" in sys.modules:
+        return sys.modules["mtv_pack"]
+    spec = importlib.util.spec_from_file_location(
+        "mtv_pack", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)]
+    )
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["mtv_pack"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+_load_pack()
+
+
+def reference_dir() -> Path:
+    """The upstream reference data folder (``MTV_REFERENCE_DIR``, default ``../shared/reference``)."""
+    return Path(os.environ.get("MTV_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
+
+
+@pytest.fixture(scope="session")
+def reference() -> Path:
+    path = reference_dir()
+    if not path.is_dir():
+        pytest.fail(f"reference folder {path} is missing; set MTV_REFERENCE_DIR")
+    return path
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "integration: needs a real ComfyUI checkout in COMFYUI_DIR")
