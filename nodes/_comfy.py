@@ -27,6 +27,8 @@ except ImportError:
 
 logger = logging.getLogger(__name__)
 
+__all__ = ["HAVE_COMFY", "ComfyExtension", "io", "ui"]
+
 # Folder keys this pack registers, relative to ComfyUI's models directory.
 MTV_FOLDER = "mtvcrafter"
 NLF_FOLDER = "nlf"
