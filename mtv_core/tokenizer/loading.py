@@ -1,0 +1,107 @@
+"""Loading and saving 4DMoT checkpoints.
+
+Accepted files: upstream's DeepSpeed ``4DMoT/mp_rank_00_model_states.pt`` (state dict under
+``module``, read with ``torch.load(weights_only=True)``), kijai's single-file
+``WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors`` (same keys), and our own safetensors
+(same keys, the configuration in the ``mtv_tokenizer_config`` metadata entry).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any, Mapping
+
+import torch
+
+from ..checkpoint import Checkpoint, CheckpointError, load_into, open_checkpoint
+from .config import SIGNATURE_KEYS, TokenizerConfig
+from .model import MotionVQVAE
+
+logger = logging.getLogger(__name__)
+
+CONFIG_METADATA_KEY = "mtv_tokenizer_config"
+EXPECTED = (
+    "a 4DMoT motion tokenizer checkpoint (keys encoder.*, decoder.*, vq.codebook), e.g. "
+    "4DMoT/mp_rank_00_model_states.pt from yanboding/MTVCrafter or "
+    "WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors from Kijai/WanVideo_comfy"
+)
+
+
+def _safetensors_metadata(path: Path) -> dict[str, str]:
+    if not path.is_file() or not path.name.lower().endswith((".safetensors", ".sft")):
+        return {}
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        return dict(handle.metadata() or {})
+
+
+def config_from_checkpoint(ckpt: Checkpoint, **overrides: Any) -> TokenizerConfig:
+    """The model configuration of an opened checkpoint (raises CheckpointError if it is not 4DMoT)."""
+    shapes = ckpt.shapes()
+    missing = [k for k in SIGNATURE_KEYS if k not in shapes]
+    if missing:
+        sample = ", ".join(sorted(shapes)[:3])
+        raise CheckpointError(
+            f"{ckpt.path}: not {EXPECTED}. Missing {', '.join(missing)}; the file holds {len(shapes)} "
+            f"tensors such as {sample}"
+        )
+    stored = _safetensors_metadata(Path(ckpt.path)).get(CONFIG_METADATA_KEY)
+    try:
+        if stored:
+            data = json.loads(stored)
+            data.update(overrides)
+            return TokenizerConfig.from_dict(data)
+        return TokenizerConfig.from_shapes(shapes, **overrides)
+    except (ValueError, TypeError) as exc:
+        raise CheckpointError(f"{ckpt.path}: {exc}") from exc
+
+
+def build_empty(config: TokenizerConfig) -> MotionVQVAE:
+    """The model on the meta device (no memory), ready for :func:`load_into`."""
+    with torch.device("meta"):
+        return MotionVQVAE(config)
+
+
+def load_tokenizer(
+    path: str | Path,
+    dtype: torch.dtype = torch.float32,
+    device: torch.device | str = "cpu",
+    **config_overrides: Any,
+) -> MotionVQVAE:
+    """Load a 4DMoT checkpoint strictly, in eval mode without gradients.
+
+    The networks run in ``dtype``; the codebook stays fp32 (code selection is always fp32).
+    Raises FileNotFoundError for a missing path and CheckpointError naming the file and what was
+    expected for any other checkpoint (e.g. a DiT) or a mis-shaped one.
+    """
+    ckpt = open_checkpoint(path)
+    config = config_from_checkpoint(ckpt, **config_overrides)
+    model = build_empty(config)
+    load_into(model, ckpt, dtype=None, device=device, what="4DMoT motion tokenizer", hint=f"Expected {EXPECTED}.")
+    model.encoder.to(dtype=dtype)
+    model.decoder.to(dtype=dtype)
+    model.vq.codebook = model.vq.codebook.float()
+    model.eval().requires_grad_(False)
+    logger.info("loaded 4DMoT tokenizer %s (%d codes x %d, %s on %s)", Path(path).name, config.num_codes,
+                config.code_dim, str(dtype).replace("torch.", ""), device)
+    return model
+
+
+def state_dict_for_saving(model: MotionVQVAE) -> dict[str, torch.Tensor]:
+    """The upstream-named state dict (encoder.*, decoder.*, vq.codebook), contiguous CPU tensors."""
+    return {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+
+
+def save_tokenizer(model: MotionVQVAE, path: str | Path, extra_metadata: Mapping[str, str] | None = None) -> Path:
+    """Write a safetensors file with upstream key names and our configuration as metadata."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    metadata = {CONFIG_METADATA_KEY: model.config.to_json(), "format": "pt"}
+    metadata.update(extra_metadata or {})
+    save_file(state_dict_for_saving(model), str(path), metadata=metadata)
+    return path

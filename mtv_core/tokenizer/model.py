@@ -1,0 +1,292 @@
+"""4DMoT: the motion VQ-VAE of MTVCrafter (encoder, EMA vector quantizer, decoder).
+
+Module and parameter names match upstream ``models/motion4d/vqvae.py`` so that the released
+state dict (``encoder.*``, ``decoder.*``, ``vq.codebook``) loads strictly.
+
+Layouts: joints are (B, T, J, 3) normalised; inside the networks features are (B, C, T, J)
+(xyz are channels, the "image" is time x joints). Tokens are (B, T' * J', code_dim),
+frame-major / joint-minor (index = f * J' + j).
+
+Upstream runs the encoder over chunks of 8 frames (the first chunk absorbing T mod 8) and the
+decoder over chunks of 2 latent frames (the first absorbing the remainder); chunks never see
+each other. The chunks are independent, so equal-sized chunks run here as one batch.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .config import TokenizerConfig, chunk_sizes
+
+logger = logging.getLogger(__name__)
+
+
+def _dilation(out_channels: int, base: int) -> int:
+    return max(1, base // out_channels - 1)
+
+
+class ResBlock(nn.Module):
+    """GroupNorm -> SiLU -> 3x3 dilated conv -> GroupNorm -> SiLU -> 1x1 conv, plus a residual."""
+
+    def __init__(self, in_channels: int, out_channels: int, groups: int = 32, dilation_base: int = 512) -> None:
+        super().__init__()
+        d = _dilation(out_channels, dilation_base)
+        self.block = nn.Sequential(
+            nn.GroupNorm(groups, in_channels, eps=1e-6, affine=True),
+            nn.SiLU(),
+            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=d, dilation=d),
+            nn.GroupNorm(groups, out_channels, eps=1e-6, affine=True),
+            nn.SiLU(),
+            nn.Conv2d(out_channels, out_channels, kernel_size=1),
+        )
+        self.conv_short = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.block(x)
+        if self.conv_short is not None:
+            x = self.conv_short(x)
+        return x + h
+
+
+def _joint_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
+    """Apply a Conv1d over the joint axis of every frame of (B, C, T, J) without reshaping."""
+    return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]), padding=(0, conv.padding[0]))
+
+
+class Downsample(nn.Module):
+    """Causal time downsampling (frame 0 kept when T is odd) then a joint Conv1d (k=3)."""
+
+    def __init__(self, in_channels: int, out_channels: int, time_rate: int, joint_rate: int) -> None:
+        super().__init__()
+        self.time_rate = int(time_rate)
+        self.joint_downsample = nn.Conv1d(in_channels, out_channels, kernel_size=3, stride=joint_rate, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.time_rate > 1:
+            frames = x.shape[2]
+            if frames % 2:  # odd: keep frame 0, pool the rest with kernel = stride = rate
+                first, rest = x[:, :, :1], x[:, :, 1:]
+                if rest.shape[2] >= self.time_rate:
+                    rest = F.avg_pool2d(rest, kernel_size=(self.time_rate, 1), stride=(self.time_rate, 1))
+                    x = torch.cat([first, rest], dim=2)
+                else:
+                    x = first
+            else:  # even: upstream pools by 2 whatever the rate
+                x = F.avg_pool2d(x, kernel_size=(2, 1), stride=(2, 1))
+        return _joint_conv(self.joint_downsample, x)
+
+
+class Upsample(nn.Module):
+    """Bilinear time upsampling (frame 0 kept when T is odd, align_corners) then a joint Conv1d (k=3)."""
+
+    def __init__(self, in_channels: int, out_channels: int, time_rate: float, joint_rate: float) -> None:
+        super().__init__()
+        self.scale = (float(time_rate), float(joint_rate))
+        self.upsampler = nn.Conv1d(in_channels, out_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        frames = x.shape[2]
+        if frames > 1 and frames % 2:
+            rest = F.interpolate(x[:, :, 1:], scale_factor=self.scale, mode="bilinear", align_corners=True)
+            x = torch.cat([x[:, :, :1], rest], dim=2)
+        elif frames > 1:
+            x = F.interpolate(x, scale_factor=self.scale, mode="bilinear", align_corners=True)
+        elif self.scale[1] != 1.0:  # a single frame: upstream fails here; keep the frame, resample joints
+            x = F.interpolate(x, scale_factor=(1.0, self.scale[1]), mode="bilinear", align_corners=True)
+        return _joint_conv(self.upsampler, x)
+
+
+class Encoder(nn.Module):
+    """(B, 3, T, J) -> (B, code_dim, T', J')."""
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        c0, c1 = config.encoder_channels
+        g, base, n = config.norm_groups, config.dilation_base, config.num_res_blocks
+        self.conv_in = nn.Conv2d(config.in_channels, c0, kernel_size=3, padding=1)
+        self.resnet1 = nn.ModuleList([ResBlock(c0, c0, g, base) for _ in range(n)])
+        self.downsample1 = Downsample(c0, c0, config.downsample_time[0], config.downsample_joint[0])
+        self.resnet2 = ResBlock(c0, c1, g, base)
+        self.resnet3 = nn.ModuleList([ResBlock(c1, c1, g, base) for _ in range(n)])
+        self.downsample2 = Downsample(c1, c1, config.downsample_time[1], config.downsample_joint[1])
+        self.conv_out = nn.Conv2d(c1, config.code_dim, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        for block in self.resnet1:
+            x = block(x)
+        x = self.downsample1(x)
+        x = self.resnet2(x)
+        for block in self.resnet3:
+            x = block(x)
+        x = self.downsample2(x)
+        return self.conv_out(x)
+
+
+class Decoder(nn.Module):
+    """(B, code_dim, T', J') -> (B, 3, T, J); the encoder in reverse."""
+
+    def __init__(self, config: TokenizerConfig) -> None:
+        super().__init__()
+        c0, c1 = config.decoder_channels
+        g, base, n = config.norm_groups, config.dilation_base, config.num_res_blocks
+        self.conv_in = nn.Conv2d(config.code_dim, c0, kernel_size=3, padding=1)
+        self.resnet1 = nn.ModuleList([ResBlock(c0, c0, g, base) for _ in range(n)])
+        self.upsample1 = Upsample(c0, c0, config.upsample_time[0], config.upsample_joint[0])
+        self.resnet2 = ResBlock(c0, c1, g, base)
+        self.resnet3 = nn.ModuleList([ResBlock(c1, c1, g, base) for _ in range(n)])
+        self.upsample2 = Upsample(c1, c1, config.upsample_time[1], config.upsample_joint[1])
+        self.conv_out = nn.Conv2d(c1, config.in_channels, kernel_size=3, padding=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.conv_in(x)
+        for block in self.resnet1:
+            x = block(x)
+        x = self.upsample1(x)
+        x = self.resnet2(x)
+        for block in self.resnet3:
+            x = block(x)
+        x = self.upsample2(x)
+        return self.conv_out(x)
+
+
+class VectorQuantizer(nn.Module):
+    """Nearest-code quantizer with an (num_codes, code_dim) codebook, always kept and searched in fp32.
+
+    Inference only needs ``codebook``; the EMA training state lives in :mod:`.train`.
+    """
+
+    # Rows of the distance matrix computed at once (bounds the (rows, num_codes) temporary).
+    ROWS_PER_BLOCK = 2048
+
+    def __init__(self, num_codes: int, code_dim: int) -> None:
+        super().__init__()
+        self.num_codes = num_codes
+        self.code_dim = code_dim
+        self.register_buffer("codebook", torch.zeros(num_codes, code_dim))
+        self._norm_cache: tuple[int, int, torch.Tensor] | None = None
+
+    def _apply(self, fn, recurse=True):
+        # Keep the codebook fp32 under .to(dtype) / .half(): code selection is always fp32.
+        book = self.codebook
+        super()._apply(fn, recurse)
+        if self.codebook.dtype != torch.float32 and book.dtype == torch.float32:
+            self.codebook = book.to(device=self.codebook.device)
+        elif self.codebook.is_floating_point() and self.codebook.dtype != torch.float32:
+            self.codebook = self.codebook.float()
+        self._norm_cache = None
+        return self
+
+    def code_sq_norms(self) -> torch.Tensor:
+        """(num_codes,) squared norms of the codes, cached until the codebook changes."""
+        book = self.codebook
+        try:
+            version = book._version
+        except RuntimeError:  # inference tensors have no version counter
+            version = -1
+        key = (book.data_ptr(), version)
+        if self._norm_cache is None or self._norm_cache[:2] != key:
+            self._norm_cache = (*key, book.square().sum(dim=1))
+        return self._norm_cache[2]
+
+    @torch.no_grad()
+    def nearest(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Indices (N,) of the nearest codes to ``vectors`` (N, code_dim) and the squared distances (N,).
+
+        Distances are ||x||^2 - 2 x.c + ||c||^2 in fp32, as upstream.
+        """
+        x = vectors.float()
+        book = self.codebook
+        norms = self.code_sq_norms()
+        idx_out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
+        dist_out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
+        for start in range(0, x.shape[0], self.ROWS_PER_BLOCK):
+            rows = x[start : start + self.ROWS_PER_BLOCK]
+            dist = torch.addmm(norms.unsqueeze(0), rows, book.t(), beta=1.0, alpha=-2.0)
+            dist.add_(rows.square().sum(dim=1, keepdim=True))
+            best, idx = dist.min(dim=1)
+            idx_out[start : start + rows.shape[0]] = idx
+            dist_out[start : start + rows.shape[0]] = best
+        return idx_out, dist_out
+
+    def lookup(self, indices: torch.Tensor) -> torch.Tensor:
+        """Codes (..., code_dim) fp32 for integer ``indices`` (...)."""
+        if indices.numel() and (int(indices.min()) < 0 or int(indices.max()) >= self.num_codes):
+            raise ValueError(f"codebook indices must be in [0, {self.num_codes}), got "
+                             f"[{int(indices.min())}, {int(indices.max())}]")
+        return F.embedding(indices, self.codebook)
+
+
+class MotionVQVAE(nn.Module):
+    """The 4DMoT VQ-VAE (upstream ``SMPL_VQVAE``) with chunked, batched encode/decode."""
+
+    def __init__(self, config: TokenizerConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or TokenizerConfig()
+        self.encoder = Encoder(self.config)
+        self.decoder = Decoder(self.config)
+        self.vq = VectorQuantizer(self.config.num_codes, self.config.code_dim)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.encoder.conv_in.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.encoder.conv_in.weight.device
+
+    # -- chunked networks -------------------------------------------------------------------------
+    @staticmethod
+    def _run_chunked(net: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
+        """Run ``net`` over time chunks of (B, C, T, J) as upstream does; equal chunks share one batch."""
+        sizes = chunk_sizes(x.shape[2], chunk)
+        b = x.shape[0]
+        first = net(x[:, :, : sizes[0]])
+        if len(sizes) == 1:
+            return first
+        rest = x[:, :, sizes[0] :]
+        n = len(sizes) - 1
+        # (B, C, n*chunk, J) -> (B*n, C, chunk, J), batch-major so that chunk k of item i is row i*n+k
+        rest = rest.unflatten(2, (n, chunk)).permute(0, 2, 1, 3, 4).flatten(0, 1)
+        out = net(rest)
+        out = out.unflatten(0, (b, n)).permute(0, 2, 1, 3, 4).flatten(2, 3)
+        return torch.cat([first, out], dim=2)
+
+    def encode_features(self, joints_normalized: torch.Tensor) -> torch.Tensor:
+        """(B, T, J, 3) normalised joints -> (B, code_dim, T', J') pre-quantisation encoder output (fp32)."""
+        x = joints_normalized.to(device=self.device, dtype=self.dtype).permute(0, 3, 1, 2)
+        return self._run_chunked(self.encoder, x, self.config.encoder_chunk).float()
+
+    def quantize(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, C, T', J') features -> tokens (B, T'*J', C) fp32, indices (B, T'*J') int64, commit loss ()."""
+        b, c, t, j = features.shape
+        flat = features.float().permute(0, 2, 3, 1).reshape(-1, c)
+        indices, _ = self.vq.nearest(flat)
+        tokens = self.vq.lookup(indices)
+        commit = (flat - tokens).square().mean()  # upstream's commitment MSE (reported as "vq loss")
+        return tokens.view(b, t * j, c), indices.view(b, t * j), commit
+
+    def decode_tokens(self, tokens: torch.Tensor, latent_frames: int) -> torch.Tensor:
+        """(B, T'*J', C) tokens -> (B, T, J, 3) normalised joints (fp32)."""
+        b, n, c = tokens.shape
+        if n % latent_frames:
+            raise ValueError(f"{n} tokens do not split into {latent_frames} latent frames")
+        x = tokens.to(device=self.device, dtype=self.dtype).view(b, latent_frames, n // latent_frames, c)
+        x = x.permute(0, 3, 1, 2)
+        out = self._run_chunked(self.decoder, x, self.config.decoder_chunk)
+        return out.permute(0, 2, 3, 1).float()
+
+    def decode_indices(self, indices: torch.Tensor, latent_frames: int) -> torch.Tensor:
+        """(B, T'*J') codebook indices -> (B, T, J, 3) normalised joints."""
+        return self.decode_tokens(self.vq.lookup(indices.to(self.vq.codebook.device)), latent_frames)
+
+    def forward(self, joints_normalized: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Encode, quantise and decode: returns (reconstruction (B,T,J,3), indices (B,T'*J'), commit loss)."""
+        features = self.encode_features(joints_normalized)
+        tokens, indices, commit = self.quantize(features)
+        recon = self.decode_tokens(tokens, features.shape[2])
+        return recon, indices, commit
