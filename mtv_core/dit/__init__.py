@@ -1,0 +1,1 @@
+"""MV-DiT-7B: model, RoPE, loading, sampling (core, no ComfyUI)."""

@@ -1,0 +1,125 @@
+"""Configuration of MV-DiT-7B (CogVideoX-5B transformer with motion attention).
+
+Defaults are the released values (``MV-DiT/CogVideoX/config.json``): 48 heads x 64 = 3072 hidden, 42 layers,
+32 input channels (16 noisy + 16 reference latents), 16 output channels, time embedding 512, text embedding
+4096 (the text projection exists as weights but is unused), patch 2, 312 = 13 x 24 unconditional motion tokens.
+Motion tokens enter attention at the hidden size (3072) without projection.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import asdict, dataclass, fields
+from typing import Mapping
+
+logger = logging.getLogger(__name__)
+
+NUM_JOINTS = 24
+
+
+@dataclass(frozen=True)
+class MVDiT7BConfig:
+    num_attention_heads: int = 48
+    attention_head_dim: int = 64
+    in_channels: int = 32
+    out_channels: int = 16
+    time_embed_dim: int = 512
+    text_embed_dim: int = 4096
+    num_layers: int = 42
+    patch_size: int = 2
+    temporal_compression_ratio: int = 4
+    norm_eps: float = 1e-5
+    qk_norm_eps: float = 1e-6
+    flip_sin_to_cos: bool = True
+    freq_shift: int = 0
+    attention_bias: bool = True
+    ff_inner_dim: int | None = None  # None: 4 x inner_dim
+    num_unconditional_tokens: int = 13 * NUM_JOINTS
+
+    @property
+    def inner_dim(self) -> int:
+        return self.num_attention_heads * self.attention_head_dim
+
+    @property
+    def motion_token_dim(self) -> int:
+        return self.inner_dim
+
+    @property
+    def ff_dim(self) -> int:
+        return self.ff_inner_dim or 4 * self.inner_dim
+
+    @property
+    def unconditional_latent_frames(self) -> int:
+        """Latent frames the learned unconditional tokens cover (13 = 49 video frames in the release)."""
+        return self.num_unconditional_tokens // NUM_JOINTS
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def to_diffusers_config(self) -> dict:
+        """A diffusers-style ``config.json`` dict (upstream ``Transformer7B`` constructor names)."""
+        return {
+            "_class_name": "Transformer7B",
+            "num_attention_heads": self.num_attention_heads,
+            "attention_head_dim": self.attention_head_dim,
+            "in_channels": self.in_channels,
+            "out_channels": self.out_channels,
+            "flip_sin_to_cos": self.flip_sin_to_cos,
+            "freq_shift": self.freq_shift,
+            "time_embed_dim": self.time_embed_dim,
+            "text_embed_dim": self.text_embed_dim,
+            "num_layers": self.num_layers,
+            "attention_bias": self.attention_bias,
+            "patch_size": self.patch_size,
+            "temporal_compression_ratio": self.temporal_compression_ratio,
+            "activation_fn": "gelu-approximate",
+            "timestep_activation_fn": "silu",
+            "norm_elementwise_affine": True,
+            "norm_eps": self.norm_eps,
+            "use_rotary_positional_embeddings": True,
+        }
+
+    @classmethod
+    def from_diffusers_config(cls, config: Mapping) -> "MVDiT7BConfig":
+        """From a diffusers ``config.json`` dict; unknown keys are ignored, unsupported settings raise."""
+        for key, supported in (
+            ("activation_fn", "gelu-approximate"),
+            ("timestep_activation_fn", "silu"),
+            ("norm_elementwise_affine", True),
+        ):
+            if key in config and config[key] != supported:
+                raise ValueError(f"config.json: {key}={config[key]!r} is not supported (MV-DiT-7B uses {supported!r})")
+        if config.get("use_rotary_positional_embeddings") is False:
+            # upstream's forward reads the RoPE tables unconditionally, so the released model always uses them
+            logger.warning("config.json says use_rotary_positional_embeddings=false; MV-DiT-7B always uses 3D RoPE")
+        names = {f.name for f in fields(cls)}
+        values = {k: config[k] for k in names if k in config and config[k] is not None}
+        return cls(**values)
+
+    @classmethod
+    def infer_from_shapes(cls, shapes: Mapping[str, tuple]) -> "MVDiT7BConfig":
+        """Infer the architecture from state-dict key shapes (single-file checkpoints have no config)."""
+        try:
+            inner, in_channels, patch, _ = shapes["patch_embed.proj.weight"]
+            head_dim = shapes["transformer_blocks.0.attn1.norm_q.weight"][0]
+            time_embed_dim = shapes["time_embedding.linear_1.weight"][0]
+            text_embed_dim = shapes["patch_embed.text_proj.weight"][1]
+            out_features = shapes["proj_out.weight"][0]
+            ff_dim = shapes["transformer_blocks.0.ff.net.0.proj.weight"][0]
+            num_uncond = shapes["unconditional_motion_token"][0]
+        except KeyError as exc:
+            raise ValueError(f"not an MV-DiT-7B state dict: key {exc.args[0]!r} is missing") from None
+        layer_ids = {int(m.group(1)) for k in shapes if (m := re.match(r"transformer_blocks\.(\d+)\.", k))}
+        return cls(
+            num_attention_heads=inner // head_dim,
+            attention_head_dim=head_dim,
+            in_channels=in_channels,
+            out_channels=out_features // (patch * patch),
+            time_embed_dim=time_embed_dim,
+            text_embed_dim=text_embed_dim,
+            num_layers=max(layer_ids) + 1 if layer_ids else 0,
+            patch_size=patch,
+            ff_inner_dim=None if ff_dim == 4 * inner else ff_dim,
+            num_unconditional_tokens=num_uncond,
+        )

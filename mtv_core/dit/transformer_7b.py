@@ -1,0 +1,248 @@
+"""MV-DiT-7B: the CogVideoX-5B transformer with motion attention (upstream ``Transformer7B``).
+
+Parameter names match the released checkpoint (diffusers ``CogVideoXTransformer3DModel`` naming plus
+``transformer_blocks.N.attn0`` and ``unconditional_motion_token``). The text path is removed as upstream:
+``patch_embed.text_proj`` exists as weights but is never used.
+
+Block order: AdaLN-zero (``norm1``) -> self-attention with 3D RoPE on q and k -> gated residual;
+motion attention ``attn0`` (query = the un-normalised residual stream, keys/values = motion tokens at the
+hidden size, per-head LayerNorm on q and k, vision RoPE on q, 4D motion RoPE on k) added with no gate and
+no norm; AdaLN-zero (``norm2``) -> GELU-tanh feed-forward -> gated residual. Only the first three of the
+six modulation chunks of ``norm1``/``norm2`` are used (shift, scale, gate), as upstream.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ..attention import attention
+from .config import MVDiT7BConfig
+from .rope import apply_rope
+
+logger = logging.getLogger(__name__)
+
+RopeTables = tuple[torch.Tensor, torch.Tensor]
+
+
+def timestep_sinusoids(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, shift: float = 0.0) -> torch.Tensor:
+    """(B,) timesteps -> (B, dim) float32 sinusoidal embedding (diffusers ``Timesteps`` formula)."""
+    half = dim // 2
+    exponent = -math.log(10000.0) * torch.arange(half, dtype=torch.float32, device=timesteps.device) / (half - shift)
+    angles = timesteps[:, None].float() * torch.exp(exponent)[None, :]
+    emb = torch.cat([angles.sin(), angles.cos()], dim=-1)
+    if flip_sin_to_cos:
+        emb = torch.cat([emb[:, half:], emb[:, :half]], dim=-1)
+    if dim % 2:
+        emb = F.pad(emb, (0, 1))
+    return emb
+
+
+class TimestepEmbedding(nn.Module):
+    def __init__(self, in_dim: int, out_dim: int) -> None:
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, out_dim)
+        self.linear_2 = nn.Linear(out_dim, out_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class PatchEmbed(nn.Module):
+    """Per-frame Conv2d patchify; ``text_proj`` is kept only for key compatibility (unused)."""
+
+    def __init__(self, patch_size: int, in_channels: int, embed_dim: int, text_embed_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size, bias=True)
+        self.text_proj = nn.Linear(text_embed_dim, embed_dim)
+
+    def forward(self, latents: torch.Tensor) -> torch.Tensor:
+        """(B, F, C, h, w) -> (B, F*h/p*w/p, dim), token order frame, row, column."""
+        batch, frames = latents.shape[:2]
+        x = self.proj(latents.flatten(0, 1))  # (B*F, dim, h/p, w/p)
+        return x.flatten(2).transpose(1, 2).reshape(batch, -1, x.shape[1])
+
+
+class LayerNormZero(nn.Module):
+    """AdaLN-zero of CogVideoX: SiLU(temb) -> Linear -> 6 chunks, of which (shift, scale, gate) are used."""
+
+    def __init__(self, conditioning_dim: int, dim: int, eps: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(conditioning_dim, 6 * dim)
+        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=True)
+
+    def forward(self, hidden: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        shift, scale, gate = self.linear(F.silu(temb)).chunk(6, dim=1)[:3]
+        return self.norm(hidden) * (1 + scale[:, None]) + shift[:, None], gate[:, None]
+
+
+class AdaLayerNormOut(nn.Module):
+    """Output AdaLN (diffusers ``AdaLayerNorm`` with chunk_dim 1: shift first, then scale)."""
+
+    def __init__(self, conditioning_dim: int, dim: int, eps: float) -> None:
+        super().__init__()
+        self.linear = nn.Linear(conditioning_dim, 2 * dim)
+        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=True)
+
+    def forward(self, hidden: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
+        shift, scale = self.linear(F.silu(temb)).chunk(2, dim=1)
+        return self.norm(hidden) * (1 + scale[:, None]) + shift[:, None]
+
+
+class Attention(nn.Module):
+    """Multi-head attention with per-head LayerNorm on q and k (diffusers ``Attention`` key names)."""
+
+    def __init__(self, dim: int, heads: int, head_dim: int, bias: bool, qk_eps: float) -> None:
+        super().__init__()
+        self.heads = heads
+        self.head_dim = head_dim
+        inner = heads * head_dim
+        self.norm_q = nn.LayerNorm(head_dim, eps=qk_eps, elementwise_affine=True)
+        self.norm_k = nn.LayerNorm(head_dim, eps=qk_eps, elementwise_affine=True)
+        self.to_q = nn.Linear(dim, inner, bias=bias)
+        self.to_k = nn.Linear(dim, inner, bias=bias)
+        self.to_v = nn.Linear(dim, inner, bias=bias)
+        self.to_out = nn.ModuleList([nn.Linear(inner, dim, bias=True)])
+
+    def _heads(self, x: torch.Tensor) -> torch.Tensor:
+        return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)  # (B, heads, L, head_dim)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        context: torch.Tensor | None = None,
+        q_rope: RopeTables | None = None,
+        k_rope: RopeTables | None = None,
+    ) -> torch.Tensor:
+        context = hidden if context is None else context
+        q = self.norm_q(self._heads(self.to_q(hidden)))
+        k = self.norm_k(self._heads(self.to_k(context)))
+        v = self._heads(self.to_v(context))
+        if q_rope is not None:
+            q = apply_rope(q, *q_rope)
+        if k_rope is not None:
+            k = apply_rope(k, *k_rope)
+        out = attention(q, k, v)
+        return self.to_out[0](out.transpose(1, 2).flatten(2))
+
+
+class FeedForward(nn.Module):
+    """GELU(tanh) MLP with diffusers key names ``net.0.proj`` / ``net.2``."""
+
+    def __init__(self, dim: int, inner_dim: int) -> None:
+        super().__init__()
+        self.net = nn.ModuleList([_GeluProj(dim, inner_dim), nn.Identity(), nn.Linear(inner_dim, dim)])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net[2](self.net[0](x))
+
+
+class _GeluProj(nn.Module):
+    def __init__(self, dim: int, inner_dim: int) -> None:
+        super().__init__()
+        self.proj = nn.Linear(dim, inner_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return F.gelu(self.proj(x), approximate="tanh")
+
+
+class MVDiT7BBlock(nn.Module):
+    def __init__(self, config: MVDiT7BConfig) -> None:
+        super().__init__()
+        dim, heads, head_dim = config.inner_dim, config.num_attention_heads, config.attention_head_dim
+        self.attn0 = Attention(dim, heads, head_dim, config.attention_bias, config.qk_norm_eps)
+        self.norm1 = LayerNormZero(config.time_embed_dim, dim, config.norm_eps)
+        self.attn1 = Attention(dim, heads, head_dim, config.attention_bias, config.qk_norm_eps)
+        self.norm2 = LayerNormZero(config.time_embed_dim, dim, config.norm_eps)
+        self.ff = FeedForward(dim, config.ff_dim)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        motion_tokens: torch.Tensor,
+        temb: torch.Tensor,
+        vision_rope: RopeTables,
+        motion_rope: RopeTables,
+    ) -> torch.Tensor:
+        normed, gate = self.norm1(hidden, temb)
+        hidden = hidden + gate * self.attn1(normed, q_rope=vision_rope, k_rope=vision_rope)
+        hidden = hidden + self.attn0(hidden, motion_tokens, q_rope=vision_rope, k_rope=motion_rope)
+        normed, gate = self.norm2(hidden, temb)
+        return hidden + gate * self.ff(normed)
+
+
+class MVDiT7B(nn.Module):
+    """MV-DiT-7B denoiser (v-prediction). See the module docstring for the block layout."""
+
+    def __init__(self, config: MVDiT7BConfig | None = None) -> None:
+        super().__init__()
+        self.config = config = config or MVDiT7BConfig()
+        dim = config.inner_dim
+        self.unconditional_motion_token = nn.Parameter(torch.empty(config.num_unconditional_tokens, dim))
+        self.patch_embed = PatchEmbed(config.patch_size, config.in_channels, dim, config.text_embed_dim)
+        self.time_embedding = TimestepEmbedding(dim, config.time_embed_dim)
+        self.transformer_blocks = nn.ModuleList([MVDiT7BBlock(config) for _ in range(config.num_layers)])
+        self.norm_final = nn.LayerNorm(dim, eps=config.norm_eps, elementwise_affine=True)
+        self.norm_out = AdaLayerNormOut(config.time_embed_dim, dim, config.norm_eps)
+        self.proj_out = nn.Linear(dim, config.patch_size**2 * config.out_channels)
+        if self.unconditional_motion_token.device.type != "meta":
+            nn.init.normal_(self.unconditional_motion_token)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.proj_out.weight.dtype
+
+    @property
+    def device(self) -> torch.device:
+        return self.proj_out.weight.device
+
+    def forward(
+        self,
+        latents_in: torch.Tensor,
+        timestep: torch.Tensor,
+        motion_tokens: torch.Tensor,
+        vision_rope: RopeTables,
+        motion_rope: RopeTables,
+    ) -> torch.Tensor:
+        """Predict v.
+
+        latents_in (B, F, in_channels, h, w): noisy latents and reference latents concatenated on channels
+        (h, w = pixels / 8); timestep (B,) integer diffusion timesteps; motion_tokens (B, F*24, inner_dim);
+        vision_rope / motion_rope: (cos, sin) tables from ``rope.vision_rope_7b`` / ``rope.motion_rope_7b``.
+        Returns (B, F, out_channels, h, w) in the model dtype.
+        """
+        cfg = self.config
+        batch, frames, channels, height, width = latents_in.shape
+        p = cfg.patch_size
+        if channels != cfg.in_channels:
+            raise ValueError(f"latents_in has {channels} channels, the model expects {cfg.in_channels}")
+        if height % p or width % p:
+            raise ValueError(f"latent size {height}x{width} is not a multiple of the patch size {p}")
+        dtype = self.dtype
+        num_tokens = frames * (height // p) * (width // p)
+        if vision_rope[0].shape[0] != num_tokens or motion_rope[0].shape[0] != motion_tokens.shape[1]:
+            raise ValueError(
+                f"RoPE tables ({vision_rope[0].shape[0]} vision, {motion_rope[0].shape[0]} motion rows) do not match "
+                f"the inputs ({num_tokens} patch tokens, {motion_tokens.shape[1]} motion tokens)"
+            )
+        # upstream builds the tables in the latents dtype and rotates in float32
+        vision_rope = tuple(t.to(self.device, dtype) for t in vision_rope)
+        motion_rope = tuple(t.to(self.device, dtype) for t in motion_rope)
+
+        timestep = timestep.to(self.device).reshape(-1).expand(batch)
+        t_emb = timestep_sinusoids(timestep, cfg.inner_dim, cfg.flip_sin_to_cos, cfg.freq_shift)
+        temb = self.time_embedding(t_emb.to(dtype))
+
+        hidden = self.patch_embed(latents_in.to(self.device, dtype))
+        motion_tokens = motion_tokens.to(self.device, dtype)
+        for block in self.transformer_blocks:
+            hidden = block(hidden, motion_tokens, temb, vision_rope, motion_rope)
+
+        hidden = self.norm_out(self.norm_final(hidden), temb)
+        hidden = self.proj_out(hidden)  # (B, tokens, C*p*p)
+        out = hidden.reshape(batch, frames, height // p, width // p, -1, p, p)
+        return out.permute(0, 1, 4, 2, 5, 3, 6).reshape(batch, frames, -1, height, width)
