@@ -1,0 +1,297 @@
+"""Motion files: one loader that recognises the format by content, and the ``.npz`` save format.
+
+Formats read by ``load_motions`` / ``load_motion``:
+
+* **upstream MTVCrafter pickle** (``.pkl``): a list of dicts (or one dict) with ``pose`` (T, 24, 3)
+  mm and ``video_path``/``video_length``/``video_height``/``video_width``;
+* **raw NLF extraction pickle** (upstream ``process_nlf.py``): ``pose["joints3d_nonparam"]`` is a
+  per-frame list of ``[tensor(n_people, 24, 3)]``, saved from CUDA. Tensors are rebuilt as CPU numpy
+  arrays by the restricted unpickler. One person per frame: the first detection in the first frame
+  that has one, then whoever's pelvis is nearest the previous pick. Empty frames are filled by
+  linear interpolation (held at the ends) and marked ``valid=False``;
+* **our ``.npz``** (``joints_mm`` (T,24,3) float32, ``fps``, ``valid`` (T,) bool, ``meta`` JSON
+  string, ``format`` = "mtv_joints", ``version``), read with ``allow_pickle=False``;
+* **SMPL parameters** (``.npz``/``.pkl``): AMASS-style ``poses``/``betas``/``trans`` (z-up world,
+  ``mocap_framerate``) or NLF-style ``pose``/``betas``/``trans`` (camera frame), turned into joints
+  with a user-supplied SMPL model (see ``smpl.py`` for the frame transform);
+* a bare ``.npy`` array (T, 24, 3) in camera-frame millimetres.
+
+Pickles are never read with a plain ``pickle.load`` (see ``safe_pickle.py``).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .safe_pickle import safe_load_pickle
+from .sequence import NUM_JOINTS, JointSequence
+
+logger = logging.getLogger(__name__)
+
+MOTION_EXTENSIONS = (".npz", ".pkl", ".pickle", ".npy")
+DEFAULT_FPS = 20.0  # upstream pickles carry no frame rate; MTVCrafter renders at 20 fps
+FORMAT_NAME = "mtv_joints"
+FORMAT_VERSION = 1
+
+
+class MotionFormatError(ValueError):
+    """The file exists but is not a motion file we understand (or its content is invalid)."""
+
+
+def _plain(value: Any) -> Any:
+    """Make metadata JSON-friendly (numpy scalars -> Python)."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, np.ndarray) and value.size <= 16:
+        return value.tolist()
+    if isinstance(value, (list, tuple)) and len(value) <= 16:
+        return [_plain(v) for v in value]
+    return None
+
+
+def _sequence(path: Path, joints: Any, fps: float, valid: Any = None, meta: dict | None = None,
+              what: str = "") -> JointSequence:
+    where = f"{path}{what}"
+    joints = np.asarray(joints)
+    if joints.dtype == object or not np.issubdtype(joints.dtype, np.number):
+        raise MotionFormatError(f"{where}: joints are not a numeric array (dtype {joints.dtype})")
+    if joints.ndim == 3 and joints.shape[1:] != (NUM_JOINTS, 3):
+        raise MotionFormatError(f"{where}: expected {NUM_JOINTS} joints x 3 coordinates per frame, "
+                                f"got shape {tuple(joints.shape)}")
+    try:
+        return JointSequence(joints, fps=fps, valid=valid, meta=meta or {})
+    except ValueError as exc:
+        raise MotionFormatError(f"{where}: {exc}") from None
+
+
+# --- pickles ------------------------------------------------------------------------------------
+
+
+def _frame_people(entry: Any) -> np.ndarray:
+    """One NLF frame entry ([tensor(n,24,3)] or the array itself) -> (n, 24, 3) float32."""
+    if isinstance(entry, (list, tuple)):
+        entry = entry[0] if len(entry) else np.zeros((0, NUM_JOINTS, 3), np.float32)
+    people = np.asarray(entry, dtype=np.float32)
+    if people.ndim == 2:
+        people = people[None]
+    if people.ndim != 3 or people.shape[1:] != (NUM_JOINTS, 3):
+        raise ValueError(f"a frame holds joints of shape {people.shape}, expected (n_people, 24, 3)")
+    return people
+
+
+def pick_people(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
+    """Per-frame (n_i, 24, 3) detections -> one track (T, 24, 3) and its validity mask.
+
+    Rule: the first detection (NLF orders by detector score) of the first non-empty frame, then in
+    each frame the person whose pelvis is nearest the last picked pelvis. Empty frames are filled by
+    linear interpolation between their valid neighbours (held at the ends) and marked invalid.
+    """
+    count = len(frames)
+    joints = np.zeros((count, NUM_JOINTS, 3), np.float32)
+    valid = np.zeros(count, bool)
+    last_pelvis = None
+    for t, people in enumerate(frames):
+        people = people[np.isfinite(people).all(axis=(1, 2))] if len(people) else people
+        if len(people) == 0:
+            continue
+        k = 0 if last_pelvis is None else int(np.argmin(np.linalg.norm(people[:, 0] - last_pelvis, axis=-1)))
+        joints[t], valid[t] = people[k], True
+        last_pelvis = people[k, 0]
+    if valid.any() and not valid.all():
+        joints = fill_invalid(joints, valid)
+    return joints, valid
+
+
+def fill_invalid(joints: np.ndarray, valid: np.ndarray) -> np.ndarray:
+    """Linear interpolation over invalid frames (held at the ends); valid frames are untouched."""
+    known = np.flatnonzero(valid)
+    if known.size == 0:
+        raise ValueError("no valid frame to interpolate from")
+    t = np.arange(len(joints))
+    flat = joints.reshape(len(joints), -1).astype(np.float64)
+    filled = np.empty_like(flat)
+    for c in range(flat.shape[1]):
+        filled[:, c] = np.interp(t, known, flat[known, c])
+    out = filled.reshape(joints.shape).astype(np.float32)
+    out[valid] = joints[valid]
+    return out
+
+
+def _from_nlf_raw(path: Path, data: dict, fps: float) -> JointSequence:
+    per_frame = data["pose"]["joints3d_nonparam"] if "pose" in data else data["joints3d_nonparam"]
+    if not isinstance(per_frame, (list, tuple)) or len(per_frame) == 0:
+        raise MotionFormatError(f"{path}: NLF pickle holds no frames (joint sequence is empty)")
+    try:
+        frames = [_frame_people(entry) for entry in per_frame]
+    except (ValueError, TypeError) as exc:
+        raise MotionFormatError(f"{path}: {exc}") from None
+    joints, valid = pick_people(frames)
+    if not valid.any():
+        raise MotionFormatError(f"{path}: nobody was detected in any of the {len(frames)} frames")
+    meta = {k: _plain(data.get(k)) for k in ("video_path", "video_length", "video_height", "video_width")
+            if k in data}
+    meta.update(format="nlf_pickle", person_rule="first detection, then nearest pelvis",
+                people_per_frame_max=int(max(len(f) for f in frames)))
+    if not valid.all():
+        logger.info("%s: %d of %d frames had nobody detected; interpolated", path, int((~valid).sum()), len(valid))
+    return _sequence(path, joints, fps, valid, meta)
+
+
+def _from_upstream_list(path: Path, items: list, fps: float) -> list[JointSequence]:
+    sequences = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict) or "pose" not in item:
+            raise MotionFormatError(f"{path}: item {i} has no 'pose' array (unknown motion format)")
+        meta = {k: _plain(v) for k, v in item.items() if k != "pose" and _plain(v) is not None}
+        meta.update(format="mtvcrafter_pickle", index=i)
+        sequences.append(_sequence(path, item["pose"], fps, None, meta, what=f" (item {i})"))
+    return sequences
+
+
+def _is_smpl_params(data: Any) -> bool:
+    if not isinstance(data, dict):
+        return False
+    pose = data.get("poses", data.get("pose"))
+    return isinstance(pose, np.ndarray) and pose.ndim == 2 and pose.shape[1] >= 66 and "trans" in data
+
+
+def _from_smpl_params(path: Path, data: dict, fps: float | None, smpl_model: str | os.PathLike | None) -> JointSequence:
+    from .smpl import amass_to_camera_mm, smpl_joints_m
+
+    if smpl_model is None:
+        raise MotionFormatError(f"{path}: holds SMPL parameters; an SMPL model file is needed to turn them into "
+                                "joints (put e.g. SMPL_NEUTRAL.pkl in models/mtvcrafter/smpl)")
+    amass = "poses" in data
+    poses = data["poses"] if amass else data["pose"]
+    betas = np.asarray(data.get("betas", np.zeros(10, np.float32)))
+    if fps is None:
+        rate = data.get("mocap_framerate", data.get("mocap_frame_rate", data.get("fps")))
+        fps = float(np.asarray(rate)) if rate is not None else DEFAULT_FPS
+    try:
+        joints_m = smpl_joints_m(smpl_model, poses, betas, data["trans"], source=str(path))
+    except ValueError as exc:
+        raise MotionFormatError(str(exc)) from None
+    joints_mm = amass_to_camera_mm(joints_m) if amass else joints_m * 1000.0
+    meta = {"format": "amass_smpl" if amass else "smpl_camera", "smpl_model": Path(smpl_model).name}
+    return _sequence(path, joints_mm, fps, None, meta)
+
+
+def _from_pickle(path: Path, fps: float | None, smpl_model) -> list[JointSequence]:
+    data = safe_load_pickle(path, allow_torch=True)
+    rate = DEFAULT_FPS if fps is None else fps
+    if isinstance(data, dict) and isinstance(data.get("pose"), dict) and "joints3d_nonparam" in data["pose"]:
+        return [_from_nlf_raw(path, data, rate)]
+    if isinstance(data, dict) and "joints3d_nonparam" in data:
+        return [_from_nlf_raw(path, data, rate)]
+    if _is_smpl_params(data):
+        return [_from_smpl_params(path, data, fps, smpl_model)]
+    if isinstance(data, dict) and "pose" in data:
+        data = [data]
+    if isinstance(data, list):
+        if not data:
+            raise MotionFormatError(f"{path}: the motion list is empty")
+        return _from_upstream_list(path, data, rate)
+    raise MotionFormatError(f"{path}: unknown motion format (a {type(data).__name__} without 'pose' or "
+                            "'joints3d_nonparam')")
+
+
+# --- npz / npy ----------------------------------------------------------------------------------
+
+
+def _from_npz(path: Path, fps: float | None, smpl_model) -> list[JointSequence]:
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            data = {k: npz[k] for k in npz.files}
+    except ValueError as exc:  # object arrays need pickle: refused
+        raise MotionFormatError(f"{path}: unreadable npz without pickle ({exc})") from None
+    if "joints_mm" in data:
+        meta: dict[str, Any] = {}
+        if "meta" in data:
+            try:
+                meta = json.loads(str(data["meta"]))
+            except json.JSONDecodeError as exc:
+                raise MotionFormatError(f"{path}: 'meta' is not valid JSON ({exc})") from None
+        rate = float(data["fps"]) if fps is None and "fps" in data else (fps or DEFAULT_FPS)
+        return [_sequence(path, data["joints_mm"], rate, data.get("valid"), meta)]
+    if _is_smpl_params(data):
+        return [_from_smpl_params(path, data, fps, smpl_model)]
+    raise MotionFormatError(f"{path}: unknown motion format (npz keys: {', '.join(sorted(data)) or 'none'}; "
+                            "expected 'joints_mm', or SMPL 'poses'/'pose' with 'trans')")
+
+
+def _from_npy(path: Path, fps: float | None) -> list[JointSequence]:
+    try:
+        joints = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise MotionFormatError(f"{path}: unreadable npy without pickle ({exc})") from None
+    return [_sequence(path, joints, fps or DEFAULT_FPS, None, {"format": "npy"})]
+
+
+# --- public API ---------------------------------------------------------------------------------
+
+
+def load_motions(path: str | os.PathLike, fps: float | None = None,
+                 smpl_model: str | os.PathLike | None = None) -> list[JointSequence]:
+    """Every joint sequence in ``path`` (upstream pickles may hold several).
+
+    ``fps`` overrides the file's frame rate (pickles have none: default 20). ``smpl_model`` is the
+    SMPL model file needed only for SMPL-parameter files.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"motion file not found: {path}")
+    if fps is not None and (not np.isfinite(fps) or fps <= 0):
+        raise ValueError(f"fps must be a positive number, got {fps}")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    suffix = path.suffix.lower()
+    if head.startswith(b"PK"):
+        sequences = _from_npz(path, fps, smpl_model)
+    elif head.startswith(b"\x93NUMPY"):
+        sequences = _from_npy(path, fps)
+    elif head[:1] == b"\x80" or suffix in (".pkl", ".pickle"):
+        sequences = _from_pickle(path, fps, smpl_model)
+    else:
+        raise MotionFormatError(f"{path}: unknown motion format (expected one of {', '.join(MOTION_EXTENSIONS)})")
+    for seq in sequences:
+        seq.meta.setdefault("source", path.name)
+    logger.debug("loaded %d sequence(s) from %s", len(sequences), path)
+    return sequences
+
+
+def load_motion(path: str | os.PathLike, index: int = 0, fps: float | None = None,
+                smpl_model: str | os.PathLike | None = None) -> JointSequence:
+    """Sequence ``index`` of ``path`` (see ``load_motions``)."""
+    sequences = load_motions(path, fps=fps, smpl_model=smpl_model)
+    if not 0 <= index < len(sequences):
+        raise IndexError(f"{path}: sequence index {index} out of range (the file holds {len(sequences)})")
+    return sequences[index]
+
+
+def save_motion(seq: JointSequence, path: str | os.PathLike) -> Path:
+    """Write ``seq`` as our ``.npz`` (lossless). Written to a temporary name, then moved into place."""
+    path = Path(path)
+    if path.suffix.lower() != ".npz":
+        path = path.with_name(path.name + ".npz")
+    meta = json.dumps(seq.meta, ensure_ascii=False, default=_plain)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, joints_mm=seq.joints_mm, fps=np.float64(seq.fps), valid=seq.valid,
+                     meta=np.array(meta), format=np.array(FORMAT_NAME), version=np.int64(FORMAT_VERSION))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    logger.info("saved %s (%d frames, %.3g fps)", path, seq.num_frames, seq.fps)
+    return path
