@@ -24,7 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import os
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -284,9 +284,9 @@ def save_motion(seq: JointSequence, path: str | os.PathLike) -> Path:
         path = path.with_name(path.name + ".npz")
     meta = json.dumps(seq.meta, ensure_ascii=False, default=_plain)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".partial", dir=path.parent)
+    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
     try:
-        with os.fdopen(fd, "wb") as f:
+        with open(tmp, "xb") as f:
             np.savez(f, joints_mm=seq.joints_mm, fps=np.float64(seq.fps), valid=seq.valid,
                      meta=np.array(meta), format=np.array(FORMAT_NAME), version=np.int64(FORMAT_VERSION))
         os.replace(tmp, path)
