@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import attention
+from ..attention import BACKENDS, attention
 from .config import MVDiT7BConfig
 from .rope import apply_rope
 
@@ -100,6 +100,7 @@ class Attention(nn.Module):
         super().__init__()
         self.heads = heads
         self.head_dim = head_dim
+        self.backend: str | None = None  # None: the pack-wide default of mtv_core.attention
         inner = heads * head_dim
         self.norm_q = nn.LayerNorm(head_dim, eps=qk_eps, elementwise_affine=True)
         self.norm_k = nn.LayerNorm(head_dim, eps=qk_eps, elementwise_affine=True)
@@ -126,7 +127,7 @@ class Attention(nn.Module):
             q = apply_rope(q, *q_rope)
         if k_rope is not None:
             k = apply_rope(k, *k_rope)
-        out = attention(q, k, v)
+        out = attention(q, k, v, backend=self.backend)
         return self.to_out[0](out.transpose(1, 2).flatten(2))
 
 
@@ -191,6 +192,14 @@ class MVDiT7B(nn.Module):
         self.proj_out = nn.Linear(dim, config.patch_size**2 * config.out_channels)
         if self.unconditional_motion_token.device.type != "meta":
             nn.init.normal_(self.unconditional_motion_token)
+
+    def set_attention_backend(self, name: str | None) -> None:
+        """Attention backend of every layer: "auto", "sdpa", "xformers", or None for the pack-wide default."""
+        if name is not None and name not in BACKENDS:
+            raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        for module in self.modules():
+            if isinstance(module, Attention):
+                module.backend = name
 
     @property
     def dtype(self) -> torch.dtype:

@@ -1,0 +1,126 @@
+"""Loading MV-DiT-7B checkpoints without ever holding a float32 copy of low-precision weights.
+
+Accepted: the released diffusers folder (``MV-DiT/CogVideoX/``: ``config.json`` + sharded safetensors with
+an index) and single safetensors files (ComfyUI ``models/diffusion_models``; keys may carry a
+``model.diffusion_model.`` or ``transformer.`` prefix). The model is built on the meta device and every
+tensor is read from the memory-mapped file straight into the requested dtype on the requested device, so
+peak host memory is about the size of the weights in that dtype.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+from ..attention import BACKENDS
+from ..checkpoint import Checkpoint, CheckpointError, load_into, open_checkpoint
+from .config import MVDiT7BConfig
+from .transformer_7b import MVDiT7B
+
+logger = logging.getLogger(__name__)
+
+DTYPES = {
+    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
+    "fp16": torch.float16, "float16": torch.float16,
+    "fp32": torch.float32, "float32": torch.float32,
+}
+KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "module.")
+
+
+def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+    if isinstance(dtype, torch.dtype):
+        if dtype not in DTYPES.values():
+            raise ValueError(f"unsupported dtype {dtype}; use bfloat16, float16 or float32")
+        return dtype
+    if dtype not in DTYPES:
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+    return DTYPES[dtype]
+
+
+class _RenamedCheckpoint:
+    """A view of a checkpoint with a key prefix removed (the interface ``load_into`` reads)."""
+
+    def __init__(self, ckpt: Checkpoint, prefix: str) -> None:
+        self.path, self.config, self._ckpt, self._prefix = ckpt.path, ckpt.config, ckpt, prefix
+
+    def keys(self) -> list[str]:
+        return [k[len(self._prefix):] for k in self._ckpt.keys()]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._ckpt.shape(self._prefix + key)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {key: self.shape(key) for key in self.keys()}
+
+    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        return self._ckpt.get(self._prefix + key, dtype, device)
+
+
+def _strip_prefix(ckpt: Checkpoint):
+    keys = ckpt.keys()
+    for prefix in KEY_PREFIXES:
+        if keys and all(k.startswith(prefix) for k in keys):
+            logger.info("%s: keys carry the prefix %r; reading them without it", ckpt.path, prefix)
+            return _RenamedCheckpoint(ckpt, prefix)
+    return ckpt
+
+
+def check_variant(keys, path: Path) -> None:
+    """Raise a CheckpointError naming what ``keys`` look like when they are not an MV-DiT-7B state dict."""
+    keys = set(keys)
+    if "unconditional_motion_token" in keys and "transformer_blocks.0.attn0.to_q.weight" in keys:
+        return
+    if any(k.startswith("blocks.") for k in keys) and "patch_embedding.weight" in keys:
+        kind = "has Wan key names: it looks like MV-DiT-17B (or a Wan2.1 model); load it with the 17B loader"
+    elif any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys):
+        kind = ("has encoder/decoder keys: it looks like the 4DMoT motion tokenizer or a VAE, "
+                "not the MV-DiT-7B transformer")
+    elif "patch_embed.proj.weight" in keys:
+        kind = ("is a CogVideoX transformer without motion attention (no attn0 / unconditional_motion_token): "
+                "use the MTVCrafter MV-DiT/CogVideoX weights, not the stock CogVideoX-5B transformer")
+    else:
+        kind = "has none of the MV-DiT-7B keys"
+    raise CheckpointError(f"{path}: not an MV-DiT-7B checkpoint; it {kind}")
+
+
+def config_for(ckpt) -> MVDiT7BConfig:
+    """Config from the folder's config.json when present, else inferred from the tensor shapes."""
+    if ckpt.config is not None:
+        try:
+            return MVDiT7BConfig.from_diffusers_config(ckpt.config)
+        except (TypeError, ValueError) as exc:
+            raise CheckpointError(f"{ckpt.path}/config.json: {exc}") from exc
+    try:
+        return MVDiT7BConfig.infer_from_shapes(ckpt.shapes())
+    except ValueError as exc:
+        raise CheckpointError(f"{ckpt.path}: {exc}") from exc
+
+
+def load_mvdit7b(
+    path: str | Path,
+    dtype: torch.dtype | str = torch.bfloat16,
+    device: torch.device | str = "cpu",
+    attention: str = "auto",
+) -> MVDiT7B:
+    """Load MV-DiT-7B from a diffusers folder or a single safetensors file, in ``dtype`` on ``device``."""
+    dtype = resolve_dtype(dtype)
+    if attention not in BACKENDS:
+        raise ValueError(f"unknown attention backend {attention!r}; choose one of {', '.join(BACKENDS)}")
+    ckpt = _strip_prefix(open_checkpoint(path))
+    check_variant(ckpt.keys(), ckpt.path)
+    config = config_for(ckpt)
+    with torch.device("meta"):
+        model = MVDiT7B(config)
+    load_into(
+        model, ckpt, dtype=dtype, device=device, what="MV-DiT-7B",
+        hint="expected the MTVCrafter MV-DiT/CogVideoX transformer (diffusers folder or single safetensors)",
+    )
+    model.set_attention_backend(attention)
+    model.eval().requires_grad_(False)
+    logger.info(
+        "loaded MV-DiT-7B from %s: %d layers, %d heads, %s on %s, attention %s",
+        path, config.num_layers, config.num_attention_heads, dtype, device, attention,
+    )
+    return model

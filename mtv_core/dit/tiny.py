@@ -1,0 +1,97 @@
+"""Tiny MV-DiT-7B checkpoints with the real key names, for tests, the demo and integration checks.
+
+The tiny model has the structure of the release (2 heads x 64, 2 layers, 32 -> 16 channels, 312 unconditional
+tokens) at 1/24 of its width; it is the configuration of the reference cases in ``../shared/reference/mvdit7b``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from ..tokenizer.testing import manifest_tensor
+from .config import MVDiT7BConfig
+from .transformer_7b import MVDiT7B
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+
+
+def tiny_mvdit7b_config() -> MVDiT7BConfig:
+    return MVDiT7BConfig(num_attention_heads=2, attention_head_dim=64, time_embed_dim=64, text_embed_dim=64, num_layers=2)
+
+
+def random_state_dict_7b(config: MVDiT7BConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic random weights of a healthy scale (fan-in scaled matrices, norm weights near 1)."""
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in MVDiT7B(config).state_dict().items()}
+    out = {}
+    for name, shape in shapes.items():
+        if name == "unconditional_motion_token":
+            spec = {"shape": shape, "scale": 1.0, "offset": 0.0}
+        elif len(shape) == 1:
+            norm_weight = name.endswith("weight")
+            spec = {"shape": shape, "scale": 0.1 if norm_weight else 0.02, "offset": 1.0 if norm_weight else 0.0}
+        else:
+            fan_in = 1
+            for size in shape[1:]:
+                fan_in *= size
+            spec = {"shape": shape, "scale": fan_in**-0.5, "offset": 0.0}
+        out[name] = manifest_tensor(name, spec, seed)
+    return out
+
+
+def save_mvdit7b(
+    state_dict: dict[str, torch.Tensor],
+    path: str | Path,
+    config: MVDiT7BConfig,
+    as_folder: bool = False,
+    dtype: torch.dtype | None = None,
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write a state dict as one safetensors file, or as a diffusers folder (config.json + shards + index)."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    tensors = {k: (v.to(dtype) if dtype is not None else v).contiguous() for k, v in state_dict.items()}
+    if not as_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path))
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    (path / "config.json").write_text(json.dumps(config.to_diffusers_config(), indent=2))
+    if max_shard_bytes is None:
+        save_file(tensors, str(path / WEIGHTS_NAME))
+        return path
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        name = f"diffusion_pytorch_model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path / name))
+        weight_map.update({key: name for key in shard})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    (path / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return path
+
+
+def write_tiny_mvdit7b(
+    path: str | Path,
+    seed: int = 0,
+    as_folder: bool = False,
+    dtype: torch.dtype = torch.float32,
+    config: MVDiT7BConfig | None = None,
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write a tiny random MV-DiT-7B checkpoint (single safetensors file, or diffusers folder if ``as_folder``)."""
+    config = config or tiny_mvdit7b_config()
+    return save_mvdit7b(random_state_dict_7b(config, seed), path, config, as_folder, dtype, max_shard_bytes)
