@@ -346,3 +346,16 @@ def test_nlf_fill_gaps_rejects_never_observed():
         fill_gaps(np.zeros((3, 2)), np.zeros(3, bool))
     filled = fill_gaps(np.array([[0.0], [0.0], [4.0]]), np.array([True, False, True]))
     np.testing.assert_allclose(filled[:, 0], [0, 2, 4])
+
+
+def test_nlf_track_not_handed_to_another_person_during_a_miss(tmp_path):
+    rows = []
+    for f in range(8):
+        a = [] if f in (3, 4, 5) else [person_row(4 + f, 4, 12, 30, 0.9, (100.0 + 10 * f, 0, 3000), 1)]
+        b = [person_row(44, 4, 12, 30, 0.95, (2500.0, 0, 3000), 2)]  # 2.4 m away, boxes apart
+        rows.append(a + b)
+    model = load_fake(tmp_path, scenario(rows))
+    motion = extract_smpl_motion(model, frames_for(8), policy="leftmost", device="cpu")
+    seq = motion.sequences[0]
+    np.testing.assert_array_equal(seq.valid, [True, True, True, False, False, False, True, True])
+    assert (seq.joints_mm[:, 0, 0] < 500).all()

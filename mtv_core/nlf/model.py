@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterator
@@ -158,7 +159,9 @@ def load_nlf_model(
     device = torch.device(device)
     map_location = device if device.type == "cuda" and torch.cuda.is_available() else torch.device("cpu")
     try:
-        module = torch.jit.load(str(path), map_location=map_location)
+        with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript; NLF is only released as such
+            warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*", category=DeprecationWarning)
+            module = torch.jit.load(str(path), map_location=map_location)
     except (RuntimeError, ValueError) as exc:
         raise NLFModelFormatError(
             f"'{path}' could not be loaded as a TorchScript file ({exc}). Expected an NLF multi-person model "
