@@ -18,6 +18,7 @@ from mtv_pack.mtv_core.nlf import (
     detect_people,
     extract_smpl_motion,
     fill_gaps,
+    frames_to_nchw,
     jit_script_patch,
     load_nlf_model,
     profiling_executor,
@@ -202,6 +203,16 @@ def test_nlf_uint8_and_float_frames_agree(tmp_path):
     for a, b, c in zip(as_float.joints_mm, as_uint8.joints_mm, as_tensor.joints_mm):
         np.testing.assert_array_equal(a, b)
         np.testing.assert_array_equal(a, c)
+
+
+def test_nlf_frames_to_nchw_layout_and_dtypes():
+    frames = torch.from_numpy(frames_for(2))
+    frames[0, 1, 2] = torch.tensor([1.5, -0.2, 0.25])
+    nchw = frames_to_nchw(frames, "cpu")
+    assert nchw.shape == (2, 3, 48, 64) and nchw.dtype == torch.float16
+    assert nchw[0, :, 1, 2].tolist() == [1.0, 0.0, 0.25]  # clamped, channels in RGB order
+    as_u8 = frames_to_nchw(torch.from_numpy(frames_for(2, dtype=np.uint8)), "cpu")
+    assert as_u8.dtype == torch.uint8 and as_u8[1, :, 0, 0].tolist() == [1, 128, 255]
 
 
 def test_nlf_frames_fed_in_rgb_order(tmp_path):

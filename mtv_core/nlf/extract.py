@@ -70,14 +70,13 @@ def _as_tensor(frames: torch.Tensor | np.ndarray) -> torch.Tensor:
 def frames_to_nchw(frames: torch.Tensor, device: torch.device | str) -> torch.Tensor:
     """(B, H, W, 3|4) RGB(A) frames -> (B, 3, H, W) on ``device``, as NLF takes them.
 
-    uint8 stays uint8 (NLF divides by 255 itself); float is clamped to 0..1 and sent as float32
-    (float16 stays float16). An alpha channel is dropped. Channel order is kept: RGB in, RGB out.
+    uint8 stays uint8 (NLF divides by 255 itself). Float is clamped to 0..1 and sent as float16:
+    NLF's first step casts any float input to float16, so this halves the copy and memory at no
+    change in the result. An alpha channel is dropped. Channel order is kept: RGB in, RGB out.
     """
     frames = frames[..., :3]
     if frames.dtype.is_floating_point:
-        if frames.dtype not in (torch.float16, torch.float32):
-            frames = frames.float()
-        frames = frames.clamp(0.0, 1.0)
+        frames = frames.clamp(0.0, 1.0).to(torch.float16)
     return frames.to(device, non_blocking=True).permute(0, 3, 1, 2).contiguous()
 
 

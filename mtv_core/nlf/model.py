@@ -159,7 +159,7 @@ def load_nlf_model(
     device = torch.device(device)
     map_location = device if device.type == "cuda" and torch.cuda.is_available() else torch.device("cpu")
     try:
-        with warnings.catch_warnings():  # torch >= 2.10 deprecates TorchScript; NLF is only released as such
+        with warnings.catch_warnings():  # recent torch deprecates TorchScript; NLF ships only as such
             warnings.filterwarnings("ignore", message=r".*torch\.jit\.load.*", category=DeprecationWarning)
             module = torch.jit.load(str(path), map_location=map_location)
     except (RuntimeError, ValueError) as exc:
