@@ -1,0 +1,122 @@
+"""Turn a shipped UI workflow into a runnable API prompt against a live server, and check its outputs."""
+
+from __future__ import annotations
+
+import copy
+import json
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+from .node_specs import UI_ONLY_NODES
+from .workflow_assets import INPUT_VIDEO_FPS, INPUT_VIDEO_FRAMES
+
+# Widget values lowered so a workflow runs in seconds on CPU with tiny models (input name -> value).
+FAST_INPUTS: dict[str, Any] = {"steps": 2, "num_steps": 2, "num_inference_steps": 2}
+STEP_INPUTS = tuple(FAST_INPUTS)
+FRAME_INPUTS = ("frames", "num_frames", "length", "max_frames", "frame_count")
+
+
+def to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
+    """Convert with comfy-cli's converter (the same widget mapping the frontend does) and check nothing was lost."""
+    from comfy_cli.workflow_to_api import convert_ui_to_api
+
+    api = convert_ui_to_api(workflow, object_info)
+    missing = []
+    for node in workflow["nodes"]:
+        if node.get("mode", 0) in (2, 4) or node.get("type") in UI_ONLY_NODES:
+            continue
+        if node["type"] not in object_info:
+            missing.append(f"node {node['id']} type {node['type']} is not known to the server")
+        elif str(node["id"]) not in api:
+            missing.append(f"node {node['id']} ({node['type']}) was dropped by the UI->API conversion")
+    if missing:
+        raise AssertionError("; ".join(missing))
+    return api
+
+
+def adapt(api: dict[str, Any], object_info: dict[str, Any], overrides: dict[str, Any] | None = None,
+          prefix: str | None = None) -> dict[str, Any]:
+    """Lower step counts on our nodes (within each input's declared min) and give SaveVideo a test prefix."""
+    api = copy.deepcopy(api)
+    overrides = FAST_INPUTS if overrides is None else overrides
+    for node in api.values():
+        ctype = node["class_type"]
+        if ctype.startswith("MTV"):
+            required = object_info[ctype]["input"].get("required", {})
+            optional = object_info[ctype]["input"].get("optional", {})
+            for name, value in overrides.items():
+                spec = required.get(name) or optional.get(name)
+                if name in node["inputs"] and not isinstance(node["inputs"][name], list) and spec:
+                    lo = spec[1].get("min", value) if len(spec) > 1 else value
+                    node["inputs"][name] = max(value, lo)
+        if ctype == "SaveVideo" and prefix:
+            node["inputs"]["filename_prefix"] = prefix
+    return api
+
+
+def literal(api: dict[str, Any], node_id: str, name: str) -> Any:
+    value = api[node_id]["inputs"].get(name)
+    return None if isinstance(value, list) else value
+
+
+def source(api: dict[str, Any], node_id: str, name: str) -> tuple[str, int] | None:
+    value = api[node_id]["inputs"].get(name)
+    return (str(value[0]), int(value[1])) if isinstance(value, list) else None
+
+
+def expected_video(api: dict[str, Any], save_id: str) -> dict[str, Any]:
+    """Expected fps, frame count and size of a SaveVideo node's file, from the graph and our inputs."""
+    expect: dict[str, Any] = {}
+    src = source(api, save_id, "video")
+    if src is None or api[src[0]]["class_type"] != "CreateVideo":
+        return expect
+    create = src[0]
+    fps = literal(api, create, "fps")
+    if fps is None:
+        fps_src = source(api, create, "fps")
+        if fps_src and api[fps_src[0]]["class_type"] == "GetVideoComponents":
+            fps = INPUT_VIDEO_FPS
+    if fps is not None:
+        expect["fps"] = float(fps)
+    ours = [n for n in api.values() if n["class_type"].startswith("MTV")]
+    for node in ours:
+        inputs = node["inputs"]
+        if isinstance(inputs.get("width"), int) and isinstance(inputs.get("height"), int):
+            expect["size"] = (inputs["width"], inputs["height"])
+        for name in FRAME_INPUTS:
+            if isinstance(inputs.get(name), int) and inputs[name] > 0:
+                expect["frames"] = inputs[name]
+    if "frames" not in expect and any(n["class_type"] == "LoadVideo" for n in api.values()):
+        expect["frames_source"] = INPUT_VIDEO_FRAMES
+    return expect
+
+
+def probe_video(path: Path) -> dict[str, Any]:
+    """Decode every frame with PyAV: count, frame rate, size, codec."""
+    import av
+
+    with av.open(str(path)) as container:
+        stream = container.streams.video[0]
+        rate = stream.average_rate or stream.base_rate
+        frames = 0
+        size = None
+        for frame in container.decode(stream):
+            frames += 1
+            size = (frame.width, frame.height)
+        return {"frames": frames, "fps": float(Fraction(rate)) if rate else None, "size": size,
+                "codec": stream.codec_context.name}
+
+
+def saved_files(outputs: dict[str, Any], node_id: str) -> list[dict[str, Any]]:
+    entry = outputs.get(node_id) or {}
+    files: list[dict[str, Any]] = []
+    for key in ("images", "video", "videos", "gifs", "animated"):
+        value = entry.get(key)
+        if isinstance(value, list):
+            files.extend(v for v in value if isinstance(v, dict) and "filename" in v)
+    return files
+
+
+def describe(api: dict[str, Any]) -> str:
+    return json.dumps({k: v["class_type"] for k, v in api.items()})

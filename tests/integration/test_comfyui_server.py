@@ -1,0 +1,219 @@
+"""The pack inside a real, headless ComfyUI on CPU (0.3.64+): node surface, templates, workflows, Cancel.
+
+Run: ``COMFYUI_DIR=/path/to/ComfyUI <python with ComfyUI's requirements> -m pytest -m integration tests``.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import pytest
+
+from .comfy_harness import PACK_FOLDER
+from .node_specs import node_info
+from .run_checks import STEP_INPUTS, adapt, expected_video, probe_video, saved_files, to_api
+from .workflow_assets import load_workflow, workflow_files
+
+pytestmark = pytest.mark.integration
+
+WORKFLOWS = workflow_files()
+CORE_TYPES = {"IMAGE", "MASK", "VIDEO", "LATENT", "VAE", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "AUDIO"}
+
+
+def _our_nodes():
+    from mtv_pack.nodes import all_nodes
+
+    return all_nodes()
+
+
+def test_server_loads_pack_without_import_errors(comfy):
+    log = comfy.server.log_text()
+    failed = [line for line in log.splitlines() if "IMPORT FAILED" in line and PACK_FOLDER in line]
+    assert not failed, comfy.server.log_tail()
+    assert f"custom_nodes/{PACK_FOLDER}" in log or f"custom_nodes\\{PACK_FOLDER}" in log, (
+        "the pack does not appear in ComfyUI's custom node import report:\n" + comfy.server.log_tail())
+    assert f"Cannot import {comfy.base}" not in log, comfy.server.log_tail()
+
+
+def test_harness_runs_a_core_video_graph(comfy):
+    # EmptyImage -> CreateVideo -> SaveVideo: proves the runner, /ws following and mp4 checks themselves.
+    prompt = {
+        "1": {"class_type": "EmptyImage", "inputs": {"width": 64, "height": 48, "batch_size": 9, "color": 0x3366CC}},
+        "2": {"class_type": "CreateVideo", "inputs": {"images": ["1", 0], "fps": 16.0}},
+        "3": {"class_type": "SaveVideo", "inputs": {"video": ["2", 0], "filename_prefix": "harness/core",
+                                                      "format": "mp4", "codec": "h264"}},
+    }
+    result = comfy.server.run(prompt, timeout=120)
+    assert result.status == "success", result.error_text()
+    files = saved_files(result.outputs, "3")
+    assert len(files) == 1 and files[0]["type"] == "output"
+    info = probe_video(comfy.output_dir / files[0]["subfolder"] / files[0]["filename"])
+    assert info == {"frames": 9, "fps": 16.0, "size": (64, 48), "codec": "h264"}
+
+
+def test_every_pack_node_is_listed_with_its_schema(comfy):
+    info = comfy.object_info
+    nodes = _our_nodes()
+    problems = []
+    for cls in nodes:
+        ours = node_info(cls)
+        node_id = ours["name"]
+        live = info.get(node_id)
+        if live is None:
+            problems.append(f"{node_id}: missing from /object_info")
+            continue
+        if not live["category"].startswith("MTVCrafter/"):
+            problems.append(f"{node_id}: category {live['category']!r} not under MTVCrafter/")
+        if not live.get("display_name") or live["display_name"] == node_id:
+            problems.append(f"{node_id}: no display name")
+        if not live.get("description"):
+            problems.append(f"{node_id}: no description")
+        if PACK_FOLDER not in (live.get("python_module") or ""):
+            problems.append(f"{node_id}: python_module {live.get('python_module')!r}")
+        for section in ("required", "optional"):
+            for name, spec in (live["input"].get(section) or {}).items():
+                if not (len(spec) > 1 and spec[1].get("tooltip")):
+                    problems.append(f"{node_id}.{name}: no tooltip")
+        live_inputs = {s: list((live["input"].get(s) or {})) for s in ("required", "optional")}
+        our_inputs = {s: list((ours["input"].get(s) or {})) for s in ("required", "optional")}
+        if live_inputs != our_inputs:
+            problems.append(f"{node_id}: inputs {live_inputs} != schema {our_inputs}")
+        if live["output"] != ours["output"] or live["output_name"] != ours["output_name"]:
+            problems.append(f"{node_id}: outputs {live['output']}/{live['output_name']} != "
+                            f"{ours['output']}/{ours['output_name']}")
+    assert not problems, "\n".join(problems)
+    listed = {k for k, v in info.items() if PACK_FOLDER in (v.get("python_module") or "")}
+    assert listed == {node_info(c)["name"] for c in nodes}, "server lists nodes the pack did not declare"
+
+
+def test_custom_types_connect_only_where_they_should(comfy):
+    info = comfy.object_info
+    ours = [info[node_info(c)["name"]] for c in _our_nodes() if node_info(c)["name"] in info]
+    produced: dict[str, list[str]] = {}
+    consumed: dict[str, list[str]] = {}
+    problems = []
+    for node in ours:
+        for t in node["output"]:
+            produced.setdefault(t, []).append(node["name"])
+        for section in ("required", "optional"):
+            for name, spec in (node["input"].get(section) or {}).items():
+                t = spec[0] if isinstance(spec[0], str) else "COMBO"
+                consumed.setdefault(t, []).append(f"{node['name']}.{name}")
+                if t == "*" or "," in t:
+                    problems.append(f"{node['name']}.{name}: accepts {t!r} (any type) instead of one type")
+    for t in set(produced) | set(consumed):
+        if t in CORE_TYPES:
+            continue
+        if not t.startswith("MTV_"):
+            problems.append(f"custom type {t!r} is not prefixed MTV_")
+    for t, where in consumed.items():
+        if t.startswith("MTV_") and t not in produced:
+            problems.append(f"{t} is consumed by {where} but no node produces it")
+    # No core node speaks our types: they can only be linked between our own nodes.
+    for name, node in info.items():
+        if PACK_FOLDER in (node.get("python_module") or ""):
+            continue
+        if any(str(t).startswith("MTV_") for t in node.get("output", [])):
+            problems.append(f"core node {name} outputs an MTV_ type")
+    assert not problems, "\n".join(problems)
+
+
+def test_template_browser_lists_our_workflows(comfy):
+    templates = comfy.server.get_json("/workflow_templates")
+    names = sorted(p.stem for p in WORKFLOWS)
+    if not names:
+        assert PACK_FOLDER not in templates
+        return
+    assert sorted(templates.get(PACK_FOLDER, [])) == names
+    for path in WORKFLOWS:
+        status, body = comfy.server.request(f"/api/workflow_templates/{PACK_FOLDER}/{path.name}")
+        assert status == 200 and json.loads(body) == load_workflow(path)
+        thumb = path.with_suffix(".jpg")
+        status, body = comfy.server.request(f"/api/workflow_templates/{PACK_FOLDER}/{thumb.name}")
+        assert status == 200, f"thumbnail {thumb.name} not served (HTTP {status})"
+        assert body[:3] == b"\xff\xd8\xff", f"{thumb.name} is not a JPEG"
+
+
+def _problems(comfy, path: Path) -> list[str]:
+    return comfy.assets["problems"].get(path.name, [])
+
+
+@pytest.mark.parametrize("path", WORKFLOWS, ids=[p.stem for p in WORKFLOWS])
+def test_workflow_runs_end_to_end(comfy, path):
+    assert not _problems(comfy, path), "assets for the workflow could not be made:\n" + "\n".join(_problems(comfy, path))
+    workflow = load_workflow(path)
+    info = comfy.object_info
+    api = adapt(to_api(workflow, info), info, prefix=f"it/{path.stem}")
+    result = comfy.server.run(api, timeout=600, workflow=workflow)
+    comfy.timings[f"run_{path.stem}_s"] = round(result.seconds, 1)
+    assert result.status == "success", f"{path.name}: {result.status}: {result.error_text()}\n{comfy.server.log_tail(3000)}"
+    executed = {m["node"] for m in result.of_type("executed")} | set(result.outputs)
+    saves = [k for k, v in api.items() if v["class_type"] in ("SaveVideo",)]
+    assert saves, f"{path.name} saves no video"
+    for node_id in saves:
+        files = saved_files(result.outputs, node_id)
+        assert len(files) == 1, f"SaveVideo {node_id}: outputs {result.outputs.get(node_id)}"
+        video = probe_video(comfy.output_dir / files[0]["subfolder"] / files[0]["filename"])
+        expect = expected_video(api, node_id)
+        assert video["frames"] > 0 and video["codec"] == "h264"
+        if "fps" in expect:
+            assert video["fps"] == pytest.approx(expect["fps"], rel=1e-3), (video, expect)
+        if "size" in expect:
+            assert video["size"] == expect["size"], (video, expect)
+        if "frames" in expect:
+            assert video["frames"] == expect["frames"], (video, expect)
+        comfy.timings[f"video_{path.stem}_{node_id}"] = video
+    previews = [k for k, v in api.items() if v["class_type"] == "PreviewImage"]
+    for node_id in previews:
+        assert node_id in executed, f"PreviewImage {node_id} did not run"
+        images = (result.outputs.get(node_id) or {}).get("images") or []
+        assert images, f"PreviewImage {node_id} produced no image"
+        for image in images:
+            assert comfy.server.view(image["filename"], image.get("subfolder", ""), image.get("type", "temp"))[:4] \
+                == b"\x89PNG"
+
+
+def _cancel_target(info):
+    # Prefer a workflow without NLF (its TorchScript needs CUDA): driving from a motion file.
+    ranked = sorted(WORKFLOWS, key=lambda p: (0 if "motion_file" in p.stem else 1, p.name))
+    for path in ranked:
+        wf = load_workflow(path)
+        if any(n.get("type", "").startswith("MTV") for n in wf["nodes"]):
+            return path
+    return None
+
+
+def test_cancel_during_sampling_then_next_prompt_runs(comfy):
+    path = _cancel_target(comfy.object_info)
+    if path is None:
+        pytest.skip("no shipped workflow with pack nodes yet")
+    assert not _problems(comfy, path), "\n".join(_problems(comfy, path))
+    info = comfy.object_info
+    workflow = load_workflow(path)
+    api = to_api(workflow, info)
+    step_nodes = {k for k, v in api.items() if v["class_type"].startswith("MTV")
+                  and any(s in v["inputs"] and not isinstance(v["inputs"][s], list) for s in STEP_INPUTS)}
+    assert step_nodes, f"{path.name}: no node of ours with a steps input to cancel"
+    long_api = adapt(api, info, overrides={s: 200 for s in STEP_INPUTS}, prefix="it/cancelled")
+    sent: dict[str, float] = {}
+
+    def interrupt_on_first_step(server, msg):
+        data = msg.get("data", {})
+        if msg.get("type") == "progress" and data.get("node") in step_nodes and not sent:
+            sent["at"] = time.monotonic()
+            status, _ = server.post_json("/interrupt", {})
+            assert status == 200
+
+    result = comfy.server.run(long_api, timeout=600, on_message=interrupt_on_first_step)
+    assert sent, f"no progress message from the sampler {step_nodes}; messages: {[m['type'] for m in result.messages]}"
+    assert result.status == "interrupted", f"{result.status}: {result.error_text()}"
+    assert not result.of_type("execution_error")
+    assert not result.outputs.get(next(iter(k for k, v in api.items() if v["class_type"] == "SaveVideo")), {}).get(
+        "images"), "an interrupted prompt saved a video"
+    comfy.timings["cancel_run_s"] = round(result.seconds, 1)
+    # Next prompt, same models (cached loaders): runs normally.
+    rerun = comfy.server.run(adapt(api, info, prefix="it/after_cancel"), timeout=600)
+    assert rerun.status == "success", rerun.error_text()
+    comfy.timings["after_cancel_run_s"] = round(rerun.seconds, 1)

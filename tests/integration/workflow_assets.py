@@ -1,0 +1,217 @@
+"""Everything a shipped workflow needs to run on CPU in a throw-away ComfyUI: tiny models, inputs.
+
+* Model files: every ``models[]`` entry of every workflow is written as a tiny random checkpoint with
+  the real key names, under the entry's ``directory`` and ``name`` — so the workflow runs with its own
+  widget values. Writers are the ``write_tiny*`` test-support functions of ``mtv_core`` (found by name);
+  an entry with no writer is reported, and the workflow's test fails naming it.
+* Inputs: the files named by ``LoadImage``/``LoadVideo`` widgets (and motion files named by our nodes)
+  are generated into ComfyUI's input folder: a small reference picture, a short synthetic video.
+"""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import json
+import logging
+import pkgutil
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+logger = logging.getLogger(__name__)
+
+ROOT = Path(__file__).resolve().parents[2]
+WORKFLOWS_DIR = ROOT / "workflows"
+
+# The synthetic driving video / motion: short, but at least one 49-frame window where a node needs it.
+INPUT_VIDEO_FRAMES = 49
+INPUT_VIDEO_FPS = 20.0
+INPUT_VIDEO_SIZE = (96, 128)  # (H, W)
+INPUT_IMAGE_SIZE = (160, 128)  # (H, W)
+MOTION_SUFFIXES = (".npz", ".pkl", ".pickle")
+
+# kind -> (keywords any of which the writer's name must contain, keywords it must not contain)
+WRITER_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "tokenizer": (("tokenizer", "4dmot", "vqvae", "motion_vq"), ()),
+    "nlf": (("nlf",), ()),
+    "video_vae": (("vae",), ("vqvae",)),
+    "dit7b": (("mvdit", "dit7b", "dit"), ("vae",)),
+}
+
+
+def workflow_files() -> list[Path]:
+    return sorted(WORKFLOWS_DIR.glob("*.json"))
+
+
+def load_workflow(path: Path) -> dict[str, Any]:
+    return json.loads(path.read_text())
+
+
+def classify_model(directory: str, name: str) -> str | None:
+    """Which tiny writer a ``models[]`` entry needs, from its folder and file name."""
+    n = name.lower().replace("-", "").replace("_", "")
+    d = directory.lower()
+    if "nlf" in n or d == "nlf":
+        return "nlf"
+    if any(k in n for k in ("4dmot", "vqvae", "tokenizer")):
+        return "tokenizer"
+    if "vae" in n or d == "vae":
+        return "video_vae"
+    if d in ("diffusion_models", "unet") or "dit" in n or "cogvideo" in n:
+        return "dit7b"
+    return None
+
+
+def _tiny_writers() -> dict[str, Callable[..., Any]]:
+    """``write_tiny*`` functions of mtv_core, by function name (imported lazily, once)."""
+    found: dict[str, Callable[..., Any]] = {}
+    import mtv_pack.mtv_core as core
+
+    for info in pkgutil.walk_packages(core.__path__, core.__name__ + "."):
+        if info.name.rsplit(".", 1)[-1].startswith(("train", "__main__", "cli", "commands")):
+            continue
+        if ".commands" in info.name:
+            continue
+        try:
+            module = importlib.import_module(info.name)
+        except Exception as exc:  # a module mid-edit by another helper must not hide the others
+            logger.warning("cannot import %s: %s", info.name, exc)
+            continue
+        for fname, fn in inspect.getmembers(module, inspect.isfunction):
+            if fname.startswith("write_tiny") and fn.__module__ == module.__name__:
+                found[fname] = fn
+    return found
+
+
+def find_writer(kind: str, writers: dict[str, Callable[..., Any]]) -> Callable[..., Any] | None:
+    want, avoid = WRITER_KINDS[kind]
+    for fname in sorted(writers):
+        low = fname.lower()
+        if any(k in low for k in want) and not any(k in low for k in avoid):
+            return writers[fname]
+    return None
+
+
+def write_tiny_model(kind: str, path: Path, writers: dict[str, Callable[..., Any]]) -> None:
+    writer = find_writer(kind, writers)
+    if writer is None:
+        raise LookupError(f"no mtv_core write_tiny* function for {kind} (found: {sorted(writers) or 'none'})")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    params = inspect.signature(writer).parameters
+    kwargs: dict[str, Any] = {}
+    if "as_folder" in params:
+        kwargs["as_folder"] = path.suffix == ""
+    if "seed" in params:
+        kwargs["seed"] = 0
+    writer(path, **kwargs)
+    if not path.exists():
+        raise FileNotFoundError(f"{writer.__module__}.{writer.__name__} did not create {path}")
+
+
+def write_input_image(path: Path, size: tuple[int, int] = INPUT_IMAGE_SIZE) -> None:
+    """A plain reference picture: a figure on a gradient background."""
+    from PIL import Image, ImageDraw
+
+    h, w = size
+    y = np.linspace(0, 1, h)[:, None, None]
+    x = np.linspace(0, 1, w)[None, :, None]
+    rgb = np.concatenate([0.3 + 0.5 * x + 0 * y, 0.4 + 0.3 * y + 0 * x, 0.7 - 0.3 * x + 0 * y], axis=2)
+    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    draw = ImageDraw.Draw(img)
+    cx = w // 2
+    draw.ellipse([cx - 10, 14, cx + 10, 36], fill=(230, 190, 160))
+    draw.rectangle([cx - 14, 38, cx + 14, 96], fill=(40, 60, 150))
+    draw.rectangle([cx - 12, 96, cx - 3, h - 12], fill=(30, 30, 40))
+    draw.rectangle([cx + 3, 96, cx + 12, h - 12], fill=(30, 30, 40))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    img.save(path)
+
+
+def write_input_video(path: Path, frames: int = INPUT_VIDEO_FRAMES, fps: float = INPUT_VIDEO_FPS,
+                      size: tuple[int, int] = INPUT_VIDEO_SIZE) -> None:
+    """A short h264 clip of a block figure moving sideways."""
+    from mtv_pack.mtv_core.video import write_mp4
+
+    h, w = size
+    video = np.full((frames, h, w, 3), 200, dtype=np.uint8)
+    for t in range(frames):
+        x0 = int(10 + (w - 40) * t / max(frames - 1, 1))
+        video[t, 20:h - 10, x0:x0 + 20] = (50, 80, 160)
+        video[t, 8:20, x0 + 5:x0 + 15] = (220, 180, 150)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_mp4(path, video, fps)
+
+
+def write_input_motion(path: Path) -> None:
+    """A motion file named by a workflow: upstream's sample pickle, or our .npz format."""
+    from conftest import reference_dir
+
+    if path.suffix in (".pkl", ".pickle"):
+        shutil.copyfile(reference_dir() / "motion" / "sampled_data.pkl", path)
+        return
+    from mtv_pack.mtv_core.motion import load_motion, save_motion  # our own format
+
+    sequence = load_motion(reference_dir() / "motion" / "sampled_data.pkl")
+    save_motion(sequence, path)
+
+
+def _node_widget_files(workflow: dict[str, Any]) -> list[tuple[str, str]]:
+    """(node type, file name) for every input file a node's widgets name."""
+    files: list[tuple[str, str]] = []
+    for node in workflow.get("nodes", []):
+        values = node.get("widgets_values")
+        if not isinstance(values, list) or node.get("mode", 0) in (2, 4):
+            continue
+        ntype = node.get("type", "")
+        if ntype in ("LoadImage", "LoadVideo") and values and isinstance(values[0], str):
+            files.append((ntype, values[0]))
+        elif ntype.startswith("MTV"):
+            files.extend((ntype, v) for v in values if isinstance(v, str) and v.lower().endswith(MOTION_SUFFIXES))
+    return files
+
+
+def prepare_workflow_assets(workflows: list[Path], models_root: Path, input_dir: Path) -> dict[str, Any]:
+    """Write tiny models and input files for ``workflows``; returns what was written and what failed."""
+    writers: dict[str, Callable[..., Any]] | None = None
+    written: dict[str, str] = {}
+    problems: dict[str, list[str]] = {}
+    model_dirs: set[str] = set()
+    for wf_path in workflows:
+        wf = load_workflow(wf_path)
+        issues = problems.setdefault(wf_path.name, [])
+        for entry in wf.get("models", []) or []:
+            directory, name = entry.get("directory", ""), entry.get("name", "")
+            model_dirs.add(directory)
+            target = models_root / directory / name
+            key = f"{directory}/{name}"
+            if key in written or target.exists():
+                continue
+            kind = classify_model(directory, name)
+            if kind is None:
+                issues.append(f"models[] entry {key}: no tiny-model kind for it (tests/integration/workflow_assets.py)")
+                continue
+            if writers is None:
+                writers = _tiny_writers()
+            try:
+                write_tiny_model(kind, target, writers)
+                written[key] = kind
+            except Exception as exc:
+                issues.append(f"models[] entry {key} ({kind}): {type(exc).__name__}: {exc}")
+        for ntype, fname in _node_widget_files(wf):
+            target = input_dir / fname
+            if target.exists():
+                continue
+            try:
+                if ntype == "LoadImage":
+                    write_input_image(target)
+                elif ntype == "LoadVideo":
+                    write_input_video(target)
+                else:
+                    write_input_motion(target)
+                written[f"input/{fname}"] = ntype
+            except Exception as exc:
+                issues.append(f"input file {fname} for {ntype}: {type(exc).__name__}: {exc}")
+    return {"written": written, "problems": problems, "model_dirs": sorted(d for d in model_dirs if d)}
