@@ -20,6 +20,7 @@ object of that global is created.
 
 from __future__ import annotations
 
+import _compat_pickle
 import io
 import os
 import pickle  # noqa: S403 - used only through the allow-listing Unpickler below
@@ -217,6 +218,7 @@ class _SafeUnpickler(pickle.Unpickler):
                 self.allowed[(module, "csr_matrix")] = _CsrStub
             self.allowed[("chumpy.ch", "Ch")] = ChStub
             self.allowed[("copyreg", "_reconstructor")] = self._safe_reconstructor
+            self.allowed[("builtins", "object")] = object  # the ``base`` argument of _reconstructor
 
     def _safe_reconstructor(self, cls: Any, base: Any, state: Any) -> Any:
         # copyreg._reconstructor(cls, object, None) is how protocol 0/1 pickles create plain objects;
@@ -226,6 +228,10 @@ class _SafeUnpickler(pickle.Unpickler):
         raise UnsafePickleError(f"{self.source}: refusing to construct {cls!r:.80}")
 
     def find_class(self, module: str, name: str) -> Any:
+        # Python 2 spellings (copy_reg, __builtin__) mapped as the standard Unpickler does; the result
+        # still has to pass the allow-list.
+        module, name = _compat_pickle.NAME_MAPPING.get((module, name), (module, name))
+        module = _compat_pickle.IMPORT_MAPPING.get(module, module)
         try:
             return self.allowed[(module, name)]
         except KeyError:
