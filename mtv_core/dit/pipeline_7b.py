@@ -1,0 +1,318 @@
+"""MV-DiT-7B pipeline: reference image + motion tokens -> video frames, any length.
+
+Steps (upstream ``MTVCrafterPipeline7B`` plus long-video windows):
+
+1. Size: width/height are rounded to multiples of 16 (the VAE's 8x and the patch's 2x), with a warning.
+2. Reference: the image is resized to *cover* the target size (aspect kept, bicubic, antialiased)
+   and centre-cropped to it, repeated over the window's frames, mapped to [-1, 1] and encoded by the
+   VAE (posterior sample from a generator seeded with ``seed + 1``). The reference latents are
+   **not** multiplied by the scaling factor 0.7 (upstream quirk the released weights depend on).
+   They are the same for every window.
+3. Windows: one ``TokenWindow`` per window of the motion's ``WindowPlan`` (49 frames, overlap >= 9).
+   Window 0 is denoised from noise (``torch.Generator().manual_seed(seed)``, drawn window after
+   window). For window k > 0 the previous window's last ``overlap`` decoded frames are re-encoded
+   (posterior mode, times 0.7 since the noisy latents live in scaled space) into
+   ``(overlap - 1) // 4 + 1`` latent frames, which ``denoise_7b`` holds fixed: after every
+   scheduler step they replace the sample's first latent frames, re-noised to the next timestep,
+   and exactly the clean values after the last step (latent inpainting of the overlap, as
+   upstream's 17B long-video mode). The scheduler's own noise uses ``seed + 2``.
+4. Output: frames ``start_k .. start_k + 48`` come from window k, later windows overriding the
+   overlap; i.e. the previous windows' frames up to the overlap, then the new window.
+   Latents are decoded after dividing by 0.7.
+
+Shapes: latents (1, F, 16, H/8, W/8) with F = 13 for 49 frames; frames (T, H, W, 3) float32 in 0..1.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..progress import ProgressCallback, report
+from ..tokenizer.tokens import MotionTokens
+from .vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, VideoVAE, latent_frames
+
+logger = logging.getLogger(__name__)
+
+SIZE_MULTIPLE = 16
+MIN_SIDE = 64
+MAX_SIDE = 4096
+MIN_REFERENCE_SIDE = 64
+DEFAULT_STEPS = 50
+DEFAULT_GUIDANCE = 3.0
+DEFAULT_SEED = 6666
+VARIANT = "7b"
+
+
+def snap_size(width: int, height: int) -> tuple[int, int]:
+    """Round a target size to multiples of 16 (nearest, at least 64); warns when it changes."""
+    for name, value in (("width", width), ("height", height)):
+        if not MIN_SIDE <= int(value) <= MAX_SIDE:
+            raise ValueError(f"{name} must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {value}")
+    snapped = tuple(max(MIN_SIDE, int(round(v / SIZE_MULTIPLE)) * SIZE_MULTIPLE) for v in (width, height))
+    if snapped != (width, height):
+        logger.warning("size %dx%d is not a multiple of %d; using %dx%d", width, height, SIZE_MULTIPLE, *snapped)
+    return snapped  # type: ignore[return-value]
+
+
+def _as_float_image(image: Any) -> torch.Tensor:
+    """(H, W), (H, W, 1|3|4) or (1, H, W, C) uint8 / float 0..1 -> (H, W, 3) float32 0..1."""
+    tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    if tensor.ndim == 4:
+        if tensor.shape[0] != 1:
+            logger.warning("reference batch has %d images; using the first", tensor.shape[0])
+        tensor = tensor[0]
+    if tensor.ndim == 2:
+        tensor = tensor[..., None]
+    if tensor.ndim != 3 or tensor.shape[-1] not in (1, 3, 4):
+        raise ValueError(f"reference image must be (H, W, 3) RGB, got shape {tuple(tensor.shape)}")
+    if tensor.dtype == torch.uint8:
+        tensor = tensor.float() / 255.0
+    tensor = tensor.float()
+    if tensor.shape[-1] == 1:
+        tensor = tensor.expand(-1, -1, 3)
+    return tensor[..., :3].clamp(0.0, 1.0)
+
+
+def prepare_reference(image: Any, width: int, height: int) -> torch.Tensor:
+    """Cover-resize and centre-crop a reference image to (height, width, 3) float32 in 0..1.
+
+    The image is scaled (aspect kept) until it covers the target, then the centre is cut out, so
+    nothing is distorted; a reference whose aspect differs from the target loses its edges.
+    Raises ValueError for images smaller than 64 px on a side.
+    """
+    ref = _as_float_image(image)
+    src_h, src_w = ref.shape[:2]
+    if min(src_h, src_w) < MIN_REFERENCE_SIDE:
+        raise ValueError(
+            f"reference image is {src_w}x{src_h} pixels; it must be at least {MIN_REFERENCE_SIDE} px on each side"
+        )
+    scale = max(width / src_w, height / src_h)
+    new_w, new_h = max(width, math.ceil(src_w * scale - 1e-6)), max(height, math.ceil(src_h * scale - 1e-6))
+    if scale > 4:
+        logger.warning("reference image %dx%d is upscaled %.1fx to cover %dx%d", src_w, src_h, scale, width, height)
+    kept = (width * height) / (new_w * new_h)
+    if kept < 0.5:
+        logger.warning("reference aspect differs from %dx%d: centre crop keeps %.0f%% of the image", width, height,
+                       100 * kept)
+    chw = ref.permute(2, 0, 1)[None]
+    if (new_h, new_w) != (src_h, src_w):
+        chw = F.interpolate(chw, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+    top, left = (new_h - height) // 2, (new_w - width) // 2
+    chw = chw[:, :, top : top + height, left : left + width]
+    return chw[0].permute(1, 2, 0).clamp(0.0, 1.0).contiguous()
+
+
+def frames_to_pixels(frames: torch.Tensor) -> torch.Tensor:
+    """(T, H, W, 3) in 0..1 -> (1, 3, T, H, W) in [-1, 1]."""
+    return (frames.permute(3, 0, 1, 2)[None] * 2.0 - 1.0).contiguous()
+
+
+def pixels_to_frames(pixels: torch.Tensor) -> torch.Tensor:
+    """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) float32 in 0..1 on CPU."""
+    return (pixels[0].permute(1, 2, 3, 0).float().cpu() * 0.5 + 0.5).clamp(0.0, 1.0)
+
+
+def encode_reference(
+    vae: VideoVAE, reference: torch.Tensor, num_frames: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Reference (H, W, 3) in 0..1 repeated over ``num_frames`` -> (1, F, 16, H/8, W/8) UNSCALED latents."""
+    frames = reference[None].expand(num_frames, -1, -1, -1)
+    return vae.encode(frames_to_pixels(frames), generator=generator, sample=True)
+
+
+def decode_latents(vae: VideoVAE, latents: torch.Tensor) -> torch.Tensor:
+    """Scaled (1, F, 16, h, w) sampler latents -> (T, H, W, 3) float32 frames in 0..1 (divides by 0.7)."""
+    return pixels_to_frames(vae.decode(latents / vae.scaling_factor))
+
+
+def latent_preview(latents: torch.Tensor, frame: int | None = None) -> np.ndarray:
+    """A cheap false-colour view of one (middle by default) latent frame of (1, F, 16, h, w) latents:
+    channels 0..2 each min-max normalised -> (h, w, 3) float32 in 0..1."""
+    lat = latents.detach()[0]
+    lat = lat[lat.shape[0] // 2 if frame is None else frame, :3].float().cpu()
+    low = lat.amin(dim=(1, 2), keepdim=True)
+    high = lat.amax(dim=(1, 2), keepdim=True)
+    rgb = (lat - low) / (high - low).clamp_min(1e-6)
+    return rgb.permute(1, 2, 0).numpy()
+
+
+def _model_info(model: Any) -> tuple[torch.device, int | None, int | None]:
+    """(device, motion token dim, latent frames of the unconditional tokens) of a loaded MV-DiT-7B."""
+    device = getattr(model, "device", None) or next(model.parameters()).device
+    config = getattr(model, "config", None)
+    token_dim = getattr(config, "motion_token_dim", None)
+    uncond_frames = getattr(config, "unconditional_latent_frames", None)
+    return torch.device(device), token_dim, uncond_frames
+
+
+def _check_motion(motion: MotionTokens, token_dim: int | None) -> None:
+    if not isinstance(motion, MotionTokens) or not motion.windows:
+        raise ValueError("motion must be MotionTokens with at least one window (encode the motion first)")
+    for window in motion.windows:
+        if (window.num_frames - 1) % 4:
+            raise ValueError(f"motion window of {window.num_frames} frames is not on the 4k+1 frame grid")
+        if window.latent_frames != latent_frames(window.num_frames):
+            raise ValueError(
+                f"motion window at frame {window.start} has {window.latent_frames} token frames for "
+                f"{window.num_frames} video frames (expected {latent_frames(window.num_frames)})"
+            )
+        if token_dim is not None and window.tokens.shape[-1] != token_dim:
+            raise ValueError(
+                f"motion tokens are {window.tokens.shape[-1]}-dimensional but the MV-DiT-7B expects {token_dim}: "
+                "the motion was encoded with a tokenizer that does not belong to this model"
+            )
+    if motion.plan is not None:
+        if tuple(w.start for w in motion.windows) != tuple(motion.plan.starts):
+            raise ValueError("motion windows do not match their window plan")
+        for window in motion.windows:
+            if window.num_frames != motion.plan.window:
+                raise ValueError(f"motion window has {window.num_frames} frames, plan says {motion.plan.window}")
+    elif len(motion.windows) > 1:
+        raise ValueError("motion with several windows needs a window plan")
+
+
+def _window_layout(motion: MotionTokens) -> tuple[list[int], int, int]:
+    """(window starts, frames per window, total frames)."""
+    if motion.plan is not None:
+        return list(motion.plan.starts), motion.plan.window, motion.plan.used_frames
+    window = motion.windows[0]
+    return [0], window.num_frames, window.num_frames
+
+
+def assemble_frames(windows: list[torch.Tensor], starts: list[int], total: int) -> torch.Tensor:
+    """Place decoded windows at their starts (later windows override the overlap) -> (total, H, W, 3)."""
+    parts = []
+    for k, frames in enumerate(windows):
+        end = starts[k + 1] - starts[k] if k + 1 < len(windows) else frames.shape[0]
+        parts.append(frames[:end])
+    out = torch.cat(parts)
+    if out.shape[0] != total:
+        raise RuntimeError(f"assembled {out.shape[0]} frames, expected {total}")
+    return out
+
+
+def sample_7b(
+    model: Any,
+    vae: VideoVAE,
+    reference: Any,
+    motion: MotionTokens,
+    *,
+    width: int = 512,
+    height: int = 512,
+    num_steps: int = DEFAULT_STEPS,
+    guidance: float = DEFAULT_GUIDANCE,
+    seed: int = DEFAULT_SEED,
+    callback: ProgressCallback | None = None,
+    preview: bool = False,
+    keep_frames: bool = False,
+    denoise: Callable[..., torch.Tensor] | None = None,
+) -> dict[str, Any]:
+    """Sample every window of ``motion``; returns the ``MTV_LATENT`` dict.
+
+    Keys: ``samples`` (windows, F, 16, h, w) scaled latents on CPU (float32), ``starts``, ``window``,
+    ``num_frames`` (total output frames), ``fps``, ``width``, ``height``, ``scaling_factor``, ``variant``,
+    and with ``keep_frames`` also ``frames`` (num_frames, H, W, 3) float32 in 0..1 (decoded once).
+    ``callback(step, windows * num_steps, preview_or_None)`` is called after every denoising step.
+    ``denoise`` replaces ``sampler_7b.denoise_7b`` (tests).
+    """
+    if denoise is None:
+        from .sampler_7b import denoise_7b as denoise
+    if num_steps < 1:
+        raise ValueError(f"steps must be at least 1, got {num_steps}")
+    if guidance < 0:
+        raise ValueError(f"motion guidance must be >= 0, got {guidance}")
+    device, token_dim, uncond_frames = _model_info(model)
+    _check_motion(motion, token_dim)
+    width, height = snap_size(width, height)
+    starts, window_frames, total_frames = _window_layout(motion)
+    num_latent = latent_frames(window_frames)
+    if uncond_frames is not None and num_latent != uncond_frames and guidance != 1.0:
+        logger.warning(
+            "the learned unconditional motion tokens cover %d latent frames, the motion window has %d: "
+            "motion guidance is disabled (1.0) for this run; use 49-frame windows to keep it",
+            uncond_frames, num_latent,
+        )
+        guidance = 1.0
+
+    ref_frames = prepare_reference(reference, width, height)
+    vae_gen = torch.Generator().manual_seed(seed + 1)
+    noise_gen = torch.Generator().manual_seed(seed)
+    sched_gen = torch.Generator().manual_seed(seed + 2)
+    ref_latents = encode_reference(vae, ref_frames, window_frames, vae_gen).to(device)
+    latent_shape = (1, num_latent, LATENT_CHANNELS, height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)
+
+    total_steps = len(motion.windows) * num_steps
+    samples: list[torch.Tensor] = []
+    decoded: list[torch.Tensor] = []
+    for k, window in enumerate(motion.windows):
+        def step_callback(step: int, _total: int, step_preview: np.ndarray | None = None, _k: int = k) -> None:
+            report(callback, _k * num_steps + step, total_steps, step_preview)
+
+        noise = torch.randn(latent_shape, generator=noise_gen, dtype=torch.float32).to(device)
+        known, known_frames = None, 0
+        if k > 0:
+            overlap = starts[k - 1] + window_frames - starts[k]
+            prev_frames = decode_latents(vae, samples[-1].to(device))
+            decoded.append(prev_frames)
+            carry = prev_frames[-overlap:]
+            known_frames = latent_frames(overlap)
+            carried = vae.encode(frames_to_pixels(carry), sample=False) * vae.scaling_factor
+            known = torch.zeros(latent_shape, dtype=torch.float32)
+            known[:, :known_frames] = carried[:, :known_frames].cpu()
+            known = known.to(device)
+            logger.info("window %d/%d: frames %d-%d, carrying %d overlap frames (%d latent frames)",
+                        k + 1, len(motion.windows), starts[k], starts[k] + window_frames - 1, overlap, known_frames)
+        else:
+            logger.info("window 1/%d: frames 0-%d", len(motion.windows), window_frames - 1)
+        latents = denoise(
+            model, noise, ref_latents, window.tokens.to(device),
+            num_steps=num_steps, guidance=guidance, generator=sched_gen,
+            known_latents=known, known_frames=known_frames, callback=step_callback,
+            preview=latent_preview if preview else None,
+        )
+        samples.append(latents.detach().float().cpu())
+
+    result: dict[str, Any] = {
+        "samples": torch.cat(samples),
+        "starts": tuple(starts),
+        "window": window_frames,
+        "num_frames": total_frames,
+        "fps": float(motion.fps),
+        "width": width,
+        "height": height,
+        "scaling_factor": vae.scaling_factor,
+        "variant": VARIANT,
+        "seed": seed,
+    }
+    if keep_frames:
+        decoded.append(decode_latents(vae, samples[-1].to(device)))
+        result["frames"] = assemble_frames(decoded, starts, total_frames)
+    return result
+
+
+def decode_7b(vae: VideoVAE, sampled: dict[str, Any], callback: ProgressCallback | None = None) -> torch.Tensor:
+    """Decode an ``MTV_LATENT`` dict from ``sample_7b`` -> (num_frames, H, W, 3) float32 in 0..1."""
+    if not isinstance(sampled, dict) or "samples" not in sampled:
+        raise ValueError("expected the latent dict produced by the MTV 7B sampler")
+    if sampled.get("variant", VARIANT) != VARIANT:
+        raise ValueError(f"latents come from the {sampled['variant']} variant, not MV-DiT-7B")
+    if "frames" in sampled:
+        return sampled["frames"]
+    samples = sampled["samples"]
+    decoded = []
+    for k in range(samples.shape[0]):
+        decoded.append(decode_latents(vae, samples[k : k + 1]))
+        report(callback, k + 1, samples.shape[0])
+    return assemble_frames(decoded, list(sampled["starts"]), int(sampled["num_frames"]))
+
+
+def animate_7b(model: Any, vae: VideoVAE, reference: Any, motion: MotionTokens, **kwargs: Any) -> tuple[torch.Tensor, float]:
+    """Reference + motion tokens -> ((T, H, W, 3) float32 frames in 0..1, fps). See ``sample_7b``."""
+    sampled = sample_7b(model, vae, reference, motion, keep_frames=True, **kwargs)
+    return sampled["frames"], sampled["fps"]

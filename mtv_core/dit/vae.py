@@ -1,0 +1,223 @@
+"""CogVideoX-5B video VAE (diffusers ``AutoencoderKLCogVideoX``): loading, encoding, decoding.
+
+Layouts:
+    pixels  (1, 3, T, H, W) float in [-1, 1] at the VAE; T = 4k + 1 frames.
+    latents (1, F, 16, H/8, W/8) frame-major, as the MV-DiT uses them; F = (T - 1) // 4 + 1.
+
+``encode`` returns *unscaled* posterior latents and ``decode`` takes unscaled latents: callers
+multiply/divide by ``scaling_factor`` (0.7) themselves, because MV-DiT-7B's reference latents are
+deliberately left unscaled (an upstream quirk the released weights depend on) while the noisy
+latents live in scaled space.
+
+Weights come from a CogVideoX-5B ``vae/`` folder (``config.json`` + ``diffusion_pytorch_model*.safetensors``,
+the folder of the whole CogVideoX-5b snapshot is accepted too) or a single safetensors file with
+diffusers key names (ComfyUI ``models/vae``). The architecture config shipped with the pack
+(``mtv_core/configs/cogvideox5b_vae.json``) is used when there is no config.json. The model is
+built on the meta device and every tensor is copied from the memory-mapped file straight into
+the requested dtype.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import torch
+
+logger = logging.getLogger(__name__)
+
+CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "cogvideox5b_vae.json"
+SCALING_FACTOR = 0.7
+LATENT_CHANNELS = 16
+SPATIAL_COMPRESSION = 8
+TEMPORAL_COMPRESSION = 4
+_CONFIG_METADATA_KEY = "mtv_vae_config"
+_STRIP_PREFIXES = ("vae.", "first_stage_model.", "model.")
+
+
+def vae_config() -> dict[str, Any]:
+    """The CogVideoX-5B VAE architecture config shipped with the pack (scaling factor 0.7)."""
+    return json.loads(CONFIG_PATH.read_text())
+
+
+def tiny_vae_config() -> dict[str, Any]:
+    """A few-channel VAE with the real layer layout (8x spatial, 4x temporal) for tests and the demo."""
+    config = vae_config()
+    config.update(block_out_channels=[8, 8, 8, 16], layers_per_block=1, norm_num_groups=4)
+    return config
+
+
+def latent_frames(num_frames: int) -> int:
+    """Latent frames for ``num_frames`` video frames (4k + 1 grid of the causal VAE)."""
+    return (num_frames - 1) // TEMPORAL_COMPRESSION + 1
+
+
+class VideoVAE:
+    """A loaded CogVideoX VAE with the pack's latent layout (the ``MTV_VAE`` wire type)."""
+
+    def __init__(self, vae: torch.nn.Module, source: str = "", tiling: bool = True, slicing: bool = True) -> None:
+        self.vae = vae.eval().requires_grad_(False)
+        self.source = source
+        if tiling:
+            self.vae.enable_tiling()
+        if slicing:
+            self.vae.enable_slicing()
+
+    @property
+    def scaling_factor(self) -> float:
+        return float(self.vae.config.scaling_factor)
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    def to(self, device: torch.device | str) -> "VideoVAE":
+        self.vae.to(device)
+        return self
+
+    def set_tiling(self, enabled: bool) -> None:
+        if enabled:
+            self.vae.enable_tiling()
+        else:
+            self.vae.disable_tiling()
+
+    @torch.no_grad()
+    def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
+        """(1, 3, T, H, W) pixels in [-1, 1] -> (1, F, 16, H/8, W/8) unscaled latents (float32).
+
+        ``sample``: draw from the posterior with ``generator`` (as upstream's ``latent_dist.sample()``),
+        else take its mode.
+        """
+        if pixels.ndim != 5 or pixels.shape[1] != 3:
+            raise ValueError(f"pixels must be (B, 3, T, H, W), got {tuple(pixels.shape)}")
+        dist = self.vae.encode(pixels.to(self.device, self.dtype)).latent_dist
+        latents = dist.sample(generator=generator) if sample else dist.mode()
+        return latents.permute(0, 2, 1, 3, 4).float()
+
+    @torch.no_grad()
+    def decode(self, latents: torch.Tensor) -> torch.Tensor:
+        """(1, F, 16, h, w) unscaled latents -> (1, 3, T, 8h, 8w) pixels in [-1, 1] (float32)."""
+        if latents.ndim != 5 or latents.shape[2] != LATENT_CHANNELS:
+            raise ValueError(f"latents must be (B, F, {LATENT_CHANNELS}, h, w), got {tuple(latents.shape)}")
+        z = latents.permute(0, 2, 1, 3, 4).to(self.device, self.dtype)
+        return self.vae.decode(z).sample.float()
+
+
+def _find_weight_files(folder: Path) -> list[Path]:
+    files = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.safetensors"))
+    if not files:
+        bins = sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth"))
+        hint = f" (found {', '.join(p.name for p in bins)}; convert it to safetensors)" if bins else ""
+        raise FileNotFoundError(f"no .safetensors weights in VAE folder {folder}{hint}")
+    return files
+
+
+def _resolve(path: Path) -> tuple[list[Path], dict[str, Any] | None]:
+    """Weight files and config.json contents (or None) for a VAE folder or file."""
+    if path.is_dir():
+        if not (path / "config.json").is_file() and (path / "vae").is_dir():
+            path = path / "vae"  # a whole CogVideoX-5b snapshot
+        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
+        return _find_weight_files(path), config
+    if not path.is_file():
+        raise FileNotFoundError(f"VAE not found: {path}")
+    if not path.name.lower().endswith((".safetensors", ".sft")):
+        raise ValueError(f"VAE file {path} is not a .safetensors file; only safetensors weights are loaded")
+    return [path], None
+
+
+def _read_state(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
+    """Lazily opened tensors (key -> (handle, name)) and the first file's metadata."""
+    from safetensors import safe_open
+
+    entries: dict[str, Any] = {}
+    metadata: dict[str, str] = {}
+    for i, file in enumerate(files):
+        handle = safe_open(str(file), framework="pt", device="cpu")
+        if i == 0:
+            metadata = handle.metadata() or {}
+        for name in handle.keys():
+            key = name
+            for prefix in _STRIP_PREFIXES:
+                if key.startswith(prefix):
+                    key = key[len(prefix):]
+                    break
+            entries[key] = (handle, name)
+    return entries, metadata
+
+
+def load_vae(
+    path: str | Path,
+    dtype: torch.dtype = torch.bfloat16,
+    device: torch.device | str = "cpu",
+    tiling: bool = True,
+    slicing: bool = True,
+) -> VideoVAE:
+    """Load a CogVideoX-5B VAE from a ``vae/`` folder or a single safetensors file.
+
+    Raises FileNotFoundError / ValueError naming the path when the weights are missing, not
+    safetensors, or do not match the CogVideoX VAE architecture (with a short key diff).
+    """
+    from diffusers import AutoencoderKLCogVideoX
+
+    path = Path(path)
+    files, config = _resolve(path)
+    entries, metadata = _read_state(files)
+    if config is None:
+        config = json.loads(metadata[_CONFIG_METADATA_KEY]) if _CONFIG_METADATA_KEY in metadata else vae_config()
+    if config.get("_class_name", "AutoencoderKLCogVideoX") != "AutoencoderKLCogVideoX":
+        raise ValueError(f"{path}: config.json describes a {config['_class_name']}, not a CogVideoX VAE")
+    config = {k: v for k, v in config.items() if not k.startswith("_") and k != "quantization_config"}
+    with torch.device("meta"):
+        vae = AutoencoderKLCogVideoX.from_config(config)
+    expected = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
+    missing = sorted(set(expected) - set(entries))
+    unexpected = sorted(set(entries) - set(expected))
+    if missing or unexpected:
+        if any(k.startswith("transformer_blocks.") or k.startswith("blocks.") for k in unexpected):
+            raise ValueError(f"{path} is a diffusion transformer checkpoint, not a CogVideoX VAE")
+        raise ValueError(
+            f"{path} is not a CogVideoX VAE with diffusers key names: {len(missing)} missing keys "
+            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
+        )
+    state: dict[str, torch.Tensor] = {}
+    for key, shape in expected.items():
+        handle, name = entries[key]
+        tensor = handle.get_tensor(name)
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, the VAE expects {shape}")
+        state[key] = tensor.to(device=device, dtype=dtype)
+    vae.load_state_dict(state, strict=True, assign=True)
+    logger.info("loaded CogVideoX VAE from %s (%s, %s)", path, dtype, device)
+    return VideoVAE(vae, source=str(path), tiling=tiling, slicing=slicing)
+
+
+def write_tiny_vae(path: str | Path, seed: int = 0, as_folder: bool = False) -> Path:
+    """Write a tiny random CogVideoX VAE (real key names) for tests and the demo.
+
+    ``as_folder``: a diffusers folder (config.json + diffusion_pytorch_model.safetensors) at ``path``;
+    else a single safetensors file whose metadata carries the config.
+    """
+    from diffusers import AutoencoderKLCogVideoX
+    from safetensors.torch import save_file
+
+    config = tiny_vae_config()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        vae = AutoencoderKLCogVideoX.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+    state = {k: v.detach().contiguous() for k, v in vae.state_dict().items()}
+    path = Path(path)
+    if as_folder:
+        path.mkdir(parents=True, exist_ok=True)
+        (path / "config.json").write_text(json.dumps(config, indent=2))
+        save_file(state, str(path / "diffusion_pytorch_model.safetensors"))
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_file(state, str(path), metadata={_CONFIG_METADATA_KEY: json.dumps(config)})
+    return path
