@@ -13,6 +13,7 @@ import logging
 from pathlib import Path
 from typing import Any, Mapping
 
+import numpy as np
 import torch
 
 from ..checkpoint import Checkpoint, CheckpointError, load_into, open_checkpoint
@@ -22,6 +23,7 @@ from .model import MotionVQVAE
 logger = logging.getLogger(__name__)
 
 CONFIG_METADATA_KEY = "mtv_tokenizer_config"
+STATS_METADATA_KEY = "mtv_tokenizer_stats"  # {"mean": 24x3 mm, "std": 24x3 mm} of the training data
 EXPECTED = (
     "a 4DMoT motion tokenizer checkpoint (keys encoder.*, decoder.*, vq.codebook), e.g. "
     "4DMoT/mp_rank_00_model_states.pt from yanboding/MTVCrafter or "
@@ -36,6 +38,19 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
 
     with safe_open(str(path), framework="pt", device="cpu") as handle:
         return dict(handle.metadata() or {})
+
+
+def stats_from_metadata(metadata: Mapping[str, str], path: object = "") -> tuple[np.ndarray, np.ndarray] | None:
+    """(mean, std) stored with a checkpoint we trained, or None (then the released statistics apply)."""
+    stored = metadata.get(STATS_METADATA_KEY)
+    if not stored:
+        return None
+    data = json.loads(stored)
+    mean = np.asarray(data["mean"], dtype=np.float32)
+    std = np.asarray(data["std"], dtype=np.float32)
+    if mean.shape != (24, 3) or std.shape != (24, 3) or not (std > 0).all():
+        raise CheckpointError(f"{path}: stored normalisation statistics must be two (24, 3) arrays with std > 0")
+    return mean, std
 
 
 def config_from_checkpoint(ckpt: Checkpoint, **overrides: Any) -> TokenizerConfig:
@@ -85,6 +100,7 @@ def load_tokenizer(
     model.decoder.to(dtype=dtype)
     model.vq.codebook = model.vq.codebook.float()
     model.eval().requires_grad_(False)
+    model.stats = stats_from_metadata(_safetensors_metadata(Path(ckpt.path)), ckpt.path)
     logger.info("loaded 4DMoT tokenizer %s (%d codes x %d, %s on %s)", Path(path).name, config.num_codes,
                 config.code_dim, str(dtype).replace("torch.", ""), device)
     return model
@@ -102,6 +118,10 @@ def save_tokenizer(model: MotionVQVAE, path: str | Path, extra_metadata: Mapping
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {CONFIG_METADATA_KEY: model.config.to_json(), "format": "pt"}
+    stats = getattr(model, "stats", None)
+    if stats is not None:
+        metadata[STATS_METADATA_KEY] = json.dumps({"mean": np.asarray(stats[0]).tolist(),
+                                                   "std": np.asarray(stats[1]).tolist()})
     metadata.update(extra_metadata or {})
     save_file(state_dict_for_saving(model), str(path), metadata=metadata)
     return path

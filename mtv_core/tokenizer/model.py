@@ -25,6 +25,42 @@ from .config import TokenizerConfig, chunk_sizes
 logger = logging.getLogger(__name__)
 
 
+_PACKED_LINEAR_OK = True
+
+
+def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, owner: nn.Module, slot: str):
+    """``x @ weight.T + bias`` for 2-D fp32 ``x``; on CPU without autograd through oneDNN with a cached pre-packed weight.
+
+    torch's default CPU sgemm (MKL) is 2-3x slower than oneDNN on the large, fixed weights of
+    the tokenizer (and on AMD CPUs in particular); the packed copy is made once per weight
+    version and kept on ``owner`` under ``slot``. Falls back to ``addmm`` wherever oneDNN is unavailable.
+    """
+    global _PACKED_LINEAR_OK
+    usable = (
+        _PACKED_LINEAR_OK and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
+        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
+        and torch.backends.mkldnn.is_available()
+    )
+    if usable:
+        try:
+            try:
+                version = weight._version
+            except RuntimeError:
+                version = -1
+            key = (weight.data_ptr(), version, tuple(weight.shape))
+            cached = owner.__dict__.get(slot)
+            if cached is None or cached[0] != key:
+                cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+                owner.__dict__[slot] = cached
+            return torch.ops.mkldnn._linear_pointwise(x, cached[1], bias, "none", [], "")
+        except (RuntimeError, AttributeError, NotImplementedError) as exc:  # pragma: no cover - depends on the build
+            logger.debug("oneDNN packed linear unavailable (%s); using addmm", exc)
+            _PACKED_LINEAR_OK = False
+    if bias is None:
+        return x @ weight.t()
+    return torch.addmm(bias, x, weight.t())
+
+
 def _dilation(out_channels: int, base: int) -> int:
     return max(1, base // out_channels - 1)
 
@@ -100,6 +136,25 @@ class Upsample(nn.Module):
         return _joint_conv(self.upsampler, x)
 
 
+def conv3x3_merged(conv: nn.Conv2d, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Apply a 3x3, stride-1, padding-1 conv to several (N_i, C, H_i, W_i) tensors with ONE matrix product.
+
+    Used for the wide 512 <-> 3072 convs: oneDNN is slow on their small spatial extent and
+    re-packs the 57 MB weight on every call, while im2col + one GEMM over all chunks is not.
+    """
+    weight = conv.weight.reshape(conv.out_channels, -1)  # (out, in*9), a view
+    # rows = output positions (n, h, w), columns = (in, 3, 3) patch values
+    cols = [F.unfold(x, kernel_size=3, padding=1).transpose(1, 2).reshape(-1, weight.shape[1]) for x in inputs]
+    out = packed_linear(torch.cat(cols) if len(cols) > 1 else cols[0], weight, conv.bias, conv, "_packed_weight")
+    results, offset = [], 0
+    for x in inputs:
+        n, _, h, w = x.shape
+        size = n * h * w
+        results.append(out[offset : offset + size].reshape(n, h, w, conv.out_channels).permute(0, 3, 1, 2))
+        offset += size
+    return results
+
+
 class Encoder(nn.Module):
     """(B, 3, T, J) -> (B, code_dim, T', J')."""
 
@@ -115,7 +170,8 @@ class Encoder(nn.Module):
         self.downsample2 = Downsample(c1, c1, config.downsample_time[1], config.downsample_joint[1])
         self.conv_out = nn.Conv2d(c1, config.code_dim, kernel_size=3, padding=1)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything before ``conv_out``."""
         x = self.conv_in(x)
         for block in self.resnet1:
             x = block(x)
@@ -123,8 +179,10 @@ class Encoder(nn.Module):
         x = self.resnet2(x)
         for block in self.resnet3:
             x = block(x)
-        x = self.downsample2(x)
-        return self.conv_out(x)
+        return self.downsample2(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.conv_out(self.body(x))
 
 
 class Decoder(nn.Module):
@@ -143,7 +201,10 @@ class Decoder(nn.Module):
         self.conv_out = nn.Conv2d(c1, config.in_channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.conv_in(x)
+        return self.body(self.conv_in(x))
+
+    def body(self, x: torch.Tensor) -> torch.Tensor:
+        """Everything after ``conv_in``."""
         for block in self.resnet1:
             x = block(x)
         x = self.upsample1(x)
@@ -206,8 +267,8 @@ class VectorQuantizer(nn.Module):
         dist_out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
         for start in range(0, x.shape[0], self.ROWS_PER_BLOCK):
             rows = x[start : start + self.ROWS_PER_BLOCK]
-            dist = torch.addmm(norms.unsqueeze(0), rows, book.t(), beta=1.0, alpha=-2.0)
-            dist.add_(rows.square().sum(dim=1, keepdim=True))
+            dist = packed_linear(rows, book, None, self, "_packed_codebook").mul_(-2.0)
+            dist.add_(rows.square().sum(dim=1, keepdim=True)).add_(norms)
             best, idx = dist.min(dim=1)
             idx_out[start : start + rows.shape[0]] = idx
             dist_out[start : start + rows.shape[0]] = best
@@ -230,6 +291,8 @@ class MotionVQVAE(nn.Module):
         self.encoder = Encoder(self.config)
         self.decoder = Decoder(self.config)
         self.vq = VectorQuantizer(self.config.num_codes, self.config.code_dim)
+        # (mean, std) (24, 3) mm the checkpoint was trained with; None = the released statistics
+        self.stats = None
 
     @property
     def dtype(self) -> torch.dtype:
@@ -241,25 +304,32 @@ class MotionVQVAE(nn.Module):
 
     # -- chunked networks -------------------------------------------------------------------------
     @staticmethod
-    def _run_chunked(net: nn.Module, x: torch.Tensor, chunk: int) -> torch.Tensor:
-        """Run ``net`` over time chunks of (B, C, T, J) as upstream does; equal chunks share one batch."""
+    def _split_chunks(x: torch.Tensor, chunk: int) -> list[torch.Tensor]:
+        """Upstream's time chunks of (B, C, T, J) as at most two batches: the first chunk, the equal rest.
+
+        The rest is (B*n, C, chunk, J), batch-major (chunk k of item i is row i*n + k).
+        """
         sizes = chunk_sizes(x.shape[2], chunk)
-        b = x.shape[0]
-        first = net(x[:, :, : sizes[0]])
-        if len(sizes) == 1:
-            return first
-        rest = x[:, :, sizes[0] :]
-        n = len(sizes) - 1
-        # (B, C, n*chunk, J) -> (B*n, C, chunk, J), batch-major so that chunk k of item i is row i*n+k
-        rest = rest.unflatten(2, (n, chunk)).permute(0, 2, 1, 3, 4).flatten(0, 1)
-        out = net(rest)
-        out = out.unflatten(0, (b, n)).permute(0, 2, 1, 3, 4).flatten(2, 3)
-        return torch.cat([first, out], dim=2)
+        groups = [x[:, :, : sizes[0]]]
+        if len(sizes) > 1:
+            n = len(sizes) - 1
+            groups.append(x[:, :, sizes[0] :].unflatten(2, (n, chunk)).transpose(1, 2).flatten(0, 1))
+        return groups
+
+    @staticmethod
+    def _join_chunks(groups: list[torch.Tensor], batch: int) -> torch.Tensor:
+        if len(groups) == 1:
+            return groups[0]
+        first, rest = groups
+        rest = rest.unflatten(0, (batch, rest.shape[0] // batch)).transpose(1, 2).flatten(2, 3)
+        return torch.cat([first, rest], dim=2)
 
     def encode_features(self, joints_normalized: torch.Tensor) -> torch.Tensor:
         """(B, T, J, 3) normalised joints -> (B, code_dim, T', J') pre-quantisation encoder output (fp32)."""
         x = joints_normalized.to(device=self.device, dtype=self.dtype).permute(0, 3, 1, 2)
-        return self._run_chunked(self.encoder, x, self.config.encoder_chunk).float()
+        groups = [self.encoder.body(g) for g in self._split_chunks(x, self.config.encoder_chunk)]
+        groups = conv3x3_merged(self.encoder.conv_out, groups)
+        return self._join_chunks(groups, x.shape[0]).float()
 
     def quantize(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, C, T', J') features -> tokens (B, T'*J', C) fp32, indices (B, T'*J') int64, commit loss ()."""
@@ -276,9 +346,9 @@ class MotionVQVAE(nn.Module):
         if n % latent_frames:
             raise ValueError(f"{n} tokens do not split into {latent_frames} latent frames")
         x = tokens.to(device=self.device, dtype=self.dtype).view(b, latent_frames, n // latent_frames, c)
-        x = x.permute(0, 3, 1, 2)
-        out = self._run_chunked(self.decoder, x, self.config.decoder_chunk)
-        return out.permute(0, 2, 3, 1).float()
+        groups = self._split_chunks(x.permute(0, 3, 1, 2), self.config.decoder_chunk)
+        groups = [self.decoder.body(g) for g in conv3x3_merged(self.decoder.conv_in, groups)]
+        return self._join_chunks(groups, b).permute(0, 2, 3, 1).float()
 
     def decode_indices(self, indices: torch.Tensor, latent_frames: int) -> torch.Tensor:
         """(B, T'*J') codebook indices -> (B, T, J, 3) normalised joints."""
