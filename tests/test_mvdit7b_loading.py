@@ -170,3 +170,12 @@ def test_bad_arguments(tmp_path):
         load_mvdit7b(path, attention="flash")
     with pytest.raises(FileNotFoundError, match="nowhere"):
         load_mvdit7b(tmp_path / "nowhere.safetensors")
+
+
+def test_config_round_trip_and_unsupported_settings():
+    config = tiny_mvdit7b_config()
+    assert MVDiT7BConfig.from_diffusers_config(config.to_diffusers_config()) == config
+    with pytest.raises(ValueError, match="activation_fn"):
+        MVDiT7BConfig.from_diffusers_config({**config.to_diffusers_config(), "activation_fn": "gelu"})
+    with pytest.raises(ValueError, match="unconditional_motion_token"):
+        MVDiT7BConfig.infer_from_shapes({k: v for k, v in _released_shapes().items() if "unconditional" not in k})
