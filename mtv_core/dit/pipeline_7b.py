@@ -54,7 +54,7 @@ def snap_size(width: int, height: int) -> tuple[int, int]:
     for name, value in (("width", width), ("height", height)):
         if not MIN_SIDE <= int(value) <= MAX_SIDE:
             raise ValueError(f"{name} must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {value}")
-    snapped = tuple(max(MIN_SIDE, int(round(v / SIZE_MULTIPLE)) * SIZE_MULTIPLE) for v in (width, height))
+    snapped = tuple(max(MIN_SIDE, int(v / SIZE_MULTIPLE + 0.5) * SIZE_MULTIPLE) for v in (width, height))
     if snapped != (width, height):
         logger.warning("size %dx%d is not a multiple of %d; using %dx%d", width, height, SIZE_MULTIPLE, *snapped)
     return snapped  # type: ignore[return-value]
