@@ -96,10 +96,12 @@ def encode_joints(model: MotionVQVAE, joints_mm, return_features: bool = False) 
 
 @torch.inference_mode()
 def decode_to_mm(model: MotionVQVAE, tokens: torch.Tensor | None = None, indices: torch.Tensor | None = None,
-                 latent_frames: int | None = None) -> np.ndarray:
+                 latent_frames: int | None = None, num_frames: int | None = None) -> np.ndarray:
     """Tokens (B, T'*J', C) or indices (B, T'*J') -> joints (B, T, 24, 3) float32 mm.
 
-    ``latent_frames`` defaults to the token count divided by the latent joints per frame.
+    ``latent_frames`` defaults to the token count divided by the latent joints per frame. The
+    decoder gives 8k+1 frames back for 8k+1 input frames; for other lengths its frame count
+    differs (as upstream's), so ``num_frames``, if given, trims the result or repeats its last frame.
     """
     per_frame = model.config.latent_joints
     source = tokens if tokens is not None else indices
@@ -118,6 +120,12 @@ def decode_to_mm(model: MotionVQVAE, tokens: torch.Tensor | None = None, indices
         normalized = model.decode_tokens(source, latent_frames)
     else:
         normalized = model.decode_indices(source.long(), latent_frames)
+    if num_frames is not None and normalized.shape[1] != num_frames:
+        if normalized.shape[1] > num_frames:
+            normalized = normalized[:, :num_frames]
+        else:
+            pad = normalized[:, -1:].expand(-1, num_frames - normalized.shape[1], -1, -1)
+            normalized = torch.cat([normalized, pad], dim=1)
     return denormalize_joints(model, normalized)
 
 
@@ -137,7 +145,9 @@ def mpjpe(pred_mm: np.ndarray, target_mm: np.ndarray) -> tuple[np.ndarray, float
 def reconstruct(model: MotionVQVAE, joints_mm) -> tuple[np.ndarray, Encoded]:
     """Encode and decode: returns (reconstruction (B, T, 24, 3) mm, the encoding)."""
     encoded = encode_joints(model, joints_mm)
-    return decode_to_mm(model, tokens=encoded.tokens, latent_frames=encoded.latent_frames), encoded
+    recon = decode_to_mm(model, tokens=encoded.tokens, latent_frames=encoded.latent_frames,
+                         num_frames=encoded.num_frames)
+    return recon, encoded
 
 
 def encode_windows(model: MotionVQVAE, joints: JointSequence, window: int = 49, overlap: int = 9,
@@ -184,8 +194,9 @@ def decode_motion(model: MotionVQVAE, motion: MotionTokens, callback: ProgressCa
     weight = np.zeros((total, 1, 1), dtype=np.float64)
     wins = motion.windows
     for i, win in enumerate(wins):
-        decoded = decode_to_mm(model, indices=win.indices, latent_frames=win.latent_frames)[0]
-        frames = min(decoded.shape[0], win.num_frames)
+        decoded = decode_to_mm(model, indices=win.indices, latent_frames=win.latent_frames,
+                               num_frames=win.num_frames)[0]
+        frames = win.num_frames
         ramp = np.ones(frames)
         if i > 0:  # fade in over the overlap with the previous window
             n = max(0, min(frames, wins[i - 1].start + wins[i - 1].num_frames - win.start))
