@@ -14,6 +14,7 @@ import math
 
 import numpy as np
 
+from ..progress import ProgressCallback
 from .sequence import JointSequence
 
 DEFAULT_FOV_DEG = 55.0
@@ -64,11 +65,12 @@ def _check_size(name: str, value: int, low: int = 1, high: int = 8192) -> int:
 
 def render_skeleton(seq: JointSequence, width: int = 512, height: int = 512, background: np.ndarray | None = None,
                     line_width: int = 4, point_radius: int = 4, fov_deg: float = DEFAULT_FOV_DEG,
-                    dim_invalid: float = 0.35) -> np.ndarray:
+                    dim_invalid: float = 0.35, callback: ProgressCallback | None = None) -> np.ndarray:
     """Draw every frame of ``seq``: returns (T, H, W, 3) float32 RGB in 0..1.
 
     ``background``: optional (B, H, W, 3) float 0..1 (or uint8) frames drawn over; its size wins over
     ``width``/``height``; with fewer frames than the motion, its last frame is held.
+    ``callback(step, total, None)`` is called after each frame (raising from it cancels).
     """
     import cv2
 
@@ -109,4 +111,6 @@ def render_skeleton(seq: JointSequence, width: int = 512, height: int = 512, bac
         if not seq.valid[t]:
             cv2.rectangle(canvas, (0, 0), (width - 1, height - 1), (110, 110, 110), max(2, line_width // 2))
         frames[t] = canvas
+        if callback is not None:
+            callback(t + 1, seq.num_frames, None)
     return frames.astype(np.float32) / 255.0
