@@ -1,3 +1,167 @@
-"""Placeholder: nodes are added by their issue."""
+"""Motion tokenizer nodes: load 4DMoT, encode joints to motion tokens (MTV_MOTION), decode them back.
 
-NODES: list[type] = []
+Thin wrappers over ``mtv_core.tokenizer``; joints are camera-frame millimetres.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from ..mtv_core.motion.sequence import JointSequence
+from ..mtv_core.tokenizer.encode import decode_motion, encode_windows, mpjpe
+from ..mtv_core.tokenizer.loading import load_tokenizer
+from ..mtv_core.tokenizer.tokens import MotionTokens
+from ..mtv_core.windows import plan_windows
+from . import types
+from ._comfy import MTV_FOLDER, MODEL_HELP_URL, io, list_models, progress, resolve_model, torch_device
+
+logger = logging.getLogger(__name__)
+
+CATEGORY = f"{types.CATEGORY}/Tokenizer"
+FOLDERS = (MTV_FOLDER, "vae")
+SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
+NO_FILES = "(no tokenizer files: put 4DMoT in models/mtvcrafter or models/vae)"
+DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DEVICES = ("auto", "cpu")
+_HINTS = ("4dmot", "vqvae", "mp_rank")
+
+
+def tokenizer_file_choices() -> list[str]:
+    """Checkpoint files of models/mtvcrafter and models/vae, likely 4DMoT files first."""
+    names = list_models(*FOLDERS, suffixes=SUFFIXES)
+    names = [n for n in names if not n.startswith(("motions/", "smpl/"))]
+    names.sort(key=lambda n: (not any(h in n.lower() for h in _HINTS), n))
+    return names or [NO_FILES]
+
+
+class MTVLoadMotionTokenizer(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MTVLoadMotionTokenizer",
+            display_name="Load Motion Tokenizer (MTV 4DMoT)",
+            category=CATEGORY,
+            description=(
+                "Loads the 4DMoT motion VQ-VAE: upstream 4DMoT/mp_rank_00_model_states.pt, kijai's "
+                "WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors, or a tokenizer trained with this pack. "
+                f"Files come from models/mtvcrafter or models/vae ({MODEL_HELP_URL})."
+            ),
+            inputs=[
+                io.Combo.Input("tokenizer_file", options=tokenizer_file_choices(),
+                               tooltip="4DMoT checkpoint (.pt or .safetensors) in models/mtvcrafter or models/vae."),
+                io.Combo.Input("dtype", options=list(DTYPES), default="fp32",
+                               tooltip="Precision of the encoder/decoder convolutions. The codebook search is always "
+                                       "fp32; fp32 reproduces upstream's tokens exactly."),
+                io.Combo.Input("device", options=list(DEVICES), default="auto",
+                               tooltip="auto = ComfyUI's compute device; the model is small (~0.3 GB)."),
+            ],
+            outputs=[types.Tokenizer.Output(display_name="tokenizer")],
+        )
+
+    @classmethod
+    def execute(cls, tokenizer_file: str, dtype: str = "fp32", device: str = "auto") -> io.NodeOutput:
+        if tokenizer_file == NO_FILES:
+            raise FileNotFoundError(f"no motion tokenizer selected: {NO_FILES} (download from {MODEL_HELP_URL})")
+        if dtype not in DTYPES:
+            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        path = resolve_model(FOLDERS, tokenizer_file, hint=f"4DMoT comes from {MODEL_HELP_URL}")
+        target = torch_device() if device == "auto" else torch.device("cpu")
+        model = load_tokenizer(path, dtype=DTYPES[dtype], device=target)
+        model.source_name = tokenizer_file
+        return io.NodeOutput(model)
+
+
+def _check_window(window: int, overlap: int) -> None:
+    if window and (window - 1) % 4:
+        raise ValueError(f"window must be 0 (whole sequence) or 4k+1 frames such as 49, got {window}")
+    if window and ((overlap - 1) % 4 or not 0 < overlap < window):
+        raise ValueError(f"overlap must be 4k+1 frames (e.g. 9) and smaller than the window, got {overlap}")
+
+
+def mpjpe_report(source: JointSequence, recon: JointSequence, motion: MotionTokens) -> str:
+    per_frame, mean = mpjpe(recon.joints_mm, source.joints_mm)
+    worst = int(np.argmax(per_frame))
+    losses = motion.meta.get("commit_loss", [])
+    text = (f"MPJPE {mean:.1f} mm over {len(per_frame)} frames (worst frame {worst}: {per_frame[worst]:.1f} mm); "
+            f"{len(motion.windows)} window(s)")
+    if losses:
+        text += f"; vq loss max {max(losses):.3f}" + (" (> 0.1: motion poorly represented)" if max(losses) > 0.1 else "")
+    return text
+
+
+class MTVEncodeMotion(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MTVEncodeMotion",
+            display_name="Encode Motion (MTV 4DMoT)",
+            category=CATEGORY,
+            description=(
+                "Turns a joint sequence into 4D motion tokens for the MV-DiTs: overlapping windows of 49 frames "
+                "(13 latent frames, 312 tokens each), each encoded on its own as in training. Also decodes the "
+                "tokens back so you can preview what the DiT will follow, and reports the error in mm."
+            ),
+            inputs=[
+                types.Tokenizer.Input("tokenizer", tooltip="From Load Motion Tokenizer."),
+                types.Joints.Input("joints", tooltip="SMPL-24 joints in camera-frame millimetres."),
+                io.Int.Input("window", default=49, min=0, max=10_001,
+                             tooltip="Frames per window (4k+1; the DiTs use 49). 0 encodes the whole sequence as "
+                                     "one window of any length (best as 8k+1 frames)."),
+                io.Int.Input("overlap", default=9, min=1, max=10_001,
+                             tooltip="Frames shared by consecutive windows (4k+1)."),
+            ],
+            outputs=[
+                types.Motion.Output(display_name="motion"),
+                types.Joints.Output(display_name="reconstructed"),
+                io.String.Output(display_name="mpjpe"),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, tokenizer, joints: JointSequence, window: int = 49, overlap: int = 9) -> io.NodeOutput:
+        _check_window(window, overlap)
+        if window and joints.num_frames < window:
+            raise ValueError(f"motion has {joints.num_frames} frames, shorter than one window of {window}; "
+                             "set window to 0 to encode it whole")
+        windows = len(plan_windows(joints.num_frames, window, overlap).starts) if window else 1
+        bar = progress(2 * windows)
+
+        def on_encode(step, total, preview=None):
+            bar(step, 2 * total, None)
+
+        def on_decode(step, total, preview=None):
+            bar(total + step, 2 * total, None)
+
+        motion = encode_windows(tokenizer, joints, window=window, overlap=overlap, callback=on_encode)
+        motion.meta["tokenizer"] = getattr(tokenizer, "source_name", "")
+        recon = decode_motion(tokenizer, motion, callback=on_decode)
+        text = mpjpe_report(motion.joints, recon, motion)
+        logger.info("encoded %d frames: %s", motion.joints.num_frames, text)
+        return io.NodeOutput(motion, recon, text)
+
+
+class MTVDecodeMotionTokens(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MTVDecodeMotionTokens",
+            display_name="Decode Motion Tokens (MTV 4DMoT)",
+            category=CATEGORY,
+            description="Decodes motion tokens back to a joint sequence in mm (overlapping windows are cross-faded).",
+            inputs=[
+                types.Tokenizer.Input("tokenizer", tooltip="The tokenizer that made the tokens."),
+                types.Motion.Input("motion", tooltip="Motion tokens from Encode Motion."),
+            ],
+            outputs=[types.Joints.Output(display_name="joints")],
+        )
+
+    @classmethod
+    def execute(cls, tokenizer, motion: MotionTokens) -> io.NodeOutput:
+        bar = progress(len(motion.windows))
+        return io.NodeOutput(decode_motion(tokenizer, motion, callback=bar))
+
+
+NODES = [MTVLoadMotionTokenizer, MTVEncodeMotion, MTVDecodeMotionTokens]
