@@ -52,3 +52,15 @@ def test_demo_rejects_bad_options_and_writes_nothing(tmp_path, bad):
         cli.main(["demo", "--out", str(out), *bad])
     assert info.value.code == 2
     assert not out.exists()
+
+
+def test_demo_leaves_nothing_when_a_step_fails(tmp_path, monkeypatch):
+    from mtv_core.commands import demo
+
+    def broken_save(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(demo, "save_motion", broken_save)
+    with pytest.raises(OSError, match="disk full"):
+        cli.main(["demo", "--out", str(tmp_path), "--frames", "5", "--width", "32", "--height", "32"])
+    assert list(tmp_path.iterdir()) == []

@@ -197,3 +197,14 @@ def test_smpl_params_without_model_name_the_problem(tmp_path):
     np.savez(path, poses=np.zeros((3, 156)), betas=np.zeros(16), trans=np.zeros((3, 3)), mocap_framerate=60.0)
     with pytest.raises(MotionFormatError, match=r"amass\.npz.*SMPL model file"):
         load_motion(path)
+
+
+@pytest.mark.parametrize("protocol", range(pickle.HIGHEST_PROTOCOL + 1))
+def test_every_pickle_protocol_of_an_upstream_list_loads(tmp_path, protocol):
+    joints = np.random.default_rng(protocol).normal(1000, 300, (6, 24, 3)).astype(np.float32)
+    items = [{"pose": joints, "video_length": np.int64(6), "video_height": 512, "video_width": 384,
+              "video_path": "v.mp4"}]
+    path = tmp_path / "p.pkl"
+    path.write_bytes(pickle.dumps(items, protocol=protocol))
+    seq = load_motion(path)
+    assert np.array_equal(seq.joints_mm, joints) and seq.meta["video_length"] == 6

@@ -62,8 +62,12 @@ def save_outputs(args: argparse.Namespace, joints: JointSequence, stem: str) -> 
     frames = render_skeleton(joints, width=args.width, height=args.height, line_width=args.line_width,
                              point_radius=args.point_radius)
     out = Path(args.out)
-    motion_path = save_motion(joints, out / f"{stem}_motion.npz")
     video_path = write_mp4(out / f"{stem}_skeleton.mp4", frames, fps=joints.fps)
+    try:
+        motion_path = save_motion(joints, out / f"{stem}_motion.npz")
+    except BaseException:
+        video_path.unlink(missing_ok=True)  # all or nothing
+        raise
     return {"motion": motion_path, "skeleton_video": video_path}
 
 
