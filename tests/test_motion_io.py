@@ -208,3 +208,19 @@ def test_every_pickle_protocol_of_an_upstream_list_loads(tmp_path, protocol):
     path.write_bytes(pickle.dumps(items, protocol=protocol))
     seq = load_motion(path)
     assert np.array_equal(seq.joints_mm, joints) and seq.meta["video_length"] == 6
+
+
+def test_npz_object_arrays_are_skipped_not_unpickled(tmp_path):
+    path = tmp_path / "with_object.npz"
+    np.savez(path, joints_mm=np.full((3, 24, 3), 900, np.float32), fps=10.0,
+             extra=np.array([{"a": 1}], dtype=object))
+    seq = load_motion(path)
+    assert seq.num_frames == 3 and seq.fps == 10.0
+
+
+def test_nlf_layout_with_all_frames_in_one_entry(tmp_path):
+    a = _person(0.0)
+    path = tmp_path / "kijai.pkl"
+    path.write_bytes(pickle.dumps({"joints3d_nonparam": [[torch.from_numpy(a[None] + i) for i in range(4)]]}))
+    seq = load_motion(path)
+    assert seq.num_frames == 4 and np.array_equal(seq.joints_mm[3], a + 3)

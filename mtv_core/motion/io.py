@@ -130,6 +130,8 @@ def _from_nlf_raw(path: Path, data: dict, fps: float) -> JointSequence:
     per_frame = data["pose"]["joints3d_nonparam"] if "pose" in data else data["joints3d_nonparam"]
     if not isinstance(per_frame, (list, tuple)) or len(per_frame) == 0:
         raise MotionFormatError(f"{path}: NLF pickle holds no frames (joint sequence is empty)")
+    if len(per_frame) == 1 and isinstance(per_frame[0], (list, tuple)) and len(per_frame[0]) > 1:
+        per_frame = per_frame[0]  # one outer entry holding all frames (kijai's NLFPRED layout)
     try:
         frames = [_frame_people(entry) for entry in per_frame]
     except (ValueError, TypeError) as exc:
@@ -208,11 +210,13 @@ def _from_pickle(path: Path, fps: float | None, smpl_model) -> list[JointSequenc
 
 
 def _from_npz(path: Path, fps: float | None, smpl_model) -> list[JointSequence]:
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            data = {k: npz[k] for k in npz.files}
-    except ValueError as exc:  # object arrays need pickle: refused
-        raise MotionFormatError(f"{path}: unreadable npz without pickle ({exc})") from None
+    data: dict[str, np.ndarray] = {}
+    with np.load(path, allow_pickle=False) as npz:
+        for key in npz.files:
+            try:
+                data[key] = npz[key]
+            except ValueError:  # an object array would need pickle: refused, the key is skipped
+                logger.warning("%s: skipping '%s' (object array; pickled data is never loaded)", path, key)
     if "joints_mm" in data:
         meta: dict[str, Any] = {}
         if "meta" in data:
