@@ -74,7 +74,14 @@ def _used_names(module_attr: str) -> set[str]:
     for path in sorted((ROOT / "nodes").glob("*.py")):
         if path.name.startswith("_standalone"):
             continue
-        for node in ast.walk(ast.parse(path.read_text())):
+        tree = ast.parse(path.read_text())
+        # annotations are never evaluated (``from __future__ import annotations``): skip them
+        in_annotations = {id(sub) for node in ast.walk(tree)
+                          for ann in (getattr(node, "annotation", None), getattr(node, "returns", None)) if ann
+                          for sub in ast.walk(ann)}
+        for node in ast.walk(tree):
+            if id(node) in in_annotations:
+                continue
             if isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == module_attr:
                 names.add(node.attr)
     return names

@@ -48,10 +48,21 @@ def input_spec(inp: Any) -> list[Any]:
     for key, value in raw.items():
         options[_OPTION_NAMES.get(key, key)] = value
     io_type = inp.io_type
+    if io_type == "STRING":
+        options.setdefault("multiline", False)  # comfy_api always sends it
     if io_type == "COMBO":
         options["multiselect"] = False
         options["options"] = list(choices or [])
     return [io_type, _prune(options)]
+
+
+def _hidden_value(hidden: Any) -> str:
+    return str(getattr(hidden, "value", hidden))
+
+
+def _hidden_name(hidden: Any) -> str:
+    # comfy_api's Hidden is an Enum (name "prompt", value "PROMPT"); the stand-in uses the value strings.
+    return str(getattr(hidden, "name", None) or _hidden_value(hidden).lower())
 
 
 def node_info(node_cls: type) -> dict[str, Any]:
@@ -61,9 +72,15 @@ def node_info(node_cls: type) -> dict[str, Any]:
     optional: dict[str, Any] = {}
     for inp in schema.inputs:
         (optional if inp.optional else required)[inp.id] = input_spec(inp)
+    hidden = {_hidden_name(h): [_hidden_value(h)] for h in (getattr(schema, "hidden", None) or [])}
+    if schema.is_output_node:  # comfy_api's Schema.finalize adds these to output nodes
+        hidden.setdefault("prompt", ["PROMPT"])
+        hidden.setdefault("extra_pnginfo", ["EXTRA_PNGINFO"])
     info: dict[str, Any] = {
-        "input": {"required": required, **({"optional": optional} if optional else {})},
-        "input_order": {"required": list(required), **({"optional": list(optional)} if optional else {})},
+        "input": {"required": required, **({"optional": optional} if optional else {}),
+                  **({"hidden": hidden} if hidden else {})},
+        "input_order": {"required": list(required), **({"optional": list(optional)} if optional else {}),
+                        **({"hidden": list(hidden)} if hidden else {})},
         "output": [o.io_type for o in schema.outputs],
         "output_is_list": [bool(o.is_output_list) for o in schema.outputs],
         "output_name": [o.display_name or o.id or o.io_type for o in schema.outputs],
