@@ -9,7 +9,7 @@ import argparse
 import importlib
 import logging
 
-COMMANDS = ("demo",)  # modules under mtv_core.commands; each has add_parser(subparsers)
+COMMANDS = ("demo", "animate")  # modules under mtv_core.commands; each has add_parser(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:

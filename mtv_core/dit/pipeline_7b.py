@@ -62,7 +62,7 @@ def snap_size(width: int, height: int) -> tuple[int, int]:
 
 def _as_float_image(image: Any) -> torch.Tensor:
     """(H, W), (H, W, 1|3|4) or (1, H, W, C) uint8 / float 0..1 -> (H, W, 3) float32 0..1."""
-    tensor = torch.as_tensor(np.asarray(image)) if not isinstance(image, torch.Tensor) else image
+    tensor = image if isinstance(image, torch.Tensor) else torch.from_numpy(np.array(image))
     if tensor.ndim == 4:
         if tensor.shape[0] != 1:
             logger.warning("reference batch has %d images; using the first", tensor.shape[0])

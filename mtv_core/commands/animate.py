@@ -1,0 +1,259 @@
+"""``python -m mtv_core animate``: reference image + motion file -> mp4 with MV-DiT-7B (upstream ``infer_7b.py``).
+
+Models folder layout (``--models DIR``; each part can also be given directly with ``--tokenizer``,
+``--dit``, ``--vae``)::
+
+    DIR/4DMoT/mp_rank_00_model_states.pt     4DMoT tokenizer (or any single .pt/.safetensors in DIR/4DMoT/)
+    DIR/MV-DiT/CogVideoX/                    MV-DiT-7B diffusers folder (config.json + *.safetensors)
+    DIR/CogVideoX-5b/vae/  or  DIR/vae/      CogVideoX-5B VAE folder (or one .safetensors file in DIR/vae/)
+
+That is the ``yanboding/MTVCrafter`` snapshot with THUDM/CogVideoX-5b's ``vae/`` folder added.
+Any length of motion works (overlapping 49-frame windows, see ``mtv_core.dit.pipeline_7b``); motion
+shorter than one window (49 frames) is an error. The mp4 is written to a temporary name and moved
+into place, so a failed run leaves no output behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ..progress import ProgressCallback
+
+logger = logging.getLogger(__name__)
+
+WINDOW = 49
+OVERLAP = 9
+WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin")
+
+
+@dataclass(frozen=True)
+class ModelPaths:
+    """Where the three models of the 7B pipeline are."""
+
+    tokenizer: Path
+    dit: Path
+    vae: Path
+
+
+def _single_weight_file(folder: Path) -> Path | None:
+    files = sorted(p for p in folder.iterdir() if p.is_file() and p.name.lower().endswith(WEIGHT_SUFFIXES))
+    return files[0] if len(files) == 1 else None
+
+
+def find_models(models_dir: str | Path | None, tokenizer: str | Path | None = None, dit: str | Path | None = None,
+                vae: str | Path | None = None) -> ModelPaths:
+    """Resolve the model paths from the folder layout above; explicit paths win. FileNotFoundError names what is missing."""
+    root = Path(models_dir) if models_dir else None
+    if root is not None and not root.is_dir():
+        raise FileNotFoundError(f"models folder not found: {root}")
+    found: dict[str, Path] = {}
+    missing = []
+    for name, explicit, candidates in (
+        ("tokenizer", tokenizer, ["4DMoT/mp_rank_00_model_states.pt", "4DMoT"]),
+        ("dit", dit, ["MV-DiT/CogVideoX"]),
+        ("vae", vae, ["CogVideoX-5b/vae", "vae"]),
+    ):
+        if explicit:
+            path = Path(explicit)
+            if not path.exists():
+                raise FileNotFoundError(f"--{name} path not found: {path}")
+            found[name] = path
+            continue
+        for rel in candidates if root is not None else []:
+            path = root / rel
+            if path.is_file():
+                found[name] = path
+                break
+            if path.is_dir():
+                if name == "tokenizer" or (name == "vae" and not (path / "config.json").exists()):
+                    single = _single_weight_file(path)
+                    if single is not None:
+                        found[name] = single
+                        break
+                    continue
+                found[name] = path
+                break
+        if name not in found:
+            where = " or ".join(f"{root}/{c}" for c in candidates) if root is not None else "(no --models folder)"
+            missing.append(f"{name}: {where}")
+    if missing:
+        raise FileNotFoundError("models not found: " + "; ".join(missing) + ". See `python -m mtv_core animate -h` "
+                                "for the folder layout, or pass --tokenizer/--dit/--vae")
+    return ModelPaths(found["tokenizer"], found["dit"], found["vae"])
+
+
+def resolve_device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(name)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {name} requested but CUDA is not available")
+    return device
+
+
+def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
+    """``auto``: bf16 on CUDA (fp16 without bf16 support), fp32 on CPU."""
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    from ..dit.loading import resolve_dtype as by_name
+
+    return by_name(name)
+
+
+def load_reference(path: str | Path) -> np.ndarray:
+    """An image file -> (H, W, 3) uint8 RGB."""
+    from PIL import Image
+
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"reference image not found: {path}")
+    try:
+        with Image.open(path) as image:
+            return np.asarray(image.convert("RGB"))
+    except OSError as exc:
+        raise ValueError(f"cannot read reference image {path}: {exc}") from exc
+
+
+def check_motion_length(num_frames: int, window: int = WINDOW) -> None:
+    if num_frames < window:
+        raise ValueError(f"motion has {num_frames} frames, shorter than one window of {window} frames "
+                         f"({window / 20:.2f} s at 20 fps); MV-DiT-7B needs at least {window}")
+
+
+def animate(
+    joints: Any,
+    reference: np.ndarray,
+    paths: ModelPaths,
+    out: str | Path,
+    *,
+    steps: int = 50,
+    guidance: float = 3.0,
+    seed: int = 6666,
+    width: int = 512,
+    height: int = 512,
+    device: str = "auto",
+    dtype: str = "auto",
+    attention: str = "auto",
+    callback: ProgressCallback | None = None,
+) -> Path:
+    """Tokenize ``joints`` (JointSequence), sample with MV-DiT-7B, decode, write ``out`` (.mp4). Returns the path."""
+    from ..dit.loading import load_mvdit7b
+    from ..dit.pipeline_7b import animate_7b, snap_size
+    from ..dit.vae import load_vae
+    from ..tokenizer.encode import encode_windows
+    from ..tokenizer.loading import load_tokenizer
+    from ..video import write_mp4
+
+    check_motion_length(joints.num_frames)
+    width, height = snap_size(width, height)
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"output must be an .mp4 file, got {out}")
+    torch_device = resolve_device(device)
+    torch_dtype = resolve_dtype(dtype, torch_device)
+    started = time.perf_counter()
+    tokenizer = load_tokenizer(paths.tokenizer, device=torch_device)
+    motion = encode_windows(tokenizer, joints, window=WINDOW, overlap=OVERLAP)
+    del tokenizer
+    logger.info("motion: %d frames in %d window(s) of %d", motion.joints.num_frames, len(motion.windows), WINDOW)
+    model = load_mvdit7b(paths.dit, dtype=torch_dtype, device=torch_device, attention=attention)
+    vae = load_vae(paths.vae, dtype=torch_dtype, device=torch_device)
+    frames, fps = animate_7b(model, vae, reference, motion, width=width, height=height, num_steps=steps,
+                             guidance=guidance, seed=seed, callback=callback)
+    path = write_mp4(out, frames.numpy(), fps=fps)
+    logger.info("animated %d frames at %dx%d in %.1f s -> %s", frames.shape[0], width, height,
+                time.perf_counter() - started, path)
+    return path
+
+
+def _log_progress(every: int = 5) -> ProgressCallback:
+    def callback(step: int, total: int, preview: Any = None) -> None:
+        if step == total or step % every == 0:
+            logger.info("sampling step %d/%d", step, total)
+
+    return callback
+
+
+def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    parser = subparsers.add_parser(
+        "animate", help="reference image + motion file -> mp4 (MV-DiT-7B)",
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--variant", choices=("7b",), default="7b", help="MV-DiT variant (default: 7b)")
+    parser.add_argument("--ref", required=True, help="reference image (png/jpg); cover-resized and centre-cropped")
+    parser.add_argument("--motion", required=True, help="motion file (.npz/.npy/.pkl: ours, upstream or NLF output)")
+    parser.add_argument("--motion-index", type=int, default=0, help="sequence index in multi-sequence files")
+    parser.add_argument("--motion-fps", type=float, default=None, help="override the motion frame rate")
+    parser.add_argument("--frames", type=int, default=None, help="use only the first N motion frames")
+    parser.add_argument("--models", default=None, help="models folder (layout above)")
+    parser.add_argument("--tokenizer", default=None, help="4DMoT checkpoint (overrides --models)")
+    parser.add_argument("--dit", default=None, help="MV-DiT-7B folder or safetensors file (overrides --models)")
+    parser.add_argument("--vae", default=None, help="CogVideoX-5B VAE folder or safetensors file (overrides --models)")
+    parser.add_argument("--out", required=True, help="output .mp4")
+    parser.add_argument("--steps", type=int, default=50, help="denoising steps (default: 50)")
+    parser.add_argument("--guidance", type=float, default=3.0, help="motion guidance scale, 1 = off (default: 3.0)")
+    parser.add_argument("--seed", type=int, default=6666, help="random seed (default: 6666)")
+    parser.add_argument("--width", type=int, default=512, help="width, multiple of 16 (default: 512)")
+    parser.add_argument("--height", type=int, default=512, help="height, multiple of 16 (default: 512)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
+    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+                        help="DiT/VAE dtype; auto = bf16 on CUDA, fp32 on CPU")
+    parser.add_argument("--attention", default="auto", choices=("auto", "sdpa", "xformers"),
+                        help="attention backend (default: auto)")
+    parser.set_defaults(func=run_animate)
+    return parser
+
+
+def run_animate(args: argparse.Namespace) -> int:
+    """Command entry: returns the exit code (2 for bad input or missing models)."""
+    from ..checkpoint import CheckpointError
+    from ..motion import MotionFormatError, load_motion
+
+    try:
+        if args.steps < 1:
+            raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        reference = load_reference(args.ref)
+        joints = load_motion(args.motion, index=args.motion_index, fps=args.motion_fps)
+        if args.frames is not None:
+            from ..motion import trim
+
+            joints = trim(joints, 0, min(args.frames, joints.num_frames))
+        check_motion_length(joints.num_frames)
+        paths = find_models(args.models, args.tokenizer, args.dit, args.vae)
+        animate(joints, reference, paths, args.out, steps=args.steps, guidance=args.guidance, seed=args.seed,
+                width=args.width, height=args.height, device=args.device, dtype=args.dtype,
+                attention=args.attention, callback=_log_progress())
+    except (FileNotFoundError, ValueError, IndexError, CheckpointError, MotionFormatError) as exc:
+        logger.error("%s", exc)
+        return 2
+    return 0
+
+
+def write_tiny_models(root: str | Path, seed: int = 0) -> ModelPaths:
+    """A models folder in the layout above with tiny RANDOM weights (real key names): for tests and the demo.
+
+    The 4DMoT's code size matches the tiny MV-DiT's hidden size (128) so the two fit together.
+    """
+    import dataclasses
+
+    from ..dit.tiny import tiny_mvdit7b_config, write_tiny_mvdit7b
+    from ..dit.vae import write_tiny_vae
+    from ..tokenizer.testing import TINY_CONFIG, write_tiny_checkpoint
+
+    root = Path(root)
+    dit_config = tiny_mvdit7b_config()
+    tok_config = dataclasses.replace(TINY_CONFIG, code_dim=dit_config.motion_token_dim)
+    tokenizer = write_tiny_checkpoint(root / "4DMoT" / "tiny_4dmot.safetensors", config=tok_config, seed=seed)
+    dit = write_tiny_mvdit7b(root / "MV-DiT" / "CogVideoX", seed=seed, as_folder=True, config=dit_config)
+    vae = write_tiny_vae(root / "vae", seed=seed, as_folder=True)
+    return ModelPaths(tokenizer, dit, vae)
