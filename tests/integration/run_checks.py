@@ -120,3 +120,19 @@ def saved_files(outputs: dict[str, Any], node_id: str) -> list[dict[str, Any]]:
 
 def describe(api: dict[str, Any]) -> str:
     return json.dumps({k: v["class_type"] for k, v in api.items()})
+
+
+def node_with_defaults(object_info: dict[str, Any], class_type: str, **inputs: Any) -> dict[str, Any]:
+    """An API node whose required widget inputs hold their declared defaults, then ``inputs``."""
+    spec = object_info[class_type]["input"]
+    values: dict[str, Any] = {}
+    for name, s in (spec.get("required") or {}).items():
+        opts = s[1] if len(s) > 1 and isinstance(s[1], dict) else {}
+        if "default" in opts:
+            values[name] = opts["default"]
+        elif isinstance(s[0], list) and s[0]:
+            values[name] = s[0][0]
+        elif s[0] == "COMBO" and opts.get("options"):
+            values[name] = opts["options"][0]
+    values.update(inputs)
+    return {"class_type": class_type, "inputs": values}

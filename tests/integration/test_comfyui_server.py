@@ -217,3 +217,28 @@ def test_cancel_during_sampling_then_next_prompt_runs(comfy):
     rerun = comfy.server.run(adapt(api, info, prefix="it/after_cancel"), timeout=600)
     assert rerun.status == "success", rerun.error_text()
     comfy.timings["after_cancel_run_s"] = round(rerun.seconds, 1)
+
+
+def test_motion_nodes_render_a_video_and_a_preview(comfy):
+    # Our nodes between core ones, without any model: procedural motion -> skeleton frames -> mp4 + preview.
+    info = comfy.object_info
+    needed = ("MTVProceduralMotion", "MTVRenderSkeleton")
+    if not all(n in info for n in needed):
+        pytest.skip("motion nodes not in the pack yet")
+    from .run_checks import node_with_defaults
+
+    prompt = {
+        "1": node_with_defaults(info, "MTVProceduralMotion", frames=17, fps=20.0),
+        "2": node_with_defaults(info, "MTVRenderSkeleton", joints=["1", 0], width=64, height=48),
+        "3": {"class_type": "CreateVideo", "inputs": {"images": ["2", 0], "fps": 20.0}},
+        "4": {"class_type": "SaveVideo", "inputs": {"video": ["3", 0], "filename_prefix": "it/motion",
+                                                      "format": "mp4", "codec": "h264"}},
+        "5": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
+    }
+    result = comfy.server.run(prompt, timeout=300)
+    assert result.status == "success", result.error_text()
+    files = saved_files(result.outputs, "4")
+    video = probe_video(comfy.output_dir / files[0]["subfolder"] / files[0]["filename"])
+    assert video == {"frames": 17, "fps": 20.0, "size": (64, 48), "codec": "h264"}
+    assert len(result.outputs["5"]["images"]) == 17
+    assert any(m.get("node") == "2" for m in result.of_type("progress")), "skeleton rendering reported no progress"
