@@ -91,7 +91,7 @@ def render_skeleton(seq: JointSequence, width: int = 512, height: int = 512, bac
     pixels = np.clip(pixels, -1e5, 1e5)
     shift = 4  # sub-pixel precision for cv2 drawing
     scale = float(1 << shift)
-    frames = np.empty((seq.num_frames, height, width, 3), np.uint8)
+    frames = np.empty((seq.num_frames, height, width, 3), np.float32)
     for t in range(seq.num_frames):
         if bg_u8 is None:
             canvas = np.zeros((height, width, 3), np.uint8)
@@ -110,7 +110,7 @@ def render_skeleton(seq: JointSequence, width: int = 512, height: int = 512, bac
                                tuple(int(c * gain) for c in _JOINT_COLOURS[j]), -1, cv2.LINE_AA, shift)
         if not seq.valid[t]:
             cv2.rectangle(canvas, (0, 0), (width - 1, height - 1), (110, 110, 110), max(2, line_width // 2))
-        frames[t] = canvas
+        np.multiply(canvas, np.float32(1.0 / 255.0), out=frames[t], dtype=np.float32)
         if callback is not None:
             callback(t + 1, seq.num_frames, None)
-    return frames.astype(np.float32) / 255.0
+    return frames
