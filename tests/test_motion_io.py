@@ -224,3 +224,13 @@ def test_nlf_layout_with_all_frames_in_one_entry(tmp_path):
     path.write_bytes(pickle.dumps({"joints3d_nonparam": [[torch.from_numpy(a[None] + i) for i in range(4)]]}))
     seq = load_motion(path)
     assert seq.num_frames == 4 and np.array_equal(seq.joints_mm[3], a + 3)
+
+
+def test_tensor_views_outside_their_storage_are_rejected():
+    from mtv_pack.mtv_core.motion.safe_pickle import _rebuild_tensor_as_numpy
+
+    storage = np.arange(6, dtype=np.float32)
+    assert np.array_equal(_rebuild_tensor_as_numpy(storage, 2, (2, 2), (1, 2)), [[2, 4], [3, 5]])
+    for offset, size, stride in ((0, (7,), (1,)), (4, (2,), (2,)), (5, (2,), (-3,)), (0, (2,), (1, 1))):
+        with pytest.raises(UnsafePickleError):
+            _rebuild_tensor_as_numpy(storage, offset, size, stride)

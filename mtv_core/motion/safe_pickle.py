@@ -128,7 +128,9 @@ def _load_storage_blob(blob: bytes, source: str) -> np.ndarray:
 
 
 def _rebuild_tensor_as_numpy(storage: np.ndarray, offset: int, size: tuple, stride: tuple, *unused: Any) -> np.ndarray:
-    size, stride = tuple(int(s) for s in size), tuple(int(s) for s in stride)
+    size, stride, offset = tuple(int(s) for s in size), tuple(int(s) for s in stride), int(offset)
+    if len(size) != len(stride) or any(s < 0 for s in size + stride):
+        raise UnsafePickleError(f"tensor has an invalid size {size} / stride {stride}")
     if int(np.prod(size)) == 0:
         return np.zeros(size, dtype=storage.dtype)
     last = offset + sum((s - 1) * st for s, st in zip(size, stride))
