@@ -234,3 +234,14 @@ def test_tensor_views_outside_their_storage_are_rejected():
     for offset, size, stride in ((0, (7,), (1,)), (4, (2,), (2,)), (5, (2,), (-3,)), (0, (2,), (1, 1))):
         with pytest.raises(UnsafePickleError):
             _rebuild_tensor_as_numpy(storage, offset, size, stride)
+
+
+def test_truncated_pickles_give_a_clear_error(reference, tmp_path, monkeypatch):
+    data = (reference / "motion" / "sampled_data.pkl").read_bytes()
+    nlf = _nlf_pickle(tmp_path / "n.pkl", [_person(0.0)[None]] * 3, monkeypatch).read_bytes()
+    for blob in (data, nlf):
+        for cut in (3, len(blob) // 3, len(blob) - 2):
+            path = tmp_path / "cut.pkl"
+            path.write_bytes(blob[:cut])
+            with pytest.raises(ValueError, match=r"cut\.pkl"):
+                load_motions(path)

@@ -254,5 +254,6 @@ def safe_load_pickle(path: str | os.PathLike, allow_torch: bool = False, allow_b
             return _SafeUnpickler(f, str(path), allow_torch=allow_torch, allow_body_model=allow_body_model).load()
         except UnsafePickleError:
             raise
-        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError) as exc:
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError,
+                struct.error, OverflowError, MemoryError) as exc:
             raise ValueError(f"{path}: not a readable motion pickle ({exc})") from exc
