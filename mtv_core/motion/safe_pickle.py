@@ -237,10 +237,10 @@ class _SafeUnpickler(pickle.Unpickler):
         try:
             return self.allowed[(module, name)]
         except KeyError:
-            raise UnsafePickleError(
-                f"{self.source}: refusing to load the pickled global '{module}.{name}' "
-                "(only numpy arrays, plain containers and tensors are allowed in motion files)"
-            ) from None
+            hint = "only numpy arrays, plain containers and tensors are allowed in motion files"
+            if module.split(".")[0] in ("chumpy", "scipy"):
+                hint = "convert the model to plain numpy arrays first, e.g. with smplx's tools/clean_ch.py"
+            raise UnsafePickleError(f"{self.source}: refusing to load the pickled global '{module}.{name}' ({hint})") from None
 
     def persistent_load(self, pid: Any) -> Any:
         raise UnsafePickleError(f"{self.source}: persistent ids are not allowed in motion files")
