@@ -38,6 +38,7 @@ MANIFEST = ("mtvcrafter_7b.json", "mtvcrafter_7b_motion_file.json")
 MODEL_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt", ".torchscript", ".gguf")
 MODEL_FOLDERS = {"mtvcrafter", "nlf", "diffusion_models", "unet", "vae", "text_encoders", "clip", "checkpoints",
                  "loras", "clip_vision"}
+INPUT_SUFFIXES = (".npz", ".pkl", ".pickle", ".mp4", ".webm", ".mov", ".png", ".jpg", ".jpeg", ".webp")
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)|(^|[\\/])\.\.([\\/]|$)")
 
@@ -98,6 +99,8 @@ def _value_problem(name: str, spec: list[Any], value: Any, model_names: set[str]
             return f"{name}={value!r} is not a choice string"
         if ours and value.lower().endswith(MODEL_SUFFIXES) and value not in model_names:
             return f"{name}={value!r} names a model file that models[] does not list"
+        if ours and value.lower().endswith(INPUT_SUFFIXES):
+            return None  # a file the user puts in ComfyUI's input folder (listed at run time)
         if choices and value not in choices and value not in model_names:
             return f"{name}={value!r} not among {choices}"
     return None

@@ -13,7 +13,17 @@ import pytest
 
 from .comfy_harness import PACK_FOLDER
 from .node_specs import node_info
-from .run_checks import STEP_INPUTS, adapt, expected_video, probe_video, saved_files, to_api
+from .run_checks import (
+    NLF_EXTRACT,
+    STEP_INPUTS,
+    adapt,
+    expected_video,
+    probe_video,
+    saved_files,
+    substitute_nlf,
+    to_api,
+    write_substitute_motion,
+)
 from .workflow_assets import load_workflow, workflow_files
 
 pytestmark = pytest.mark.integration
@@ -146,6 +156,16 @@ def test_workflow_runs_end_to_end(comfy, path):
     workflow = load_workflow(path)
     info = comfy.object_info
     api = adapt(to_api(workflow, info), info, prefix=f"it/{path.stem}")
+    if any(v["class_type"] == NLF_EXTRACT for v in api.values()):
+        # NLF's TorchScript runs only on CUDA and the server runs with --cpu: the workflow as shipped must stop
+        # at the extraction with the pack's clear device error before any work, then run through with the
+        # joints a GPU would have produced loaded from a file instead (everything else unchanged).
+        failed = comfy.server.run(api, timeout=300, workflow=workflow)
+        error = (failed.of_type("execution_error") or [{}])[0]
+        assert failed.status == "error" and error.get("node_type") == NLF_EXTRACT, failed.error_text()
+        assert error.get("exception_type", "").endswith("NLFDeviceError"), failed.error_text()
+        assert "CUDA" in error.get("exception_message", ""), failed.error_text()
+        api = substitute_nlf(api, info, write_substitute_motion(comfy.input_dir))
     result = comfy.server.run(api, timeout=600, workflow=workflow)
     comfy.timings[f"run_{path.stem}_s"] = round(result.seconds, 1)
     assert result.status == "success", f"{path.name}: {result.status}: {result.error_text()}\n{comfy.server.log_tail(3000)}"
@@ -193,6 +213,8 @@ def test_cancel_during_sampling_then_next_prompt_runs(comfy):
     info = comfy.object_info
     workflow = load_workflow(path)
     api = to_api(workflow, info)
+    if any(v["class_type"] == NLF_EXTRACT for v in api.values()):
+        api = substitute_nlf(api, info, write_substitute_motion(comfy.input_dir))
     step_nodes = {k for k, v in api.items() if v["class_type"].startswith("MTV")
                   and any(s in v["inputs"] and not isinstance(v["inputs"][s], list) for s in STEP_INPUTS)}
     assert step_nodes, f"{path.name}: no node of ours with a steps input to cancel"

@@ -95,7 +95,19 @@ def find_writer(kind: str, writers: dict[str, Callable[..., Any]]) -> Callable[.
     return None
 
 
+def write_fake_nlf(path: Path) -> None:
+    """The NLF test double of the NLF tests (TorchScript, NLF's method names and outputs; one person)."""
+    from _nlf_fake import make_fake_file, person_row, scenario
+
+    rows = [[person_row(20, 10, 40, 80, 0.9, (0.0, 100.0, 3000.0), 0)] for _ in range(256)]
+    make_fake_file(path, scenario(rows))
+
+
 def write_tiny_model(kind: str, path: Path, writers: dict[str, Callable[..., Any]]) -> None:
+    if kind == "nlf":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_fake_nlf(path)
+        return
     writer = find_writer(kind, writers)
     if writer is None:
         raise LookupError(f"no mtv_core write_tiny* function for {kind} (found: {sorted(writers) or 'none'})")
