@@ -1,3 +1,246 @@
-"""Placeholder: nodes are added by their issue."""
+"""MV-DiT-7B nodes: load the DiT and the CogVideoX VAE, sample a video from motion tokens, decode it.
 
-NODES: list[type] = []
+Thin wrappers over ``mtv_core.dit`` (model: ``loading.load_mvdit7b``; VAE: ``vae.load_vae``; sampling and
+long-video windows: ``pipeline_7b``). Connect the decoded IMAGE batch and fps to native CreateVideo/SaveVideo.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from ..mtv_core.dit.pipeline_7b import (
+    DEFAULT_GUIDANCE,
+    DEFAULT_SEED,
+    DEFAULT_STEPS,
+    decode_7b,
+    limit_windows,
+    sample_7b,
+)
+from ..mtv_core.tokenizer.tokens import MotionTokens
+from . import types
+from ._comfy import MODEL_HELP_URL, MTV_FOLDER, io, list_models, offload_device, progress, resolve_model, torch_device
+
+logger = logging.getLogger(__name__)
+
+CATEGORY = f"{types.CATEGORY}/MV-DiT"
+DIT_FOLDERS = ("diffusion_models", MTV_FOLDER)
+VAE_FOLDERS = ("vae",)
+SUFFIXES = (".safetensors", ".sft")
+DTYPES = ("auto", "bf16", "fp16", "fp32")
+ATTENTION = ("auto", "sdpa", "xformers")
+DIT_DEVICES = ("auto", "offload", "cpu")
+VAE_URL = "https://huggingface.co/THUDM/CogVideoX-5b/tree/main/vae"
+NO_DIT = "(no MV-DiT-7B found: put MV-DiT/CogVideoX in models/mtvcrafter)"
+NO_VAE = "(no VAE found: put CogVideoX-5b's vae folder in models/vae)"
+_DIT_HINTS = ("mv-dit", "mvdit", "cogvideox", "7b")
+_VAE_HINTS = ("cogvideox", "cogvideo", "5b")
+MAX_SEED = 2**63 - 1
+
+
+def _choices(folders: tuple[str, ...], hints: tuple[str, ...], empty: str) -> list[str]:
+    """Safetensors files and model folders (with config.json); files inside a listed folder are hidden."""
+    names = list_models(*folders, suffixes=SUFFIXES, include_dirs=True)
+    dirs = {n for n in names if not n.lower().endswith(SUFFIXES)}
+    names = [n for n in names if not any(n.startswith(d + "/") for d in dirs)]
+    names.sort(key=lambda n: (not any(h in n.lower() for h in hints), n))
+    return names or [empty]
+
+
+def _dtype(name: str, device: torch.device) -> torch.dtype:
+    if name == "auto":
+        if device.type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+
+
+class MTVLoadDiT7B(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MTVLoadDiT7B",
+            display_name="Load MV-DiT (7B)",
+            category=CATEGORY,
+            description=(
+                "Loads MTVCrafter's MV-DiT-7B (CogVideoX-5B with motion attention): the released diffusers folder "
+                "MV-DiT/CogVideoX (config.json + safetensors shards) or a single safetensors file, from "
+                f"models/mtvcrafter or models/diffusion_models ({MODEL_HELP_URL}). Weights stream from the file "
+                "straight into the chosen precision (about 14.3 GB in bf16)."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "model", options=_choices(DIT_FOLDERS, _DIT_HINTS, NO_DIT),
+                    tooltip="MV-DiT-7B folder (holding config.json) or single .safetensors file in models/mtvcrafter "
+                    "or models/diffusion_models.",
+                ),
+                io.Combo.Input(
+                    "dtype", options=list(DTYPES), default="auto",
+                    tooltip="Weight precision. auto = bf16 on a GPU (fp16 if bf16 is unsupported), fp32 on CPU. "
+                    "The model was trained and released in bf16.",
+                ),
+                io.Combo.Input(
+                    "attention", options=list(ATTENTION), default="auto",
+                    tooltip="Attention kernel. auto = xformers when installed and on CUDA, else PyTorch SDPA. "
+                    "Both give the same result.",
+                ),
+                io.Combo.Input(
+                    "device", options=list(DIT_DEVICES), default="auto",
+                    tooltip="auto = load onto ComfyUI's GPU and keep it there; offload = keep it in system RAM and "
+                    "move it to the GPU only while sampling (frees ~14 GB of VRAM between runs, slower start); "
+                    "cpu = load and run on the CPU (very slow).",
+                ),
+            ],
+            outputs=[types.DiT.Output(display_name="model", tooltip="The loaded MV-DiT-7B, for MTV Sampler (7B).")],
+        )
+
+    @classmethod
+    def execute(cls, model: str, dtype: str = "auto", attention: str = "auto", device: str = "auto") -> io.NodeOutput:
+        from ..mtv_core.dit.loading import load_mvdit7b
+
+        if model == NO_DIT:
+            raise FileNotFoundError(f"no MV-DiT-7B selected: {NO_DIT} (download from {MODEL_HELP_URL})")
+        if device not in DIT_DEVICES:
+            raise ValueError(f"device must be one of {list(DIT_DEVICES)}, got {device!r}")
+        path = resolve_model(DIT_FOLDERS, model, hint=f"MV-DiT-7B comes from {MODEL_HELP_URL} (MV-DiT/CogVideoX)")
+        compute = torch.device("cpu") if device == "cpu" else torch.device(torch_device())
+        load_device = offload_device() if device == "offload" else compute
+        dit = load_mvdit7b(path, dtype=_dtype(dtype, compute), device=load_device, attention=attention)
+        dit.mtv_offload = device == "offload"
+        dit.mtv_compute_device = compute
+        return io.NodeOutput(dit)
+
+
+class MTVLoadCogVideoXVAE(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MTVLoadCogVideoXVAE",
+            display_name="Load CogVideoX VAE (MTV 7B)",
+            category=CATEGORY,
+            description=(
+                "Loads CogVideoX-5B's video VAE (scaling factor 0.7) for MV-DiT-7B: the vae folder of "
+                f"THUDM/CogVideoX-5b ({VAE_URL}) or a single safetensors file with diffusers key names, from "
+                "models/vae. Without a config.json the pack's CogVideoX-5B config is used."
+            ),
+            inputs=[
+                io.Combo.Input(
+                    "vae", options=_choices(VAE_FOLDERS, _VAE_HINTS, NO_VAE),
+                    tooltip="CogVideoX-5B VAE folder (config.json + safetensors) or .safetensors file in models/vae.",
+                ),
+                io.Combo.Input(
+                    "dtype", options=list(DTYPES), default="auto",
+                    tooltip="auto = bf16 on a GPU (as upstream), fp32 on CPU.",
+                ),
+                io.Boolean.Input(
+                    "tiling", default=True,
+                    tooltip="Encode/decode in overlapping tiles: much less VRAM at 512 px and above, same look.",
+                ),
+            ],
+            outputs=[types.VideoVAE.Output(display_name="vae", tooltip="The CogVideoX VAE, for the 7B sampler and decoder.")],
+        )
+
+    @classmethod
+    def execute(cls, vae: str, dtype: str = "auto", tiling: bool = True) -> io.NodeOutput:
+        from ..mtv_core.dit.vae import load_vae
+
+        if vae == NO_VAE:
+            raise FileNotFoundError(f"no CogVideoX VAE selected: {NO_VAE} (download from {VAE_URL})")
+        path = resolve_model(VAE_FOLDERS, vae, hint=f"the CogVideoX-5B VAE comes from {VAE_URL}")
+        device = torch.device(torch_device())
+        return io.NodeOutput(load_vae(path, dtype=_dtype(dtype, device), device=device, tiling=tiling))
+
+
+class MTVSampler7B(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MTVSampler7B",
+            display_name="MTV Sampler (7B)",
+            category=CATEGORY,
+            description=(
+                "Animates the reference image with the motion tokens: CogVideoX DPM sampling with MTVCrafter's "
+                "learned-token motion guidance. Motion longer than 49 frames is generated as overlapping 49-frame "
+                "windows, each new window continuing from the last frames of the previous one. The reference is "
+                "resized to cover width x height and centre-cropped."
+            ),
+            inputs=[
+                types.DiT.Input("model", tooltip="From Load MV-DiT (7B)."),
+                types.VideoVAE.Input("vae", tooltip="From Load CogVideoX VAE (MTV 7B)."),
+                io.Image.Input(
+                    "reference", tooltip="The person/character to animate (first image of the batch). Resized to "
+                    "cover the output size and centre-cropped; at least 64 px on each side.",
+                ),
+                types.Motion.Input("motion", tooltip="Motion tokens from Encode Motion (MTV 4DMoT), 49-frame windows."),
+                io.Int.Input("width", default=512, min=64, max=2048, step=16,
+                             tooltip="Output width (multiple of 16; MTVCrafter was trained at 512 x 512)."),
+                io.Int.Input("height", default=512, min=64, max=2048, step=16,
+                             tooltip="Output height (multiple of 16)."),
+                io.Int.Input("steps", default=DEFAULT_STEPS, min=1, max=200,
+                             tooltip="Denoising steps per window (upstream: 50)."),
+                io.Float.Input("motion_guidance", default=DEFAULT_GUIDANCE, min=1.0, max=20.0, step=0.1,
+                               tooltip="How strongly the video follows the motion (classifier-free guidance against "
+                               "learned 'no motion' tokens). 1 = off (half the compute); upstream uses 3."),
+                io.Int.Input("seed", default=DEFAULT_SEED, min=0, max=MAX_SEED, control_after_generate=True,
+                             tooltip="Noise seed (upstream: 6666). Same seed + inputs = same video."),
+                io.Int.Input("max_windows", default=0, min=0, max=1000,
+                             tooltip="Generate only the first N windows of the motion (49 frames, then +40 each); "
+                             "0 = the whole motion."),
+                io.Boolean.Input("latent_preview", default=True,
+                                 tooltip="Show a rough false-colour preview of the current prediction on the node."),
+            ],
+            outputs=[types.Latent.Output(display_name="latents", tooltip="Sampled latents of every window; decode with MTV VAE Decode (7B).")],
+        )
+
+    @classmethod
+    def execute(cls, model, vae, reference: torch.Tensor, motion: MotionTokens, width: int = 512, height: int = 512,
+                steps: int = DEFAULT_STEPS, motion_guidance: float = DEFAULT_GUIDANCE, seed: int = DEFAULT_SEED,
+                max_windows: int = 0, latent_preview: bool = True) -> io.NodeOutput:
+        motion = limit_windows(motion, max_windows)
+        bar = progress(len(motion.windows) * steps)
+        offload = bool(getattr(model, "mtv_offload", False))
+        if offload:
+            model.to(getattr(model, "mtv_compute_device", torch_device()))
+        try:
+            latents = sample_7b(model, vae, reference, motion, width=width, height=height, num_steps=steps,
+                                guidance=motion_guidance, seed=seed, callback=bar, preview=latent_preview)
+        finally:
+            if offload:
+                model.to(offload_device())
+                if torch.cuda.is_available():
+                    torch.cuda.empty_cache()
+        return io.NodeOutput(latents)
+
+
+class MTVDecode7B(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="MTVDecode7B",
+            display_name="MTV VAE Decode (7B)",
+            category=CATEGORY,
+            description=(
+                "Decodes the sampler's latents with the CogVideoX VAE into video frames, joining the windows "
+                "(each window's frames up to where the next begins). Feed images and fps to CreateVideo."
+            ),
+            inputs=[
+                types.VideoVAE.Input("vae", tooltip="The same VAE the sampler used."),
+                types.Latent.Input("latents", tooltip="From MTV Sampler (7B)."),
+            ],
+            outputs=[
+                io.Image.Output(display_name="images", tooltip="Generated frames (IMAGE batch, one per video frame)."),
+                io.Float.Output(display_name="fps", tooltip="Frame rate of the driving motion; connect to "
+                                                            "CreateVideo's fps."),
+            ],
+        )
+
+    @classmethod
+    def execute(cls, vae, latents: dict) -> io.NodeOutput:
+        samples = latents.get("samples") if isinstance(latents, dict) else None
+        bar = progress(int(samples.shape[0]) if samples is not None else 1)
+        frames = decode_7b(vae, latents, callback=bar)
+        return io.NodeOutput(frames, float(latents["fps"]))
+
+
+NODES = [MTVLoadDiT7B, MTVLoadCogVideoXVAE, MTVSampler7B, MTVDecode7B]

@@ -152,7 +152,7 @@ def _model_info(model: Any) -> tuple[torch.device, int | None, int | None]:
 
 
 def _check_motion(motion: MotionTokens, token_dim: int | None) -> None:
-    if not isinstance(motion, MotionTokens) or not motion.windows:
+    if not getattr(motion, "windows", None):  # duck-typed: the pack may be imported under two names
         raise ValueError("motion must be MotionTokens with at least one window (encode the motion first)")
     for window in motion.windows:
         if (window.num_frames - 1) % 4:
@@ -183,6 +183,17 @@ def _window_layout(motion: MotionTokens) -> tuple[list[int], int, int]:
         return list(motion.plan.starts), motion.plan.window, motion.plan.used_frames
     window = motion.windows[0]
     return [0], window.num_frames, window.num_frames
+
+
+def limit_windows(motion: MotionTokens, max_windows: int) -> MotionTokens:
+    """The first ``max_windows`` windows of ``motion`` (0 = all): a shorter video from the same motion."""
+    if max_windows <= 0 or max_windows >= len(motion.windows) or motion.plan is None:
+        return motion
+    from ..windows import WindowPlan
+
+    starts = motion.plan.starts[:max_windows]
+    plan = WindowPlan(starts=starts, window=motion.plan.window, used_frames=starts[-1] + motion.plan.window)
+    return type(motion)(windows=motion.windows[:max_windows], joints=motion.joints, plan=plan, meta=dict(motion.meta))
 
 
 def assemble_frames(windows: list[torch.Tensor], starts: list[int], total: int) -> torch.Tensor:
