@@ -1,0 +1,255 @@
+"""Write the example UI workflows (``workflows/*.json``, ComfyUI format 0.4) from the node schemas.
+
+Widget order, defaults, socket types and output slots come from our node schemas (rendered like
+``/object_info``) and the stored core-node snapshot, so the files stay consistent with the code:
+
+    .venv/bin/python scripts/make_workflows.py          # rewrite workflows/mtvcrafter_7b*.json
+    .venv/bin/python scripts/make_workflows.py --check  # exit 1 if a committed file differs
+
+Model widgets name the files/folders listed in each workflow's ``models[]`` (download URL + models folder).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import conftest  # noqa: E402,F401  (imports the pack as ``mtv_pack``)
+from integration.node_specs import (  # noqa: E402
+    core_object_info,
+    ordered_inputs,
+    pack_object_info,
+    spec_options,
+    spec_type,
+    widget_slots,
+)
+
+OUT_DIR = ROOT / "workflows"
+CORE_VERSION = "0.8.0"
+PACK_ID = "mtvcrafter"
+PACK_VERSION = "0.1.0"
+
+MODELS = {
+    "nlf": {
+        "name": "nlf_l_multi_0.3.2.torchscript",
+        "url": "https://github.com/isarandi/nlf/releases/download/v0.3.2/nlf_l_multi_0.3.2.torchscript",
+        "directory": "nlf",
+    },
+    "tokenizer": {
+        "name": "WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors",
+        "url": "https://huggingface.co/Kijai/WanVideo_comfy/resolve/main/MTVCrafter/"
+               "WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors",
+        "directory": "mtvcrafter",
+    },
+    "dit": {
+        # a diffusers folder (config.json + shards): download the whole folder
+        "name": "MV-DiT/CogVideoX",
+        "url": "https://huggingface.co/yanboding/MTVCrafter/tree/main/MV-DiT/CogVideoX",
+        "directory": "mtvcrafter",
+    },
+    "vae": {
+        "name": "cogvideox5b_vae.safetensors",
+        "url": "https://huggingface.co/THUDM/CogVideoX-5b/resolve/main/vae/diffusion_pytorch_model.safetensors",
+        "directory": "vae",
+    },
+}
+
+DOWNLOAD_NOTE = """## MTVCrafter 7B: models
+
+| Node | File | Put it in |
+|---|---|---|
+| Load MV-DiT (7B) | folder `MV-DiT/CogVideoX` of [yanboding/MTVCrafter](https://huggingface.co/yanboding/MTVCrafter) (config.json + safetensors shards, ~14 GB) | `models/mtvcrafter/MV-DiT/CogVideoX/` |
+| Load CogVideoX VAE | [CogVideoX-5b vae/diffusion_pytorch_model.safetensors](https://huggingface.co/THUDM/CogVideoX-5b/tree/main/vae), saved as `cogvideox5b_vae.safetensors` (or the whole `vae` folder) | `models/vae/` |
+| Load Motion Tokenizer | [WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors](https://huggingface.co/Kijai/WanVideo_comfy/tree/main/MTVCrafter) or upstream `4DMoT/mp_rank_00_model_states.pt` | `models/mtvcrafter/` |
+%s
+`huggingface-cli download yanboding/MTVCrafter --include "MV-DiT/CogVideoX/*" --local-dir models/mtvcrafter`
+
+Motion longer than 49 frames is generated in overlapping 49-frame windows (see the README). 512 x 512 and 50 steps are upstream's settings; a 49-frame video needs about 24 GB of VRAM in bf16 (use device = offload on smaller cards)."""
+
+NLF_ROW = ("| Load NLF Model | [nlf_l_multi_0.3.2.torchscript](https://github.com/isarandi/nlf/releases) "
+           "(non-commercial licence, CUDA only) | `models/nlf/` |\n")
+
+
+class Graph:
+    """A UI workflow under construction: nodes with schema-ordered widgets, links recorded on both ends."""
+
+    def __init__(self) -> None:
+        self.infos = {**core_object_info(CORE_VERSION), **pack_object_info()}
+        self.ours = set(pack_object_info())
+        self.nodes: list[dict[str, Any]] = []
+        self.links: list[list[Any]] = []
+        self.groups: list[dict[str, Any]] = []
+
+    def add(self, ntype: str, pos: tuple[int, int], size: tuple[int, int] = (320, 130), title: str | None = None,
+            models: list[dict[str, str]] | None = None, **widgets: Any) -> dict[str, Any]:
+        node_id = len(self.nodes) + 1
+        if ntype == "MarkdownNote":
+            node = {"id": node_id, "type": ntype, "pos": list(pos), "size": list(size), "flags": {},
+                    "order": node_id - 1, "mode": 0, "inputs": [], "outputs": [], "properties": {},
+                    "widgets_values": [widgets["text"]], "color": "#432", "bgcolor": "#653"}
+            self.nodes.append(node)
+            return node
+        info = self.infos[ntype]
+        unknown = set(widgets) - {name for name, _ in widget_slots(info)}
+        if unknown:
+            raise KeyError(f"{ntype} has no widget(s) {sorted(unknown)}")
+        specs = {name: spec for name, spec, _ in ordered_inputs(info)}
+        values: list[Any] = []
+        for name, kind in widget_slots(info):
+            if kind == "control":
+                values.append("fixed")
+            elif kind == "upload":
+                values.append("image")
+            elif name in widgets:
+                values.append(widgets[name])
+            else:
+                values.append(self._default(specs[name]))
+        widget_names = {name for name, _ in widget_slots(info)}
+        inputs = [{"name": name, "type": spec_type(spec), "link": None}
+                  for name, spec, _ in ordered_inputs(info) if name not in widget_names]
+        outputs = [{"name": name, "type": otype, "links": [], "slot_index": i}
+                   for i, (otype, name) in enumerate(zip(info["output"], info.get("output_name") or info["output"]))]
+        properties: dict[str, Any] = {"Node name for S&R": ntype}
+        if ntype in self.ours:
+            properties.update(cnr_id=PACK_ID, ver=PACK_VERSION)
+        else:
+            properties.update(cnr_id="comfy-core", ver=CORE_VERSION)
+        if models:
+            properties["models"] = models
+        node = {"id": node_id, "type": ntype, "pos": list(pos), "size": list(size), "flags": {},
+                "order": node_id - 1, "mode": 0, "inputs": inputs, "outputs": outputs, "properties": properties,
+                "widgets_values": values}
+        if title:
+            node["title"] = title
+        self.nodes.append(node)
+        return node
+
+    @staticmethod
+    def _default(spec: list[Any]) -> Any:
+        opts = spec_options(spec)
+        if "default" in opts:
+            return opts["default"]
+        if spec_type(spec) == "COMBO":
+            choices = spec[0] if isinstance(spec[0], list) else opts.get("options") or []
+            return choices[0] if choices else ""
+        raise ValueError(f"no default for {spec}")
+
+    def link(self, src: dict[str, Any], output: str, dst: dict[str, Any], input_name: str) -> None:
+        link_id = len(self.links) + 1
+        slot = next(i for i, o in enumerate(src["outputs"]) if o["name"] == output)
+        ltype = src["outputs"][slot]["type"]
+        dst_slot = next((i for i, inp in enumerate(dst["inputs"]) if inp["name"] == input_name), None)
+        if dst_slot is None:  # a widget turned into an input socket
+            spec = dict((n, s) for n, s, _ in ordered_inputs(self.infos[dst["type"]]))[input_name]
+            dst["inputs"].append({"name": input_name, "type": spec_type(spec), "link": None,
+                                  "widget": {"name": input_name}})
+            dst_slot = len(dst["inputs"]) - 1
+        if dst["inputs"][dst_slot]["type"] != ltype:
+            raise TypeError(f"{src['type']}.{output} ({ltype}) -> {dst['type']}.{input_name} "
+                            f"({dst['inputs'][dst_slot]['type']})")
+        dst["inputs"][dst_slot]["link"] = link_id
+        src["outputs"][slot]["links"].append(link_id)
+        self.links.append([link_id, src["id"], slot, dst["id"], dst_slot, ltype])
+
+    def group(self, title: str, bounding: tuple[int, int, int, int], color: str = "#3f789e") -> None:
+        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": list(bounding), "color": color,
+                            "font_size": 24, "flags": {}})
+
+    def workflow(self, models: list[dict[str, str]]) -> dict[str, Any]:
+        return {
+            "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
+            "links": self.links, "groups": self.groups, "config": {},
+            "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}}, "version": 0.4, "models": models,
+        }
+
+
+def _generation(g: Graph, motion_node: dict[str, Any], joints_output: str, x: int) -> None:
+    """Tokenizer -> sampler -> decode -> CreateVideo -> SaveVideo, and the skeleton preview branch."""
+    tok = g.add("MTVLoadMotionTokenizer", (x, 420), models=[MODELS["tokenizer"]],
+                tokenizer_file=MODELS["tokenizer"]["name"])
+    enc = g.add("MTVEncodeMotion", (x + 360, 300), size=(320, 150))
+    g.link(tok, "tokenizer", enc, "tokenizer")
+    g.link(motion_node, joints_output, enc, "joints")
+    skel = g.add("MTVRenderSkeleton", (x + 360, 560), size=(320, 180), title="Skeleton preview (what the DiT follows)")
+    g.link(enc, "reconstructed", skel, "joints")
+    preview = g.add("PreviewImage", (x + 360, 790), size=(320, 300))
+    g.link(skel, "images", preview, "images")
+
+    dit = g.add("MTVLoadDiT7B", (x + 720, 0), size=(340, 150), models=[MODELS["dit"]], model=MODELS["dit"]["name"])
+    vae = g.add("MTVLoadCogVideoXVAE", (x + 720, 200), size=(340, 110), models=[MODELS["vae"]],
+                vae=MODELS["vae"]["name"])
+    ref = g.add("LoadImage", (x + 720, 360), size=(340, 330), title="Reference image", image="reference.png")
+    sampler = g.add("MTVSampler7B", (x + 1100, 120), size=(340, 330))
+    g.link(dit, "model", sampler, "model")
+    g.link(vae, "vae", sampler, "vae")
+    g.link(ref, "IMAGE", sampler, "reference")
+    g.link(enc, "motion", sampler, "motion")
+    dec = g.add("MTVDecode7B", (x + 1100, 500), size=(340, 80))
+    g.link(vae, "vae", dec, "vae")
+    g.link(sampler, "latents", dec, "latents")
+    create = g.add("CreateVideo", (x + 1480, 120), size=(300, 100))
+    g.link(dec, "images", create, "images")
+    g.link(dec, "fps", create, "fps")
+    save = g.add("SaveVideo", (x + 1480, 280), size=(420, 420), filename_prefix="video/MTVCrafter")
+    g.link(create, "VIDEO", save, "video")
+
+
+def video_workflow() -> dict[str, Any]:
+    """Driving video -> NLF joints -> tokens -> 7B sampler -> mp4."""
+    g = Graph()
+    g.add("MarkdownNote", (0, -420), size=(760, 380), text=DOWNLOAD_NOTE % NLF_ROW)
+    video = g.add("LoadVideo", (0, 0), size=(320, 380), title="Driving video", file="dance.mp4")
+    comps = g.add("GetVideoComponents", (0, 430), size=(320, 90))
+    g.link(video, "VIDEO", comps, "video")
+    nlf = g.add("MTVLoadNLFModel", (360, 0), size=(320, 100), models=[MODELS["nlf"]],
+                model_name=MODELS["nlf"]["name"])
+    extract = g.add("MTVExtractSMPL", (360, 150), size=(320, 260))
+    g.link(nlf, "nlf_model", extract, "nlf_model")
+    g.link(comps, "images", extract, "images")
+    g.link(comps, "fps", extract, "fps")
+    _generation(g, extract, "joints", 720)
+    g.group("1. Driving video -> 3D motion (NLF, CUDA)", (-20, -40, 720, 600))
+    return g.workflow([MODELS["nlf"], MODELS["tokenizer"], MODELS["dit"], MODELS["vae"]])
+
+
+def motion_file_workflow() -> dict[str, Any]:
+    """Saved motion file -> tokens -> 7B sampler -> mp4 (no NLF, no driving video)."""
+    g = Graph()
+    g.add("MarkdownNote", (0, -420), size=(760, 380), text=DOWNLOAD_NOTE % "")
+    motion = g.add("MTVLoadMotion", (0, 200), size=(320, 160), title="Motion file", motion_file="dance_motion.npz")
+    _generation(g, motion, "joints", 360)
+    return g.workflow([MODELS["tokenizer"], MODELS["dit"], MODELS["vae"]])
+
+
+WORKFLOWS = {"mtvcrafter_7b.json": video_workflow, "mtvcrafter_7b_motion_file.json": motion_file_workflow}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--check", action="store_true", help="only compare with the committed files")
+    parser.add_argument("--out", type=Path, default=OUT_DIR, help="output folder (default: workflows/)")
+    args = parser.parse_args(argv)
+    stale = []
+    for name, build in WORKFLOWS.items():
+        text = json.dumps(build(), indent=2, ensure_ascii=False) + "\n"
+        path = args.out / name
+        if args.check:
+            if not path.is_file() or path.read_text() != text:
+                stale.append(name)
+            continue
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    if stale:
+        sys.stderr.write(f"out of date: {', '.join(stale)}; run scripts/make_workflows.py\n")
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

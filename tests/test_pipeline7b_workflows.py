@@ -1,0 +1,40 @@
+"""The shipped 7B workflows are exactly what scripts/make_workflows.py builds from the current node schemas."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+
+from conftest import ROOT
+
+
+def _generator():
+    spec = importlib.util.spec_from_file_location("make_workflows", ROOT / "scripts" / "make_workflows.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_workflows_are_up_to_date(tmp_path, monkeypatch):
+    monkeypatch.setenv("MTV_MODELS_DIR", str(tmp_path / "no_models"))  # widget values must not depend on local files
+    gen = _generator()
+    assert gen.main(["--out", str(tmp_path)]) == 0
+    for name in gen.WORKFLOWS:
+        assert (tmp_path / name).read_text() == (ROOT / "workflows" / name).read_text(), (
+            f"workflows/{name} is stale: run scripts/make_workflows.py")
+
+
+def test_video_workflow_wiring():
+    wf = json.loads((ROOT / "workflows" / "mtvcrafter_7b.json").read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    edges = {(nodes[s]["type"], nodes[d]["type"], nodes[d]["inputs"][slot]["name"]) for _, s, _, d, slot, _ in wf["links"]}
+    for edge in [("LoadVideo", "GetVideoComponents", "video"), ("GetVideoComponents", "MTVExtractSMPL", "images"),
+                 ("MTVExtractSMPL", "MTVEncodeMotion", "joints"), ("MTVEncodeMotion", "MTVSampler7B", "motion"),
+                 ("LoadImage", "MTVSampler7B", "reference"), ("MTVSampler7B", "MTVDecode7B", "latents"),
+                 ("MTVDecode7B", "CreateVideo", "images"), ("MTVDecode7B", "CreateVideo", "fps"),
+                 ("CreateVideo", "SaveVideo", "video"), ("MTVRenderSkeleton", "PreviewImage", "images")]:
+        assert edge in edges, edge
+    sampler = next(n for n in wf["nodes"] if n["type"] == "MTVSampler7B")
+    assert sampler["widgets_values"][:6] == [512, 512, 50, 3.0, 6666, "fixed"]
+    assert {m["directory"] for m in wf["models"]} == {"nlf", "mtvcrafter", "vae"}
+    assert all(n["properties"].get("cnr_id") == "mtvcrafter" for n in wf["nodes"] if n["type"].startswith("MTV"))
