@@ -263,6 +263,12 @@ class VectorQuantizer(nn.Module):
         x = vectors.float()
         book = self.codebook
         norms = self.code_sq_norms()
+        if x.is_cuda and torch.backends.cuda.matmul.allow_tf32:  # TF32 would make the search inexact
+            torch.backends.cuda.matmul.allow_tf32 = False
+            try:
+                return self.nearest(vectors)
+            finally:
+                torch.backends.cuda.matmul.allow_tf32 = True
         idx_out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
         dist_out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
         for start in range(0, x.shape[0], self.ROWS_PER_BLOCK):
