@@ -188,3 +188,18 @@ def test_encode_windows_follows_the_plan(model):
     assert whole.plan is None and len(whole.windows) == 1 and whole.windows[0].num_frames == 100
     with pytest.raises(ValueError, match="window 0"):
         enc.encode_windows(model, JointSequence(seq.joints_mm[:20]), window=49)
+
+
+def test_cached_packed_weights_follow_weight_changes():
+    from mtv_pack.mtv_core.tokenizer.testing import random_state_dict
+
+    x = torch.randn(1, 17, 24, 3)
+    model = tiny_model(seed=0)
+    with torch.no_grad():
+        model.quantize(model.encode_features(x))  # fills the caches
+        model.load_state_dict(random_state_dict(TINY_CONFIG, seed=1))  # in-place copies
+        feats = model.encode_features(x)
+        _, indices, _ = model.quantize(feats)
+        fresh = tiny_model(seed=1)
+        torch.testing.assert_close(feats, fresh.encode_features(x))
+        assert torch.equal(indices, fresh.quantize(feats)[1])

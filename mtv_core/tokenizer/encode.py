@@ -83,7 +83,7 @@ def _warn_length(num_frames: int, chunk: int) -> None:
             "windows of 49 frames (13 latent frames)", num_frames, chunk)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: callers may modify the returned tensors in place
 def encode_joints(model: MotionVQVAE, joints_mm, return_features: bool = False) -> Encoded:
     """Encode joints (mm) to tokens and codebook indices (code selection in fp32)."""
     normalized = normalize_joints(model, joints_mm)
@@ -94,7 +94,7 @@ def encode_joints(model: MotionVQVAE, joints_mm, return_features: bool = False) 
                    commit_loss=float(commit), features=features if return_features else None)
 
 
-@torch.inference_mode()
+@torch.no_grad()  # not inference_mode: callers may modify the returned tensors in place
 def decode_to_mm(model: MotionVQVAE, tokens: torch.Tensor | None = None, indices: torch.Tensor | None = None,
                  latent_frames: int | None = None, num_frames: int | None = None) -> np.ndarray:
     """Tokens (B, T'*J', C) or indices (B, T'*J') -> joints (B, T, 24, 3) float32 mm.

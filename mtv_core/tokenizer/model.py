@@ -28,12 +28,14 @@ logger = logging.getLogger(__name__)
 _PACKED_LINEAR_OK = True
 
 
-def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, owner: nn.Module, slot: str):
+def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, owner: nn.Module, slot: str,
+                  source: torch.Tensor | None = None):
     """``x @ weight.T + bias`` for 2-D fp32 ``x``; on CPU without autograd through oneDNN with a cached pre-packed weight.
 
     torch's default CPU sgemm (MKL) is 2-3x slower than oneDNN on the large, fixed weights of
     the tokenizer (and on AMD CPUs in particular); the packed copy is made once per weight
-    version and kept on ``owner`` under ``slot``. Falls back to ``addmm`` wherever oneDNN is unavailable.
+    (``source``, the parameter ``weight`` is a view of, identified by object and version) and kept
+    on ``owner`` under ``slot``. Falls back to ``addmm`` wherever oneDNN is unavailable.
     """
     global _PACKED_LINEAR_OK
     usable = (
@@ -43,16 +45,16 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     )
     if usable:
         try:
+            source = weight if source is None else source
             try:
-                version = weight._version
-            except RuntimeError:
+                version = source._version
+            except RuntimeError:  # inference tensors have no version counter
                 version = -1
-            key = (weight.data_ptr(), version, tuple(weight.shape))
             cached = owner.__dict__.get(slot)
-            if cached is None or cached[0] != key:
-                cached = (key, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
+            if cached is None or cached[0] is not source or cached[1] != version:
+                cached = (source, version, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
                 owner.__dict__[slot] = cached
-            return torch.ops.mkldnn._linear_pointwise(x, cached[1], bias, "none", [], "")
+            return torch.ops.mkldnn._linear_pointwise(x, cached[2], bias, "none", [], "")
         except (RuntimeError, AttributeError, NotImplementedError) as exc:  # pragma: no cover - depends on the build
             logger.debug("oneDNN packed linear unavailable (%s); using addmm", exc)
             _PACKED_LINEAR_OK = False
@@ -145,7 +147,8 @@ def conv3x3_merged(conv: nn.Conv2d, inputs: list[torch.Tensor]) -> list[torch.Te
     weight = conv.weight.reshape(conv.out_channels, -1)  # (out, in*9), a view
     # rows = output positions (n, h, w), columns = (in, 3, 3) patch values
     cols = [F.unfold(x, kernel_size=3, padding=1).transpose(1, 2).reshape(-1, weight.shape[1]) for x in inputs]
-    out = packed_linear(torch.cat(cols) if len(cols) > 1 else cols[0], weight, conv.bias, conv, "_packed_weight")
+    out = packed_linear(torch.cat(cols) if len(cols) > 1 else cols[0], weight, conv.bias, conv, "_packed_weight",
+                        source=conv.weight)
     results, offset = [], 0
     for x in inputs:
         n, _, h, w = x.shape
@@ -229,7 +232,7 @@ class VectorQuantizer(nn.Module):
         self.num_codes = num_codes
         self.code_dim = code_dim
         self.register_buffer("codebook", torch.zeros(num_codes, code_dim))
-        self._norm_cache: tuple[int, int, torch.Tensor] | None = None
+        self._norm_cache: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     def _apply(self, fn, recurse=True):
         # Keep the codebook fp32 under .to(dtype) / .half(): code selection is always fp32.
@@ -249,10 +252,10 @@ class VectorQuantizer(nn.Module):
             version = book._version
         except RuntimeError:  # inference tensors have no version counter
             version = -1
-        key = (book.data_ptr(), version)
-        if self._norm_cache is None or self._norm_cache[:2] != key:
-            self._norm_cache = (*key, book.square().sum(dim=1))
-        return self._norm_cache[2]
+        cached = self._norm_cache
+        if cached is None or cached[0] is not book or cached[1] != version:
+            self._norm_cache = cached = (book, version, book.square().sum(dim=1))
+        return cached[2]
 
     @torch.no_grad()
     def nearest(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
