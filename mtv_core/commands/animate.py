@@ -130,11 +130,10 @@ def check_motion_length(num_frames: int, window: int = WINDOW) -> None:
                          f"({window / 20:.2f} s at 20 fps); MV-DiT-7B needs at least {window}")
 
 
-def animate(
+def animate_frames(
     joints: Any,
     reference: np.ndarray,
     paths: ModelPaths,
-    out: str | Path,
     *,
     steps: int = 50,
     guidance: float = 3.0,
@@ -145,20 +144,16 @@ def animate(
     dtype: str = "auto",
     attention: str = "auto",
     callback: ProgressCallback | None = None,
-) -> Path:
-    """Tokenize ``joints`` (JointSequence), sample with MV-DiT-7B, decode, write ``out`` (.mp4). Returns the path."""
+) -> tuple[torch.Tensor, float]:
+    """Tokenize ``joints`` (JointSequence), sample with MV-DiT-7B and decode: ((T, H, W, 3) float32 0..1, fps)."""
     from ..dit.loading import load_mvdit7b
     from ..dit.pipeline_7b import animate_7b, snap_size
     from ..dit.vae import load_vae
     from ..tokenizer.encode import encode_windows
     from ..tokenizer.loading import load_tokenizer
-    from ..video import write_mp4
 
     check_motion_length(joints.num_frames)
     width, height = snap_size(width, height)
-    out = Path(out)
-    if out.suffix.lower() != ".mp4":
-        raise ValueError(f"output must be an .mp4 file, got {out}")
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
     started = time.perf_counter()
@@ -170,10 +165,20 @@ def animate(
     vae = load_vae(paths.vae, dtype=torch_dtype, device=torch_device)
     frames, fps = animate_7b(model, vae, reference, motion, width=width, height=height, num_steps=steps,
                              guidance=guidance, seed=seed, callback=callback)
-    path = write_mp4(out, frames.numpy(), fps=fps)
-    logger.info("animated %d frames at %dx%d in %.1f s -> %s", frames.shape[0], width, height,
-                time.perf_counter() - started, path)
-    return path
+    logger.info("generated %d frames at %dx%d in %.1f s (%s, %s)", frames.shape[0], width, height,
+                time.perf_counter() - started, torch_device, torch_dtype)
+    return frames, fps
+
+
+def animate(joints: Any, reference: np.ndarray, paths: ModelPaths, out: str | Path, **kwargs: Any) -> Path:
+    """``animate_frames`` and write ``out`` (.mp4, via a temporary name). Returns the path."""
+    from ..video import write_mp4
+
+    out = Path(out)
+    if out.suffix.lower() != ".mp4":
+        raise ValueError(f"output must be an .mp4 file, got {out}")
+    frames, fps = animate_frames(joints, reference, paths, **kwargs)
+    return write_mp4(out, frames.numpy(), fps=fps)
 
 
 def _log_progress(every: int = 5) -> ProgressCallback:

@@ -3,16 +3,28 @@
 Steps (each a function, so later stages can be slotted in between):
 
 1. ``make_motion``: a procedural demo motion (no recorded data needed);
-2. ``save_outputs``: the motion as our ``.npz`` and a skeleton preview as H.264 mp4.
+2. ``generate_video``: 4DMoT tokens (49-frame windows, overlap 9) -> MV-DiT-7B sampling -> CogVideoX VAE
+   decoding, through the same code as ``python -m mtv_core animate``. With released weights configured
+   (``--models DIR`` or ``MTV_MODELS_DIR`` in the layout of ``animate``) the real models are used; otherwise
+   tiny RANDOM-weight models are written to a temporary folder, and the result (noise-like colours, not a
+   person) only shows that the pipeline runs end to end. Motion shorter than one window skips this step.
+3. ``save_outputs``: the motion as our ``.npz``, a skeleton preview and the generated video as H.264 mp4.
 
-Outputs in ``--out``: ``demo_<motion>_motion.npz`` and ``demo_<motion>_skeleton.mp4``.
+Outputs in ``--out``: ``demo_<motion>_motion.npz``, ``demo_<motion>_skeleton.mp4`` and
+``demo_<motion>_generated.mp4`` (``demo_<motion>_generated_RANDOM_WEIGHTS.mp4`` with the tiny models).
+All or nothing: a failure leaves no output behind.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
+import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+
+import numpy as np
 
 from ..motion import MOTIONS, JointSequence, procedural_motion, render_skeleton, save_motion
 from ..video import write_mp4
@@ -48,6 +60,15 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--height", type=_positive_int, default=512, help="video height in pixels (default: 512)")
     parser.add_argument("--line-width", type=_positive_int, default=4, help="skeleton line width (default: 4)")
     parser.add_argument("--point-radius", type=int, default=4, help="joint dot radius, 0 = none (default: 4)")
+    parser.add_argument("--models", default=None,
+                        help="released weights in the `animate` layout (default: $MTV_MODELS_DIR if it holds them, "
+                             "else tiny random-weight models)")
+    parser.add_argument("--ref", default=None, help="reference image (default: a drawn stand-in)")
+    parser.add_argument("--steps", type=_positive_int, default=50, help="denoising steps (default: 50)")
+    parser.add_argument("--guidance", type=float, default=3.0, help="motion guidance (default: 3.0)")
+    parser.add_argument("--seed", type=int, default=6666, help="random seed (default: 6666)")
+    parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
+    parser.add_argument("--no-generate", action="store_true", help="skip the tokenizer + MV-DiT step")
     parser.set_defaults(func=run_demo)
     return parser
 
@@ -57,8 +78,79 @@ def make_motion(args: argparse.Namespace) -> JointSequence:
     return procedural_motion(args.motion, frames=args.frames, fps=args.fps)
 
 
+TINY_MAX_SIDE = 96  # generation size cap with the tiny random models (keeps the demo well under a minute on CPU)
+
+
+@dataclass
+class Generated:
+    frames: np.ndarray  # (T, H, W, 3) float32 in 0..1
+    fps: float
+    random_weights: bool
+
+
+def demo_reference(joints: JointSequence, width: int, height: int) -> np.ndarray:
+    """A stand-in reference picture: the first pose drawn over a warm gradient, (H, W, 3) uint8."""
+    ys = np.linspace(0.0, 1.0, height, dtype=np.float32)[:, None, None]
+    xs = np.linspace(0.0, 1.0, width, dtype=np.float32)[None, :, None]
+    background = (np.array([0.85, 0.55, 0.35], np.float32) * (1 - ys) + np.array([0.25, 0.35, 0.6], np.float32) * ys
+                  + 0.1 * xs)
+    background = (np.clip(background, 0, 1) * 255).astype(np.uint8)
+    first = JointSequence(joints.joints_mm[:1], fps=joints.fps)
+    frame = render_skeleton(first, width=width, height=height, background=background, line_width=max(2, width // 64),
+                            point_radius=max(2, width // 64))[0]
+    return frame if frame.dtype == np.uint8 else (np.clip(frame, 0, 1) * 255).astype(np.uint8)
+
+
+def _configured_models(args: argparse.Namespace):
+    """Released model paths from --models (errors propagate) or $MTV_MODELS_DIR (ignored if incomplete), else None."""
+    from .animate import find_models
+
+    if args.models:
+        return find_models(args.models)
+    env = os.environ.get("MTV_MODELS_DIR")
+    if env:
+        try:
+            return find_models(env)
+        except FileNotFoundError as exc:
+            logger.info("MTV_MODELS_DIR does not hold the released weights (%s); using tiny random models", exc)
+    return None
+
+
+def _tiny_size(width: int, height: int) -> tuple[int, int]:
+    scale = min(1.0, TINY_MAX_SIDE / max(width, height))
+    return max(64, round(width * scale / 16) * 16), max(64, round(height * scale / 16) * 16)
+
+
+def generate_video(args: argparse.Namespace, joints: JointSequence) -> Generated | None:
+    """Step 2: tokens -> MV-DiT-7B -> frames (in memory). None when skipped."""
+    from .animate import WINDOW, animate_frames, load_reference, write_tiny_models
+
+    if getattr(args, "no_generate", False):
+        return None
+    if joints.num_frames < WINDOW:
+        logger.info("motion has %d frames, shorter than one %d-frame window: skipping the MV-DiT step",
+                    joints.num_frames, WINDOW)
+        return None
+    paths = _configured_models(args)
+    with tempfile.TemporaryDirectory(prefix="mtv_demo_models_") as tmp:
+        if paths is None:
+            width, height = _tiny_size(args.width, args.height)
+            logger.warning("no released weights configured (--models or MTV_MODELS_DIR): running the pipeline on "
+                           "tiny RANDOM-weight models at %dx%d; the generated video is noise, not an animation",
+                           width, height)
+            paths = write_tiny_models(Path(tmp) / "models", seed=args.seed % 2**31)
+            random_weights = True
+        else:
+            width, height = args.width, args.height
+            random_weights = False
+        reference = load_reference(args.ref) if args.ref else demo_reference(joints, width, height)
+        frames, fps = animate_frames(joints, reference, paths, steps=args.steps, guidance=args.guidance,
+                                     seed=args.seed, width=width, height=height, device=args.device)
+    return Generated(frames.numpy(), fps, random_weights)
+
+
 def save_outputs(args: argparse.Namespace, joints: JointSequence, stem: str) -> dict[str, Path]:
-    """Step 2: motion file + skeleton preview. Everything is rendered before anything is written."""
+    """Step 3: motion file + skeleton preview. Everything is rendered before anything is written."""
     frames = render_skeleton(joints, width=args.width, height=args.height, line_width=args.line_width,
                              point_radius=args.point_radius)
     out = Path(args.out)
@@ -71,11 +163,34 @@ def save_outputs(args: argparse.Namespace, joints: JointSequence, stem: str) -> 
     return {"motion": motion_path, "skeleton_video": video_path}
 
 
+def save_generated(args: argparse.Namespace, generated: Generated, stem: str) -> Path:
+    """Step 3b: the generated video, labelled when it comes from random weights."""
+    suffix = "_generated_RANDOM_WEIGHTS" if generated.random_weights else "_generated"
+    return write_mp4(Path(args.out) / f"{stem}{suffix}.mp4", generated.frames, fps=generated.fps)
+
+
 def run_demo(args: argparse.Namespace) -> int:
     """Run every step; returns the process exit code."""
+    from ..checkpoint import CheckpointError
+
     joints = make_motion(args)
     logger.info("motion '%s': %d frames at %g fps", args.motion, joints.num_frames, joints.fps)
-    outputs = save_outputs(args, joints, stem=f"demo_{args.motion}")
+    try:
+        generated = generate_video(args, joints)
+    except (FileNotFoundError, ValueError, CheckpointError) as exc:
+        logger.error("%s", exc)
+        return 2
+    stem = f"demo_{args.motion}"
+    outputs = save_outputs(args, joints, stem=stem)
+    if generated is not None:
+        try:
+            outputs["generated_video"] = save_generated(args, generated, stem)
+        except BaseException:
+            for path in outputs.values():  # all or nothing
+                path.unlink(missing_ok=True)
+            raise
+        if generated.random_weights:
+            logger.warning("%s comes from tiny RANDOM weights (pipeline check only)", outputs["generated_video"])
     for name, path in outputs.items():
         logger.info("%s: %s", name, path)
     return 0
