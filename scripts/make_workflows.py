@@ -70,7 +70,7 @@ DOWNLOAD_NOTE = """## MTVCrafter 7B: models
 %s
 `huggingface-cli download yanboding/MTVCrafter --include "MV-DiT/CogVideoX/*" --local-dir models/mtvcrafter`
 
-Motion longer than 49 frames is generated in overlapping 49-frame windows (see the README). 512 x 512 and 50 steps are upstream's settings; a 49-frame video needs about 24 GB of VRAM in bf16 (use device = offload on smaller cards)."""
+Motion longer than 49 frames is generated in overlapping 49-frame windows (see the README). 512 x 512, 50 steps and motion guidance 3 are upstream's settings; upstream reports the 7B model running on one 24 GB RTX 4090 in bf16 (device = offload frees its VRAM between runs)."""
 
 NLF_ROW = ("| Load NLF Model | [nlf_l_multi_0.3.2.torchscript](https://github.com/isarandi/nlf/releases) "
            "(non-commercial licence, CUDA only) | `models/nlf/` |\n")
