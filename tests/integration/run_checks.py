@@ -12,8 +12,8 @@ from .node_specs import UI_ONLY_NODES
 from .workflow_assets import INPUT_VIDEO_FPS, INPUT_VIDEO_FRAMES
 
 # Widget values lowered so a workflow runs in seconds on CPU with tiny models (input name -> value).
-FAST_INPUTS: dict[str, Any] = {"steps": 2, "num_steps": 2, "num_inference_steps": 2}
-STEP_INPUTS = tuple(FAST_INPUTS)
+FAST_INPUTS: dict[str, Any] = {"steps": 2, "num_steps": 2, "num_inference_steps": 2, "width": 64, "height": 64}
+STEP_INPUTS = ("steps", "num_steps", "num_inference_steps")
 FRAME_INPUTS = ("frames", "num_frames", "length", "max_frames", "frame_count")
 
 
@@ -65,8 +65,38 @@ def source(api: dict[str, Any], node_id: str, name: str) -> tuple[str, int] | No
     return (str(value[0]), int(value[1])) if isinstance(value, list) else None
 
 
-def expected_video(api: dict[str, Any], save_id: str) -> dict[str, Any]:
+def upstream(api: dict[str, Any], node_id: str) -> list[str]:
+    """Node ids feeding ``node_id``, nearest first (breadth first)."""
+    seen: list[str] = []
+    queue = [node_id]
+    while queue:
+        current = queue.pop(0)
+        for value in api[current]["inputs"].values():
+            if isinstance(value, list) and str(value[0]) in api and str(value[0]) not in seen:
+                seen.append(str(value[0]))
+                queue.append(str(value[0]))
+    return seen
+
+
+def motion_frames(api: dict[str, Any], node_id: str, input_dir: Path) -> int | None:
+    """Frames of the joints reaching ``node_id`` when they come straight from a motion file or the input video."""
+    from mtv_pack.mtv_core.motion import load_motion
+
+    sources = [n for n in upstream(api, node_id) if api[n]["class_type"] in ("MTVLoadMotion", "LoadVideo")]
+    edits = [n for n in upstream(api, node_id) if api[n]["class_type"] in (
+        "MTVTrimMotion", "MTVResampleMotion", "MTVProceduralMotion")]
+    if len(sources) != 1 or edits:
+        return None
+    node = api[sources[0]]
+    if node["class_type"] == "LoadVideo":
+        return INPUT_VIDEO_FRAMES
+    return load_motion(input_dir / node["inputs"]["motion_file"], index=node["inputs"].get("index", 0)).num_frames
+
+
+def expected_video(api: dict[str, Any], save_id: str, input_dir: Path) -> dict[str, Any]:
     """Expected fps, frame count and size of a SaveVideo node's file, from the graph and our inputs."""
+    from mtv_pack.mtv_core.windows import plan_windows
+
     expect: dict[str, Any] = {}
     src = source(api, save_id, "video")
     if src is None or api[src[0]]["class_type"] != "CreateVideo":
@@ -75,20 +105,27 @@ def expected_video(api: dict[str, Any], save_id: str) -> dict[str, Any]:
     fps = literal(api, create, "fps")
     if fps is None:
         fps_src = source(api, create, "fps")
-        if fps_src and api[fps_src[0]]["class_type"] == "GetVideoComponents":
-            fps = INPUT_VIDEO_FPS
+        if fps_src and (api[fps_src[0]]["class_type"] == "GetVideoComponents"
+                        or api[fps_src[0]]["class_type"].startswith("MTV")):
+            fps = INPUT_VIDEO_FPS  # our input video and motion files are all at 20 fps
     if fps is not None:
         expect["fps"] = float(fps)
-    ours = [n for n in api.values() if n["class_type"].startswith("MTV")]
-    for node in ours:
-        inputs = node["inputs"]
+    chain = upstream(api, create)
+    for nid in chain:
+        inputs = api[nid]["inputs"]
         if isinstance(inputs.get("width"), int) and isinstance(inputs.get("height"), int):
             expect["size"] = (inputs["width"], inputs["height"])
-        for name in FRAME_INPUTS:
-            if isinstance(inputs.get(name), int) and inputs[name] > 0:
-                expect["frames"] = inputs[name]
-    if "frames" not in expect and any(n["class_type"] == "LoadVideo" for n in api.values()):
-        expect["frames_source"] = INPUT_VIDEO_FRAMES
+            break
+    samplers = [n for n in chain if api[n]["class_type"] == "MTVSampler7B"]
+    if samplers:
+        total = motion_frames(api, samplers[0], input_dir)
+        encoders = [n for n in upstream(api, samplers[0]) if api[n]["class_type"] == "MTVEncodeMotion"]
+        if total is not None and len(encoders) == 1:
+            enc = api[encoders[0]]["inputs"]
+            plan = plan_windows(total, enc.get("window", 49), enc.get("overlap", 9))
+            limit = api[samplers[0]]["inputs"].get("max_windows", 0)
+            starts = plan.starts[:limit] if isinstance(limit, int) and limit > 0 else plan.starts
+            expect["frames"] = min(plan.used_frames, starts[-1] + plan.window)
     return expect
 
 

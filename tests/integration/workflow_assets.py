@@ -2,22 +2,19 @@
 
 * Model files: every ``models[]`` entry of every workflow is written as a tiny random checkpoint with
   the real key names, under the entry's ``directory`` and ``name`` — so the workflow runs with its own
-  widget values. Writers are the ``write_tiny*`` test-support functions of ``mtv_core`` (found by name);
-  an entry with no writer is reported, and the workflow's test fails naming it.
+  widget values. Writers are the tiny-model test-support functions of ``mtv_core`` (and the NLF test
+  double); an entry with no writer is reported, and the workflow's test fails naming it.
 * Inputs: the files named by ``LoadImage``/``LoadVideo`` widgets (and motion files named by our nodes)
   are generated into ComfyUI's input folder: a small reference picture, a short synthetic video.
 """
 
 from __future__ import annotations
 
-import importlib
-import inspect
 import json
 import logging
-import pkgutil
-import shutil
+import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -29,21 +26,17 @@ WORKFLOWS_DIR = ROOT / "workflows"
 # The synthetic driving video / motion: short, but at least one 49-frame window where a node needs it.
 INPUT_VIDEO_FRAMES = 49
 INPUT_VIDEO_FPS = 20.0
+INPUT_MOTION_FRAMES = 89  # two overlapping 49-frame windows
 INPUT_VIDEO_SIZE = (96, 128)  # (H, W)
 INPUT_IMAGE_SIZE = (160, 128)  # (H, W)
 MOTION_SUFFIXES = (".npz", ".pkl", ".pickle")
 
-# kind -> (keywords any of which the writer's name must contain, keywords it must not contain)
-WRITER_KINDS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "tokenizer": (("tokenizer", "4dmot", "vqvae", "motion_vq"), ()),
-    "nlf": (("nlf",), ()),
-    "video_vae": (("vae",), ("vqvae",)),
-    "dit7b": (("mvdit", "dit7b", "dit"), ("vae",)),
-}
 
 
 def workflow_files() -> list[Path]:
-    return sorted(WORKFLOWS_DIR.glob("*.json"))
+    """The workflows to run: ``workflows/*.json``, or those in ``MTV_WORKFLOWS_DIR`` (to try a draft)."""
+    folder = Path(os.environ.get("MTV_WORKFLOWS_DIR", WORKFLOWS_DIR))
+    return sorted(folder.glob("*.json"))
 
 
 def load_workflow(path: Path) -> dict[str, Any]:
@@ -65,34 +58,36 @@ def classify_model(directory: str, name: str) -> str | None:
     return None
 
 
-def _tiny_writers() -> dict[str, Callable[..., Any]]:
-    """``write_tiny*`` functions of mtv_core, by function name (imported lazily, once)."""
-    found: dict[str, Callable[..., Any]] = {}
-    import mtv_pack.mtv_core as core
+def write_tiny_model(kind: str, path: Path) -> None:
+    """A tiny random checkpoint of ``kind`` at ``path`` (a file, or a diffusers folder when ``path`` has no suffix).
 
-    for info in pkgutil.walk_packages(core.__path__, core.__name__ + "."):
-        if info.name.rsplit(".", 1)[-1].startswith(("train", "__main__", "cli", "commands")):
-            continue
-        if ".commands" in info.name:
-            continue
-        try:
-            module = importlib.import_module(info.name)
-        except Exception as exc:  # a module mid-edit by another helper must not hide the others
-            logger.warning("cannot import %s: %s", info.name, exc)
-            continue
-        for fname, fn in inspect.getmembers(module, inspect.isfunction):
-            if fname.startswith("write_tiny") and fn.__module__ == module.__name__:
-                found[fname] = fn
-    return found
+    The sizes fit together the way ``mtv_core.commands.animate.write_tiny_models`` pairs them: the 4DMoT's
+    code size equals the tiny MV-DiT's motion token size.
+    """
+    import dataclasses
 
+    path.parent.mkdir(parents=True, exist_ok=True)
+    as_folder = path.suffix == ""
+    if kind == "nlf":
+        write_fake_nlf(path)
+    elif kind == "tokenizer":
+        from mtv_pack.mtv_core.dit.tiny import tiny_mvdit7b_config
+        from mtv_pack.mtv_core.tokenizer.testing import TINY_CONFIG, write_tiny_checkpoint
 
-def find_writer(kind: str, writers: dict[str, Callable[..., Any]]) -> Callable[..., Any] | None:
-    want, avoid = WRITER_KINDS[kind]
-    for fname in sorted(writers):
-        low = fname.lower()
-        if any(k in low for k in want) and not any(k in low for k in avoid):
-            return writers[fname]
-    return None
+        config = dataclasses.replace(TINY_CONFIG, code_dim=tiny_mvdit7b_config().motion_token_dim)
+        write_tiny_checkpoint(path, config=config, seed=0)
+    elif kind == "dit7b":
+        from mtv_pack.mtv_core.dit.tiny import tiny_mvdit7b_config, write_tiny_mvdit7b
+
+        write_tiny_mvdit7b(path, seed=0, as_folder=as_folder, config=tiny_mvdit7b_config())
+    elif kind == "video_vae":
+        from mtv_pack.mtv_core.dit.vae import write_tiny_vae
+
+        write_tiny_vae(path, seed=0, as_folder=as_folder)
+    else:
+        raise LookupError(f"no tiny writer for kind {kind!r}")
+    if not path.exists():
+        raise FileNotFoundError(f"the tiny {kind} writer did not create {path}")
 
 
 def write_fake_nlf(path: Path) -> None:
@@ -101,26 +96,6 @@ def write_fake_nlf(path: Path) -> None:
 
     rows = [[person_row(20, 10, 40, 80, 0.9, (0.0, 100.0, 3000.0), 0)] for _ in range(256)]
     make_fake_file(path, scenario(rows))
-
-
-def write_tiny_model(kind: str, path: Path, writers: dict[str, Callable[..., Any]]) -> None:
-    if kind == "nlf":
-        path.parent.mkdir(parents=True, exist_ok=True)
-        write_fake_nlf(path)
-        return
-    writer = find_writer(kind, writers)
-    if writer is None:
-        raise LookupError(f"no mtv_core write_tiny* function for {kind} (found: {sorted(writers) or 'none'})")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    params = inspect.signature(writer).parameters
-    kwargs: dict[str, Any] = {}
-    if "as_folder" in params:
-        kwargs["as_folder"] = path.suffix == ""
-    if "seed" in params:
-        kwargs["seed"] = 0
-    writer(path, **kwargs)
-    if not path.exists():
-        raise FileNotFoundError(f"{writer.__module__}.{writer.__name__} did not create {path}")
 
 
 def write_input_image(path: Path, size: tuple[int, int] = INPUT_IMAGE_SIZE) -> None:
@@ -157,17 +132,22 @@ def write_input_video(path: Path, frames: int = INPUT_VIDEO_FRAMES, fps: float =
     write_mp4(path, video, fps)
 
 
-def write_input_motion(path: Path) -> None:
-    """A motion file named by a workflow: upstream's sample pickle, or our .npz format."""
+def write_input_motion(path: Path, frames: int = INPUT_MOTION_FRAMES) -> None:
+    """A motion file named by a workflow: upstream's first sample motion cut to ``frames`` frames (two windows),
+    as an upstream-format pickle (.pkl) or our .npz."""
+    import pickle
+
     from conftest import reference_dir
+    from mtv_pack.mtv_core.motion import load_motion, save_motion, trim
 
+    sample = reference_dir() / "motion" / "sampled_data.pkl"
     if path.suffix in (".pkl", ".pickle"):
-        shutil.copyfile(reference_dir() / "motion" / "sampled_data.pkl", path)
+        sequence = load_motion(sample)
+        pose = np.ascontiguousarray(sequence.joints_mm[:frames], dtype=np.float32)
+        with open(path, "wb") as fh:
+            pickle.dump([{"pose": pose, "video_length": int(pose.shape[0])}], fh)
         return
-    from mtv_pack.mtv_core.motion import load_motion, save_motion  # our own format
-
-    sequence = load_motion(reference_dir() / "motion" / "sampled_data.pkl")
-    save_motion(sequence, path)
+    save_motion(trim(load_motion(sample), 0, frames), path)
 
 
 def _node_widget_files(workflow: dict[str, Any]) -> list[tuple[str, str]]:
@@ -187,7 +167,6 @@ def _node_widget_files(workflow: dict[str, Any]) -> list[tuple[str, str]]:
 
 def prepare_workflow_assets(workflows: list[Path], models_root: Path, input_dir: Path) -> dict[str, Any]:
     """Write tiny models and input files for ``workflows``; returns what was written and what failed."""
-    writers: dict[str, Callable[..., Any]] | None = None
     written: dict[str, str] = {}
     problems: dict[str, list[str]] = {}
     model_dirs: set[str] = set()
@@ -205,10 +184,8 @@ def prepare_workflow_assets(workflows: list[Path], models_root: Path, input_dir:
             if kind is None:
                 issues.append(f"models[] entry {key}: no tiny-model kind for it (tests/integration/workflow_assets.py)")
                 continue
-            if writers is None:
-                writers = _tiny_writers()
             try:
-                write_tiny_model(kind, target, writers)
+                write_tiny_model(kind, target)
                 written[key] = kind
             except Exception as exc:
                 issues.append(f"models[] entry {key} ({kind}): {type(exc).__name__}: {exc}")
