@@ -98,3 +98,15 @@ def test_cli_parses_upstream_recipe():
     args = tr.build_parser().parse_args(["--data", "x"])
     assert args.batch_size == 32 and args.window == 49 and args.lr == 2e-4 and tuple(args.betas) == (0.9, 0.99)
     assert args.weight_decay == 1e-4 and args.warmup == 5000 and args.milestones == (300_000,)
+
+
+def test_module_entry_point_runs(tmp_path):
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    result = subprocess.run([sys.executable, "-m", "mtv_core.tokenizer.train", "--help"], cwd=root,
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert "--data" in result.stdout and "--resume" in result.stdout
