@@ -63,6 +63,11 @@ class RunResult:
     def outputs(self) -> dict[str, Any]:
         return self.history.get("outputs", {})
 
+    def node_seconds(self) -> dict[str, float]:
+        """Wall time per executed node id, from the 'executing' messages (cached nodes are absent)."""
+        marks = [(m["data"].get("node"), m["_t"]) for m in self.messages if m.get("type") == "executing"]
+        return {node: round(t1 - t0, 2) for (node, t0), (_, t1) in zip(marks, marks[1:]) if node is not None}
+
     def error_text(self) -> str:
         errors = self.of_type("execution_error")
         if errors:
@@ -234,6 +239,7 @@ class ComfyServer:
                     previews += 1
                     continue
                 msg = json.loads(raw)
+                msg["_t"] = time.monotonic() - started
                 data = msg.get("data", {})
                 if data.get("prompt_id") not in (None, prompt_id):
                     continue

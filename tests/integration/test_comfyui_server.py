@@ -169,6 +169,8 @@ def test_workflow_runs_end_to_end(comfy, path):
         api = substitute_nlf(api, info, write_substitute_motion(comfy.input_dir))
     result = comfy.server.run(api, timeout=600, workflow=workflow)
     comfy.timings[f"run_{path.stem}_s"] = round(result.seconds, 1)
+    comfy.timings[f"nodes_{path.stem}_s"] = {f"{k}:{api[k]['class_type']}": v for k, v in result.node_seconds().items()
+                                             if k in api}
     assert result.status == "success", f"{path.name}: {result.status}: {result.error_text()}\n{comfy.server.log_tail(3000)}"
     executed = {m["node"] for m in result.of_type("executed")} | set(result.outputs)
     saves = [k for k, v in api.items() if v["class_type"] in ("SaveVideo",)]
