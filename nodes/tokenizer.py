@@ -32,7 +32,8 @@ _HINTS = ("4dmot", "vqvae", "mp_rank")
 def tokenizer_file_choices() -> list[str]:
     """Checkpoint files of models/mtvcrafter and models/vae, likely 4DMoT files first."""
     names = list_models(*FOLDERS, suffixes=SUFFIXES)
-    names = [n for n in names if not n.startswith(("motions/", "smpl/"))]
+    # leave out motion/SMPL sub-folders and the shards of diffusers model folders (the DiTs, video VAEs)
+    names = [n for n in names if not n.startswith(("motions/", "smpl/")) and "diffusion_pytorch_model" not in n]
     names.sort(key=lambda n: (not any(h in n.lower() for h in _HINTS), n))
     return names or [NO_FILES]
 
