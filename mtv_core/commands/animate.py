@@ -156,6 +156,9 @@ def animate_frames(
     width, height = snap_size(width, height)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    if torch_device.type == "cpu":
+        # denormal floats (frequent with random test weights) slow CPU math down several times
+        torch.set_flush_denormal(True)
     started = time.perf_counter()
     tokenizer = load_tokenizer(paths.tokenizer, device=torch_device)
     motion = encode_windows(tokenizer, joints, window=WINDOW, overlap=OVERLAP)
