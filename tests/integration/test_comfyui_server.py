@@ -173,6 +173,9 @@ def test_workflow_runs_end_to_end(comfy, path):
                                              if k in api}
     assert result.status == "success", f"{path.name}: {result.status}: {result.error_text()}\n{comfy.server.log_tail(3000)}"
     executed = {m["node"] for m in result.of_type("executed")} | set(result.outputs)
+    comfy.timings[f"ws_previews_{path.stem}"] = result.binary_previews
+    if any(v["class_type"] == "MTVSampler7B" and v["inputs"].get("latent_preview") is True for v in api.values()):
+        assert result.binary_previews > 0, "latent_preview is on but no preview frame reached the websocket"
     saves = [k for k, v in api.items() if v["class_type"] in ("SaveVideo",)]
     assert saves, f"{path.name} saves no video"
     for node_id in saves:
