@@ -263,6 +263,9 @@ def test_motion_nodes_render_a_video_and_a_preview(comfy):
                                                       "format": "mp4", "codec": "h264"}},
         "5": {"class_type": "PreviewImage", "inputs": {"images": ["2", 0]}},
     }
+    if "MTVMotionInfo" in info and "MTVSaveMotion" in info:  # output nodes showing text in the UI
+        prompt["6"] = node_with_defaults(info, "MTVMotionInfo", joints=["1", 0])
+        prompt["7"] = node_with_defaults(info, "MTVSaveMotion", joints=["1", 0], filename_prefix="it/motion")
     result = comfy.server.run(prompt, timeout=300)
     assert result.status == "success", result.error_text()
     files = saved_files(result.outputs, "4")
@@ -270,3 +273,11 @@ def test_motion_nodes_render_a_video_and_a_preview(comfy):
     assert video == {"frames": 17, "fps": 20.0, "size": (64, 48), "codec": "h264"}
     assert len(result.outputs["5"]["images"]) == 17
     assert any(m.get("node") == "2" for m in result.of_type("progress")), "skeleton rendering reported no progress"
+    if "6" in prompt:
+        text = result.outputs["6"]["text"]
+        assert len(text) == 1 and "17" in text[0], text
+        saved = sorted((comfy.output_dir / "it").glob("motion_*.npz"))
+        assert len(saved) == 1 and saved[0].name in result.outputs["7"]["text"][0], result.outputs["7"]
+        from mtv_pack.mtv_core.motion import load_motion
+
+        assert load_motion(saved[0]).num_frames == 17
