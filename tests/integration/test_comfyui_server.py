@@ -281,3 +281,51 @@ def test_motion_nodes_render_a_video_and_a_preview(comfy):
         from mtv_pack.mtv_core.motion import load_motion
 
         assert load_motion(saved[0]).num_frames == 17
+
+
+def _edit_and_token_graph(info, tokenizer_file: str) -> dict:
+    """Procedural motion through every edit node, then 4DMoT encode/decode, skeleton preview and info."""
+    from .run_checks import node_with_defaults as n
+
+    return {
+        "1": n(info, "MTVProceduralMotion", motion="walk", frames=70, fps=25.0),
+        "2": n(info, "MTVTrimMotion", joints=["1", 0], start_frame=2, frame_count=65),
+        "3": n(info, "MTVResampleMotion", joints=["2", 0], fps=20.0),
+        "4": n(info, "MTVSmoothMotion", joints=["3", 0], sigma_frames=1.0),
+        "5": n(info, "MTVMirrorMotion", joints=["4", 0]),
+        "6": n(info, "MTVScaleMotion", joints=["5", 0], height_m=1.6),
+        "7": n(info, "MTVRecenterMotion", joints=["6", 0]),
+        "8": n(info, "MTVLoadMotionTokenizer", tokenizer_file=tokenizer_file, dtype="fp32", device="cpu"),
+        "9": n(info, "MTVEncodeMotion", tokenizer=["8", 0], joints=["7", 0]),
+        "10": n(info, "MTVDecodeMotionTokens", tokenizer=["8", 0], motion=["9", 0]),
+        "11": n(info, "MTVRenderSkeleton", joints=["10", 0], width=64, height=64),
+        "12": {"class_type": "PreviewImage", "inputs": {"images": ["11", 0]}},
+        "13": n(info, "MTVMotionInfo", joints=["9", 1]),
+    }
+
+
+def test_edit_and_token_nodes_run_in_one_graph(comfy):
+    from .workflow_assets import write_tiny_model
+
+    name = "it_tiny_4dmot.safetensors"
+    write_tiny_model("tokenizer", comfy.models_root / "mtvcrafter" / name)
+    info = comfy.server.object_info()  # combo lists are read at request time: now they list the new file
+    prompt = _edit_and_token_graph(info, name)
+    result = comfy.server.run(prompt, timeout=300)
+    assert result.status == "success", result.error_text()
+    frames = len(result.outputs["12"]["images"])
+    assert frames == 49, f"65 frames at 25 fps resampled to 20 fps (52-53 frames) decode on the 4k+1 grid to 49: {frames}"
+    assert result.outputs["13"]["text"][0]
+
+
+def test_every_pack_node_is_exercised_by_the_integration_graphs():
+    # A new node must join a shipped workflow or one of the graphs above, so it runs inside ComfyUI.
+    import inspect
+
+    from mtv_pack.nodes import all_nodes
+
+    source = inspect.getsource(__import__(__name__, fromlist=["_"]))
+    in_workflows = {n["type"] for p in WORKFLOWS_DIR.glob("*.json") for n in load_workflow(p)["nodes"]}
+    missing = [c.define_schema().node_id for c in all_nodes()
+               if c.define_schema().node_id not in in_workflows and f'"{c.define_schema().node_id}"' not in source]
+    assert not missing, f"nodes no integration graph runs: {missing}"
