@@ -3,7 +3,7 @@
 Steps (upstream ``MTVCrafterPipeline7B`` plus long-video windows):
 
 1. Size: width/height are rounded to multiples of 16 (the VAE's 8x and the patch's 2x), with a warning.
-2. Reference: the image is resized to *cover* the target size (aspect kept, bicubic, antialiased)
+2. Reference: the image is resized to *cover* the target size (aspect kept, bilinear, antialiased)
    and centre-cropped to it, repeated over the window's frames, mapped to [-1, 1] and encoded by the
    VAE (posterior sample from a generator seeded with ``seed + 1``). The reference latents are
    **not** multiplied by the scaling factor 0.7 (upstream quirk the released weights depend on).
@@ -82,8 +82,10 @@ def _as_float_image(image: Any) -> torch.Tensor:
 def prepare_reference(image: Any, width: int, height: int) -> torch.Tensor:
     """Cover-resize and centre-crop a reference image to (height, width, 3) float32 in 0..1.
 
-    The image is scaled (aspect kept) until it covers the target, then the centre is cut out, so
-    nothing is distorted; a reference whose aspect differs from the target loses its edges.
+    The image is scaled (aspect kept, bilinear with antialiasing as upstream's torchvision resize) until it
+    covers the target, then the centre is cut out, so nothing is distorted; a reference whose aspect differs
+    from the target loses its edges. (Upstream instead resized the reference to the driving video's
+    aspect, distorting it when the two differ.)
     Raises ValueError for images smaller than 64 px on a side.
     """
     ref = _as_float_image(image)
@@ -102,7 +104,7 @@ def prepare_reference(image: Any, width: int, height: int) -> torch.Tensor:
                        100 * kept)
     chw = ref.permute(2, 0, 1)[None]
     if (new_h, new_w) != (src_h, src_w):
-        chw = F.interpolate(chw, size=(new_h, new_w), mode="bicubic", align_corners=False, antialias=True)
+        chw = F.interpolate(chw, size=(new_h, new_w), mode="bilinear", align_corners=False, antialias=True)
     top, left = (new_h - height) // 2, (new_w - width) // 2
     chw = chw[:, :, top : top + height, left : left + width]
     return chw[0].permute(1, 2, 0).clamp(0.0, 1.0).contiguous()
