@@ -329,3 +329,70 @@ def test_every_pack_node_is_exercised_by_the_integration_graphs():
     missing = [c.define_schema().node_id for c in all_nodes()
                if c.define_schema().node_id not in in_workflows and f'"{c.define_schema().node_id}"' not in source]
     assert not missing, f"nodes no integration graph runs: {missing}"
+
+
+def _path_to_output(info, start_types: list[str], ours: set[str], max_depth: int = 4):
+    """Shortest chain of (node class, input name, output slot feeding it) from a node with ``start_types``
+    outputs to an output node: [(slot, consumer, input), ...]."""
+    sinks = ours | {"PreviewImage"}
+    frontier = [([], list(start_types))]
+    for _ in range(max_depth):
+        nxt = []
+        for chain, types in frontier:
+            for slot, t in enumerate(types):
+                for name in sorted(sinks):
+                    node = info[name]
+                    for section in ("required", "optional"):
+                        for inp, spec in (node["input"].get(section) or {}).items():
+                            if spec[0] == t:
+                                step = chain + [(slot, name, inp)]
+                                if node.get("output_node"):
+                                    return step
+                                nxt.append((step, node["output"]))
+        frontier = nxt
+    return None
+
+
+def test_server_rejects_links_between_wrong_types(comfy):
+    # "Custom types connect only where they should": ComfyUI's own validation refuses an IMAGE on every
+    # MTV_* input of ours and every MTV_* output of ours on an IMAGE input.
+    from .run_checks import node_with_defaults
+
+    info = comfy.object_info
+    ours = {k for k, v in info.items() if PACK_FOLDER in (v.get("python_module") or "")}
+    checked, problems = 0, []
+    for name in sorted(ours):
+        node = info[name]
+        for section in ("required", "optional"):
+            for inp, spec in (node["input"].get(section) or {}).items():
+                if not str(spec[0]).startswith("MTV_"):
+                    continue
+                prompt = {"src": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1,
+                                                                            "color": 0}},
+                          "x": node_with_defaults(info, name, **{inp: ["src", 0]})}
+                chain = [] if node.get("output_node") else _path_to_output(info, node["output"], ours)
+                if chain is None:
+                    problems.append(f"{name}: no path to an output node")
+                    continue
+                prev = "x"
+                for i, (slot, consumer, cin) in enumerate(chain):
+                    prompt[f"c{i}"] = node_with_defaults(info, consumer, **{cin: [prev, slot]})
+                    prev = f"c{i}"
+                status, body = comfy.server.post_json("/prompt", {"prompt": prompt})
+                errors = ((body or {}).get("node_errors") or {}).get("x", {}).get("errors", [])
+                if status != 400 or not any(e.get("type") == "return_type_mismatch"
+                                            and e.get("extra_info", {}).get("input_name") == inp for e in errors):
+                    problems.append(f"{name}.{inp} ({spec[0]}) accepted an IMAGE link: HTTP {status} {errors}")
+                checked += 1
+        for slot, t in enumerate(node["output"]):
+            if not t.startswith("MTV_"):
+                continue
+            prompt = {"x": node_with_defaults(info, name),
+                      "p": {"class_type": "PreviewImage", "inputs": {"images": ["x", slot]}}}
+            status, body = comfy.server.post_json("/prompt", {"prompt": prompt})
+            errors = ((body or {}).get("node_errors") or {}).get("p", {}).get("errors", [])
+            if status != 400 or not any(e.get("type") == "return_type_mismatch" for e in errors):
+                problems.append(f"{name} output {slot} ({t}) linked into PreviewImage.images: HTTP {status} {errors}")
+            checked += 1
+    assert not problems, "\n".join(problems)
+    assert checked >= len(ours), f"only {checked} links checked for {len(ours)} nodes"
