@@ -272,7 +272,8 @@ def sample_7b(
         if k > 0:
             overlap = starts[k - 1] + window_frames - starts[k]
             prev_frames = decode_latents(vae, samples[-1].to(device))
-            decoded.append(prev_frames)
+            if keep_frames:  # only the frames before this window's start reach the output
+                decoded.append(prev_frames[: starts[k] - starts[k - 1]].clone())
             carry = prev_frames[-overlap:]
             known_frames = latent_frames(overlap)
             carried = vae.encode(frames_to_pixels(carry), sample=False) * vae.scaling_factor
