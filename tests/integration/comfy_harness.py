@@ -25,6 +25,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 PACK_FOLDER = "mtvcrafter"  # folder name the pack is installed under (the registry id)
+_LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never send 127.0.0.1 through a proxy
 
 
 def free_port() -> int:
@@ -155,7 +156,7 @@ class ComfyServer:
         req = urllib.request.Request(self.url + path, data=body, method="GET" if data is None else "POST",
                                      headers={"Content-Type": "application/json"} if body is not None else {})
         try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - local test server
+            with _LOCAL.open(req, timeout=timeout) as resp:
                 return resp.status, resp.read()
         except urllib.error.HTTPError as exc:
             return exc.code, exc.read()
@@ -203,7 +204,10 @@ class ComfyServer:
         last: Exception | None = None
         for _ in range(5):
             try:
-                return websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=5)
+                # our own socket: websocket-client would route 127.0.0.1 through $http_proxy
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+                return websocket.create_connection(f"ws://127.0.0.1:{self.port}/ws?clientId={client_id}", timeout=5,
+                                                   socket=sock)
             except OSError as exc:
                 last = exc
                 time.sleep(1)
