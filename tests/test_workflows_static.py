@@ -43,6 +43,12 @@ CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)|(^|[\\/])\.\.([\\/]|$)")
 
 
+def pack_registry_id() -> str:
+    match = re.search(r'^name\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
+    assert match, "pyproject.toml has no [project] name"
+    return match.group(1)
+
+
 def schema_path() -> Path:
     base = Path(os.environ.get("MTV_SCHEMA_DIR", ROOT.parent / "shared" / "schemas"))
     return base / "workflow_v0.4.schema.json"
@@ -138,6 +144,9 @@ def check_workflow(wf: dict[str, Any], known: dict[str, dict[str, dict[str, Any]
                 problems.append(f"{label}: unknown node type (not ours, not a known core node)")
                 continue
             ours = ntype in pack_ids
+            cnr_id = (node.get("properties") or {}).get("cnr_id")
+            if ours and cnr_id not in (None, pack_registry_id()):
+                problems.append(f"{label}: properties.cnr_id {cnr_id!r} is not the registry id {pack_registry_id()!r}")
             specs = {n: s for n, s, _ in ordered_inputs(info)}
             for inp in node.get("inputs", []) or []:
                 spec = specs.get(inp["name"])
@@ -298,6 +307,8 @@ def test_checker_accepts_a_good_workflow(known, validator):
     (lambda wf: wf["models"][0].update(directory="C:\\models"), "absolute"),
     (lambda wf: wf.pop("links"), "schema"),
     (_unlink_preview, "required input"),
+    (lambda wf: wf["nodes"].append(_node(5, "MTVProceduralMotion", outputs=[], values=[])) or
+     wf["nodes"][-1]["properties"].update(cnr_id="ComfyUI-MTVCrafter"), "registry id"),
 ])
 def test_checker_rejects_broken_workflows(known, validator, mutation, expected):
     wf = _good_workflow()
