@@ -27,7 +27,7 @@ if [ ! -f "$comfy/main.py" ]; then
       if git -C "$COMFYUI_GIT" cat-file -e "$sha" 2>/dev/null; then
         mkdir -p "$comfy/$(dirname "$path")"
         git -C "$COMFYUI_GIT" cat-file blob "$sha" > "$comfy/$path"
-        [ "$mode" = 100755 ] && chmod +x "$comfy/$path"
+        if [ "$mode" = 100755 ]; then chmod +x "$comfy/$path"; fi
       else
         echo "skipped (absent from the snapshot): $path" >&2
       fi
