@@ -119,15 +119,16 @@ def write_input_image(path: Path, size: tuple[int, int] = INPUT_IMAGE_SIZE) -> N
 
 def write_input_video(path: Path, frames: int = INPUT_VIDEO_FRAMES, fps: float = INPUT_VIDEO_FPS,
                       size: tuple[int, int] = INPUT_VIDEO_SIZE) -> None:
-    """A short h264 clip of a block figure moving sideways."""
+    """A short h264 clip whose frames the NLF test double reads as "one person here" (green 0.5, blue 1.0 on
+    average; red changes per frame), so a CPU-capable NLF path would detect someone in every frame."""
     from mtv_pack.mtv_core.video import write_mp4
 
     h, w = size
-    video = np.full((frames, h, w, 3), 200, dtype=np.uint8)
+    video = np.empty((frames, h, w, 3), dtype=np.uint8)
+    video[..., 1] = 128
+    video[..., 2] = 255
     for t in range(frames):
-        x0 = int(10 + (w - 40) * t / max(frames - 1, 1))
-        video[t, 20:h - 10, x0:x0 + 20] = (50, 80, 160)
-        video[t, 8:20, x0 + 5:x0 + 15] = (220, 180, 150)
+        video[t, ..., 0] = (40 + 4 * t) % 256
     path.parent.mkdir(parents=True, exist_ok=True)
     write_mp4(path, video, fps)
 
