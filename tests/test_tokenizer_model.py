@@ -203,3 +203,15 @@ def test_cached_packed_weights_follow_weight_changes():
         fresh = tiny_model(seed=1)
         torch.testing.assert_close(feats, fresh.encode_features(x))
         assert torch.equal(indices, fresh.quantize(feats)[1])
+
+
+def test_model_deepcopies_and_pickles_after_use(tmp_path):
+    import copy
+
+    model = tiny_model()
+    x = torch.randn(1, 17, 24, 3)
+    with torch.no_grad():
+        _, indices, _ = model.quantize(model.encode_features(x))  # fills the packed-weight caches
+        twin = copy.deepcopy(model)
+        torch.save(model, tmp_path / "model.pt")
+        assert torch.equal(twin.quantize(twin.encode_features(x))[1], indices)

@@ -15,6 +15,7 @@ each other. The chunks are independent, so equal-sized chunks run here as one ba
 from __future__ import annotations
 
 import logging
+import weakref
 
 import torch
 import torch.nn.functional as F
@@ -26,6 +27,9 @@ logger = logging.getLogger(__name__)
 
 
 _PACKED_LINEAR_OK = True
+# owner module -> {slot: (source tensor, version, packed weight)}; kept outside the modules so that
+# deepcopy / pickling of a model never meets oneDNN's opaque tensors
+_PACKED_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, owner: nn.Module, slot: str,
@@ -35,7 +39,7 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     torch's default CPU sgemm (MKL) is 2-3x slower than oneDNN on the large, fixed weights of
     the tokenizer (and on AMD CPUs in particular); the packed copy is made once per weight
     (``source``, the parameter ``weight`` is a view of, identified by object and version) and kept
-    on ``owner`` under ``slot``. Falls back to ``addmm`` wherever oneDNN is unavailable.
+    for ``owner`` under ``slot`` while ``owner`` lives. Falls back to ``addmm`` wherever oneDNN is unavailable.
     """
     global _PACKED_LINEAR_OK
     usable = (
@@ -50,10 +54,12 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
                 version = source._version
             except RuntimeError:  # inference tensors have no version counter
                 version = -1
-            cached = owner.__dict__.get(slot)
+            slots = _PACKED_CACHE.setdefault(owner, {})
+            cached = slots.get(slot)
             if cached is None or cached[0] is not source or cached[1] != version:
+                slots.pop(slot, None)  # free the stale copy before packing the new one
                 cached = (source, version, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
-                owner.__dict__[slot] = cached
+                slots[slot] = cached
             return torch.ops.mkldnn._linear_pointwise(x, cached[2], bias, "none", [], "")
         except (RuntimeError, AttributeError, NotImplementedError) as exc:  # pragma: no cover - depends on the build
             logger.debug("oneDNN packed linear unavailable (%s); using addmm", exc)
