@@ -13,6 +13,15 @@ from mtv_pack.mtv_core.tokenizer.testing import write_tiny_checkpoint
 from mtv_pack.nodes import tokenizer as nodes
 
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """One torch thread: small models gain little from two, and on a busy CPU OpenMP barriers make them crawl."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture()
 def models_dir(tmp_path, monkeypatch):
     monkeypatch.setenv("MTV_MODELS_DIR", str(tmp_path))

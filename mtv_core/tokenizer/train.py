@@ -115,6 +115,13 @@ class EMACodebook(nn.Module):
         self.initialised.fill_(True)
 
     @torch.no_grad()
+    def adopt(self, codebook: torch.Tensor) -> None:
+        """Start the EMA from an existing codebook (fine-tuning), keeping its codes and their order."""
+        self.code_sum.copy_(codebook)
+        self.code_count.fill_(1.0)
+        self.initialised.fill_(True)
+
+    @torch.no_grad()
     def update(self, codebook: torch.Tensor, vectors: torch.Tensor, indices: torch.Tensor) -> dict[str, float]:
         """EMA step for ``codebook`` (in place) from ``vectors`` (N, D) assigned to ``indices`` (N,)."""
         num_codes = codebook.shape[0]
@@ -312,7 +319,7 @@ def train(cfg: TrainConfig, use_accelerate: bool = True) -> list[dict[str, float
     model.stats = (mean, std)
     trainer = TokenizerTrainer(model, cfg).train()
     if cfg.init_from:
-        trainer.ema.initialise(model.vq.codebook, model.vq.codebook.clone())  # keep the given codebook
+        trainer.ema.adopt(model.vq.codebook)
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, betas=tuple(cfg.betas), weight_decay=cfg.weight_decay)
 
     trainer, optimizer, loader = accelerator.prepare(trainer, optimizer, loader)
