@@ -46,5 +46,16 @@ def reference() -> Path:
     return path
 
 
+@pytest.fixture
+def one_torch_thread():
+    """One torch thread: tiny models gain nothing from more, and on a busy CPU OpenMP barriers make them crawl."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: needs a real ComfyUI checkout in COMFYUI_DIR")

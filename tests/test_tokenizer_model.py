@@ -17,13 +17,7 @@ from mtv_pack.mtv_core.tokenizer.model import MotionVQVAE
 from mtv_pack.mtv_core.tokenizer.testing import TINY_CONFIG, tiny_model, write_tiny_checkpoint
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: small models gain little from two, and on a busy CPU OpenMP barriers make them crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,7 @@ from mtv_pack.mtv_core.tokenizer.testing import write_tiny_checkpoint
 from mtv_pack.nodes import tokenizer as nodes
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: small models gain little from two, and on a busy CPU OpenMP barriers make them crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 @pytest.fixture()

@@ -16,13 +16,7 @@ from mtv_pack.mtv_core.tokenizer.model import MotionVQVAE
 from mtv_pack.mtv_core.tokenizer.testing import regenerate_from_manifest
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """One torch thread: small models gain little from two, and on a busy CPU OpenMP barriers make them crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 CASES = sorted((reference_dir() / "4dmot").glob("case_4dmot_*.safetensors"))

@@ -16,13 +16,7 @@ from mtv_pack.mtv_core.tokenizer.loading import load_tokenizer
 from mtv_pack.mtv_core.tokenizer.testing import TINY_CONFIG
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a busy shared CPU OpenMP barriers make them crawl."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def _write_motions(folder, count=6, frames=80):
