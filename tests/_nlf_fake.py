@@ -33,8 +33,9 @@ def joint_template() -> torch.Tensor:
 
 
 class FakeNLF(torch.nn.Module):
-    def __init__(self, scenario: torch.Tensor):
+    def __init__(self, scenario: torch.Tensor, cpu_capable: bool = False):
         super().__init__()
+        self.mtv_cpu_capable = cpu_capable  # lets a scripted double run without CUDA (see load_nlf_model)
         self.register_buffer("scenario", scenario.float())
         self.register_buffer("template", joint_template())
         self.register_buffer("num_calls", torch.zeros((), dtype=torch.int64))
@@ -122,9 +123,12 @@ class FakeNLF(torch.nn.Module):
     detect_smpl_batched = detect_parametric_batched
 
 
-def make_fake_file(path, scenario: np.ndarray) -> str:
-    """Script FakeNLF over ``scenario`` (F, P, 10) and save it as a TorchScript file at ``path``."""
-    module = torch.jit.script(FakeNLF(torch.as_tensor(np.asarray(scenario, dtype=np.float32))))
+def make_fake_file(path, scenario: np.ndarray, cpu_capable: bool = False) -> str:
+    """Script FakeNLF over ``scenario`` (F, P, 10) and save it as a TorchScript file at ``path``.
+
+    ``cpu_capable`` marks the file as runnable without CUDA (the loader then skips its CUDA check).
+    """
+    module = torch.jit.script(FakeNLF(torch.as_tensor(np.asarray(scenario, dtype=np.float32)), cpu_capable))
     module.save(str(path))
     return str(path)
 

@@ -133,6 +133,14 @@ def test_nlf_real_model_refuses_cpu_before_any_work(tmp_path):
     assert int(model.module.num_calls) == 0
 
 
+def test_nlf_double_declaring_cpu_support_runs_on_cpu(tmp_path):
+    path = make_fake_file(tmp_path / "nlf_l_multi.torchscript", scenario(walker(4)), cpu_capable=True)
+    model = load_nlf_model(path, device="cpu")
+    assert not model.requires_cuda
+    people = detect_people(model, frames_for(4), device="cpu")
+    assert int(model.module.num_calls) >= 1 and len(people.joints_mm) == 4
+
+
 def test_nlf_model_back_on_offload_device_after_error(tmp_path):
     model = load_fake(tmp_path, scenario(walker(4)))
     moves = []

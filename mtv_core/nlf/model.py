@@ -130,6 +130,10 @@ def _find_method(module: Any) -> str | None:
     return None
 
 
+# Attribute by which a TorchScript stand-in for NLF says it runs on CPU (used by integration tests).
+CPU_CAPABLE_ATTRIBUTE = "mtv_cpu_capable"
+
+
 def load_nlf_model(
     path: str | os.PathLike,
     *,
@@ -148,7 +152,8 @@ def load_nlf_model(
         offload_device: where the model waits between runs.
         warm_up: run two small detections now (on ``device``) so the first real run skips the
             TorchScript profiling passes. Needs CUDA for real NLF files.
-        requires_cuda: False only for CPU test doubles.
+        requires_cuda: False only for CPU test doubles. A TorchScript test double may also declare
+            itself CPU-capable with a ``mtv_cpu_capable = True`` attribute (real NLF files have none).
     """
     path = Path(path)
     if not path.is_file():
@@ -174,6 +179,9 @@ def load_nlf_model(
             "multi-person model (use nlf_l_multi*.torchscript or nlf_s_multi*.torchscript)."
         )
     module.eval()
+    if requires_cuda and getattr(module, CPU_CAPABLE_ATTRIBUTE, False) is True:
+        logger.info("%s declares itself CPU-capable (a test double, not a real NLF model)", path.name)
+        requires_cuda = False
     model = NLFModel(module=module, name=path.name, path=str(path.resolve()), requires_cuda=requires_cuda, method=method)
     logger.info("loaded NLF model %s (method %s). %s.", path, method, NLF_LICENSE_NOTE)
     if warm_up:

@@ -175,33 +175,3 @@ def node_with_defaults(object_info: dict[str, Any], class_type: str, **inputs: A
     return {"class_type": class_type, "inputs": values}
 
 
-NLF_EXTRACT = "MTVExtractSMPL"
-NLF_SUBSTITUTE_MOTION = "it_nlf_substitute.npz"
-
-
-def write_substitute_motion(input_dir: Path) -> str:
-    """The joints the NLF node would have given on a GPU: a procedural walk as long as the input video."""
-    from mtv_pack.mtv_core.motion import procedural_motion, save_motion
-
-    save_motion(procedural_motion("walk", frames=INPUT_VIDEO_FRAMES, fps=INPUT_VIDEO_FPS), input_dir /
-                NLF_SUBSTITUTE_MOTION)
-    return NLF_SUBSTITUTE_MOTION
-
-
-def substitute_nlf(api: dict[str, Any], object_info: dict[str, Any], motion_name: str) -> dict[str, Any]:
-    """Replace each NLF extraction (CUDA only) by a motion-file load; its preview output by a skeleton render."""
-    api = copy.deepcopy(api)
-    for nid in [k for k, v in api.items() if v["class_type"] == NLF_EXTRACT]:
-        fps = api[nid]["inputs"].get("fps")
-        api[nid] = node_with_defaults(object_info, "MTVLoadMotion", motion_file=motion_name,
-                                      **({"fps": fps} if isinstance(fps, (int, float)) else {}))
-        render_id = f"{nid}9001"
-        api[render_id] = node_with_defaults(object_info, "MTVRenderSkeleton", joints=[nid, 0])
-        for node in api.values():
-            for name, value in node["inputs"].items():
-                if isinstance(value, list) and str(value[0]) == nid:
-                    if value[1] == 1:
-                        raise AssertionError(f"{node['class_type']}.{name} uses the NLF boxes: cannot substitute")
-                    if value[1] == 2:
-                        node["inputs"][name] = [render_id, 0]
-    return api

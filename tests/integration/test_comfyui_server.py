@@ -14,15 +14,12 @@ from .comfy_harness import PACK_FOLDER
 from .node_specs import node_info
 from .run_checks import (
     FAST_INPUTS,
-    NLF_EXTRACT,
     STEP_INPUTS,
     adapt,
     expected_video,
     probe_video,
     saved_files,
-    substitute_nlf,
     to_api,
-    write_substitute_motion,
 )
 from .workflow_assets import WORKFLOWS_DIR, load_workflow, workflow_files
 
@@ -158,17 +155,6 @@ def test_workflow_runs_end_to_end(comfy, path):
     info = comfy.object_info
     api = adapt(to_api(workflow, info), info, prefix=f"it/{path.stem}")
     result = comfy.server.run(api, timeout=600, workflow=workflow)
-    if result.status == "error" and any(v["class_type"] == NLF_EXTRACT for v in api.values()):
-        # NLF's TorchScript runs only on CUDA and the server runs with --cpu: the workflow as shipped must stop
-        # at the extraction with the pack's clear device error before any work, then run through with the
-        # joints a GPU would have produced loaded from a file instead (everything else unchanged).
-        error = (result.of_type("execution_error") or [{}])[0]
-        assert error.get("node_type") == NLF_EXTRACT, result.error_text()
-        assert error.get("exception_type", "").endswith("NLFDeviceError"), result.error_text()
-        assert "CUDA" in error.get("exception_message", ""), result.error_text()
-        comfy.timings[f"nlf_substituted_{path.stem}"] = True
-        api = substitute_nlf(api, info, write_substitute_motion(comfy.input_dir))
-        result = comfy.server.run(api, timeout=600, workflow=workflow)
     comfy.timings[f"run_{path.stem}_s"] = round(result.seconds, 1)
     comfy.timings[f"nodes_{path.stem}_s"] = {f"{k}:{api[k]['class_type']}": v for k, v in result.node_seconds().items()
                                              if k in api}
@@ -203,7 +189,7 @@ def test_workflow_runs_end_to_end(comfy, path):
 
 
 def _cancel_target(info):
-    # Prefer a workflow without NLF (its TorchScript needs CUDA): driving from a motion file.
+    # Prefer the smallest graph: driving from a motion file.
     ranked = sorted(WORKFLOWS, key=lambda p: (0 if "motion_file" in p.stem else 1, p.name))
     for path in ranked:
         wf = load_workflow(path)
@@ -220,8 +206,6 @@ def test_cancel_during_sampling_then_next_prompt_runs(comfy):
     info = comfy.object_info
     workflow = load_workflow(path)
     api = to_api(workflow, info)
-    if any(v["class_type"] == NLF_EXTRACT for v in api.values()):
-        api = substitute_nlf(api, info, write_substitute_motion(comfy.input_dir))
     step_nodes = {k for k, v in api.items() if v["class_type"].startswith("MTV")
                   and any(s in v["inputs"] and not isinstance(v["inputs"][s], list) for s in STEP_INPUTS)}
     assert step_nodes, f"{path.name}: no node of ours with a steps input to cancel"

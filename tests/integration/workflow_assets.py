@@ -91,11 +91,14 @@ def write_tiny_model(kind: str, path: Path) -> None:
 
 
 def write_fake_nlf(path: Path) -> None:
-    """The NLF test double of the NLF tests (TorchScript, NLF's method names and outputs; one person)."""
+    """The NLF test double of the NLF tests (TorchScript, NLF's method names and outputs; one person).
+
+    It declares itself CPU-capable, so the shipped video workflow runs unmodified on a CPU server.
+    """
     from _nlf_fake import make_fake_file, person_row, scenario
 
     rows = [[person_row(20, 10, 40, 80, 0.9, (0.0, 100.0, 3000.0), 0)] for _ in range(256)]
-    make_fake_file(path, scenario(rows))
+    make_fake_file(path, scenario(rows), cpu_capable=True)
 
 
 def write_input_image(path: Path, size: tuple[int, int] = INPUT_IMAGE_SIZE) -> None:
