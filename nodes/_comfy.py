@@ -7,10 +7,11 @@ V3 ``io`` module is replaced by ``_standalone_io``, model folders come from ``MT
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
@@ -88,6 +89,27 @@ def list_models(*keys: str, suffixes: tuple[str, ...] | None = None, include_dir
     return sorted(names)
 
 
+def model_choices(
+    keys: tuple[str, ...],
+    suffixes: tuple[str, ...],
+    empty: str,
+    hints: tuple[str, ...] = (),
+    include_dirs: bool = False,
+    skip: Callable[[str], bool] | None = None,
+) -> list[str]:
+    """A loader's combo options: model files (and, with ``include_dirs``, model folders) under ``keys``.
+
+    Files inside a listed model folder are hidden (they are its shards), names for which ``skip`` is
+    true are left out, names containing one of ``hints`` come first, and ``[empty]`` stands in for
+    an empty list (running the node with it then explains where to put the file).
+    """
+    names = list_models(*keys, suffixes=suffixes, include_dirs=include_dirs)
+    dirs = [n for n in names if not n.lower().endswith(suffixes)]
+    names = [n for n in names if not any(n.startswith(d + "/") for d in dirs) and not (skip and skip(n))]
+    names.sort(key=lambda n: (not any(h in n.lower() for h in hints), n))
+    return names or [empty]
+
+
 def resolve_model(keys: tuple[str, ...] | str, name: str, hint: str = "") -> str:
     """Absolute path of ``name`` in the folders of ``keys``; FileNotFoundError naming them if absent."""
     if isinstance(keys, str):
@@ -154,6 +176,52 @@ def torch_device():
         return mm.get_torch_device()
     except ImportError:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
+
+
+def parse_dtype(name: str, device: Any = None):
+    """A dtype widget value -> torch dtype. ``auto``: bf16 on CUDA (fp16 where bf16 is unsupported), else fp32."""
+    import torch
+
+    fixed = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
+    if name == "auto":
+        if device is not None and torch.device(device).type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
+    if name not in fixed:
+        raise ValueError(f"dtype must be one of {list(DTYPE_CHOICES)}, got {name!r}")
+    return fixed[name]
+
+
+def compute_device(choice: str = "auto"):
+    """A device widget value -> torch device: ``cpu`` is the CPU, anything else ComfyUI's compute device."""
+    import torch
+
+    return torch.device("cpu") if choice == "cpu" else torch.device(torch_device())
+
+
+@contextlib.contextmanager
+def model_on(model: Any, device: Any) -> Iterator[Any]:
+    """Move ``model`` to ``device`` for the block, then back to the offload device (also on error or Cancel)."""
+    import torch
+
+    model.to(device)
+    try:
+        yield model
+    finally:
+        model.to(offload_device())
+        if torch.device(device).type == "cuda" and torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def in_use(model: Any):
+    """Context for running ``model``: a model loaded offloaded (``mtv_offload`` True) is moved to its
+    ``mtv_compute_device`` for the block and back to the offload device after; others stay where they are."""
+    if not getattr(model, "mtv_offload", False):
+        return contextlib.nullcontext(model)
+    return model_on(model, getattr(model, "mtv_compute_device", None) or torch_device())
 
 
 def offload_device():

@@ -20,7 +20,19 @@ from ..mtv_core.dit.pipeline_7b import (
 )
 from ..mtv_core.tokenizer.tokens import MotionTokens
 from . import types
-from ._comfy import MODEL_HELP_URL, MTV_FOLDER, io, list_models, offload_device, progress, resolve_model, torch_device
+from ._comfy import (
+    DTYPE_CHOICES,
+    MODEL_HELP_URL,
+    MTV_FOLDER,
+    compute_device,
+    in_use,
+    io,
+    model_choices,
+    offload_device,
+    parse_dtype,
+    progress,
+    resolve_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -28,7 +40,7 @@ CATEGORY = f"{types.CATEGORY}/MV-DiT"
 DIT_FOLDERS = ("diffusion_models", MTV_FOLDER)
 VAE_FOLDERS = ("vae",)
 SUFFIXES = (".safetensors", ".sft")
-DTYPES = ("auto", "bf16", "fp16", "fp32")
+DTYPES = DTYPE_CHOICES
 ATTENTION = ("auto", "sdpa", "xformers")
 DIT_DEVICES = ("auto", "offload", "cpu")
 VAE_URL = "https://huggingface.co/THUDM/CogVideoX-5b/tree/main/vae"
@@ -41,19 +53,7 @@ MAX_SEED = 2**63 - 1
 
 def _choices(folders: tuple[str, ...], hints: tuple[str, ...], empty: str) -> list[str]:
     """Safetensors files and model folders (with config.json); files inside a listed folder are hidden."""
-    names = list_models(*folders, suffixes=SUFFIXES, include_dirs=True)
-    dirs = {n for n in names if not n.lower().endswith(SUFFIXES)}
-    names = [n for n in names if not any(n.startswith(d + "/") for d in dirs)]
-    names.sort(key=lambda n: (not any(h in n.lower() for h in hints), n))
-    return names or [empty]
-
-
-def _dtype(name: str, device: torch.device) -> torch.dtype:
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    return {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}[name]
+    return model_choices(folders, SUFFIXES, empty, hints=hints, include_dirs=True)
 
 
 class MTVLoadDiT7B(io.ComfyNode):
@@ -104,9 +104,9 @@ class MTVLoadDiT7B(io.ComfyNode):
         if device not in DIT_DEVICES:
             raise ValueError(f"device must be one of {list(DIT_DEVICES)}, got {device!r}")
         path = resolve_model(DIT_FOLDERS, model, hint=f"MV-DiT-7B comes from {MODEL_HELP_URL} (MV-DiT/CogVideoX)")
-        compute = torch.device("cpu") if device == "cpu" else torch.device(torch_device())
+        compute = compute_device(device)
         load_device = offload_device() if device == "offload" else compute
-        dit = load_mvdit7b(path, dtype=_dtype(dtype, compute), device=load_device, attention=attention)
+        dit = load_mvdit7b(path, dtype=parse_dtype(dtype, compute), device=load_device, attention=attention)
         dit.mtv_offload = device == "offload"
         dit.mtv_compute_device = compute
         return io.NodeOutput(dit)
@@ -148,8 +148,8 @@ class MTVLoadCogVideoXVAE(io.ComfyNode):
         if vae == NO_VAE:
             raise FileNotFoundError(f"no CogVideoX VAE selected: {NO_VAE} (download from {VAE_URL})")
         path = resolve_model(VAE_FOLDERS, vae, hint=f"the CogVideoX-5B VAE comes from {VAE_URL}")
-        device = torch.device(torch_device())
-        return io.NodeOutput(load_vae(path, dtype=_dtype(dtype, device), device=device, tiling=tiling))
+        device = compute_device()
+        return io.NodeOutput(load_vae(path, dtype=parse_dtype(dtype, device), device=device, tiling=tiling))
 
 
 class MTVSampler7B(io.ComfyNode):
@@ -199,17 +199,9 @@ class MTVSampler7B(io.ComfyNode):
                 max_windows: int = 0, latent_preview: bool = True) -> io.NodeOutput:
         motion = limit_windows(motion, max_windows)
         bar = progress(len(motion.windows) * steps)
-        offload = bool(getattr(model, "mtv_offload", False))
-        if offload:
-            model.to(getattr(model, "mtv_compute_device", torch_device()))
-        try:
+        with in_use(model):
             latents = sample_7b(model, vae, reference, motion, width=width, height=height, num_steps=steps,
                                 guidance=motion_guidance, seed=seed, callback=bar, preview=latent_preview)
-        finally:
-            if offload:
-                model.to(offload_device())
-                if torch.cuda.is_available():
-                    torch.cuda.empty_cache()
         return io.NodeOutput(latents)
 
 

@@ -16,7 +16,18 @@ from ..mtv_core.tokenizer.loading import load_tokenizer
 from ..mtv_core.tokenizer.tokens import MotionTokens
 from ..mtv_core.windows import plan_windows
 from . import types
-from ._comfy import MTV_FOLDER, MODEL_HELP_URL, io, list_models, progress, resolve_model, torch_device
+from ._comfy import (
+    MODEL_HELP_URL,
+    MTV_FOLDER,
+    compute_device,
+    in_use,
+    io,
+    model_choices,
+    offload_device,
+    parse_dtype,
+    progress,
+    resolve_model,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,18 +35,16 @@ CATEGORY = f"{types.CATEGORY}/Tokenizer"
 FOLDERS = (MTV_FOLDER, "vae")
 SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt")
 NO_FILES = "(no tokenizer files: put 4DMoT in models/mtvcrafter or models/vae)"
-DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+DTYPES = ("fp32", "bf16", "fp16")
 DEVICES = ("auto", "cpu")
 _HINTS = ("4dmot", "vqvae", "mp_rank")
 
 
 def tokenizer_file_choices() -> list[str]:
     """Checkpoint files of models/mtvcrafter and models/vae, likely 4DMoT files first."""
-    names = list_models(*FOLDERS, suffixes=SUFFIXES)
     # leave out motion/SMPL sub-folders and the shards of diffusers model folders (the DiTs, video VAEs)
-    names = [n for n in names if not n.startswith(("motions/", "smpl/")) and "diffusion_pytorch_model" not in n]
-    names.sort(key=lambda n: (not any(h in n.lower() for h in _HINTS), n))
-    return names or [NO_FILES]
+    return model_choices(FOLDERS, SUFFIXES, NO_FILES, hints=_HINTS,
+                         skip=lambda n: n.startswith(("motions/", "smpl/")) or "diffusion_pytorch_model" in n)
 
 
 class MTVLoadMotionTokenizer(io.ComfyNode):
@@ -57,7 +66,8 @@ class MTVLoadMotionTokenizer(io.ComfyNode):
                                tooltip="Precision of the encoder/decoder convolutions. The codebook search is always "
                                        "fp32; fp32 reproduces upstream's tokens exactly."),
                 io.Combo.Input("device", options=list(DEVICES), default="auto",
-                               tooltip="auto = ComfyUI's compute device; the model is small (~0.3 GB)."),
+                               tooltip="auto = ComfyUI's compute device while encoding/decoding (the model, ~0.3 GB, "
+                                       "waits in system RAM in between); cpu = always on the CPU."),
             ],
             outputs=[types.Tokenizer.Output(display_name="tokenizer")],
         )
@@ -68,10 +78,16 @@ class MTVLoadMotionTokenizer(io.ComfyNode):
             raise FileNotFoundError(f"no motion tokenizer selected: {NO_FILES} (download from {MODEL_HELP_URL})")
         if dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        if device not in DEVICES:
+            raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
         path = resolve_model(FOLDERS, tokenizer_file, hint=f"4DMoT comes from {MODEL_HELP_URL}")
-        target = torch_device() if device == "auto" else torch.device("cpu")
-        model = load_tokenizer(path, dtype=DTYPES[dtype], device=target)
+        compute = compute_device(device)
+        # On a GPU it waits on the offload device and moves to the GPU only while encoding/decoding.
+        offload = device == "auto" and compute != torch.device(offload_device())
+        model = load_tokenizer(path, dtype=parse_dtype(dtype), device=offload_device() if offload else compute)
         model.source_name = tokenizer_file
+        model.mtv_offload = offload
+        model.mtv_compute_device = compute
         return io.NodeOutput(model)
 
 
@@ -136,9 +152,10 @@ class MTVEncodeMotion(io.ComfyNode):
         def on_decode(step, total, preview=None):
             bar(total + step, 2 * total, None)
 
-        motion = encode_windows(tokenizer, joints, window=window, overlap=overlap, callback=on_encode)
-        motion.meta["tokenizer"] = getattr(tokenizer, "source_name", "")
-        recon = decode_motion(tokenizer, motion, callback=on_decode)
+        with in_use(tokenizer):
+            motion = encode_windows(tokenizer, joints, window=window, overlap=overlap, callback=on_encode)
+            motion.meta["tokenizer"] = getattr(tokenizer, "source_name", "")
+            recon = decode_motion(tokenizer, motion, callback=on_decode)
         text = mpjpe_report(motion.joints, recon, motion)
         logger.info("encoded %d frames: %s", motion.joints.num_frames, text)
         return io.NodeOutput(motion, recon, text)
@@ -162,7 +179,8 @@ class MTVDecodeMotionTokens(io.ComfyNode):
     @classmethod
     def execute(cls, tokenizer, motion: MotionTokens) -> io.NodeOutput:
         bar = progress(len(motion.windows))
-        return io.NodeOutput(decode_motion(tokenizer, motion, callback=bar))
+        with in_use(tokenizer):
+            return io.NodeOutput(decode_motion(tokenizer, motion, callback=bar))
 
 
 NODES = [MTVLoadMotionTokenizer, MTVEncodeMotion, MTVDecodeMotionTokens]
