@@ -7,6 +7,7 @@ import logging
 import numpy as np
 import torch
 
+from ..mtv_core.motion.render import render_skeleton
 from ..mtv_core.nlf import (
     DEFAULT_FPS,
     DEFAULT_MODEL_NAME,
@@ -19,7 +20,7 @@ from ..mtv_core.nlf import (
     load_nlf_model,
 )
 from . import types
-from ._comfy import NLF_FOLDER, folder_dirs, io, list_models, offload_device, progress, resolve_model, torch_device
+from ._comfy import NLF_FOLDER, folder_dirs, io, model_choices, offload_device, progress, resolve_model, torch_device
 
 logger = logging.getLogger(__name__)
 
@@ -28,9 +29,8 @@ PREVIEW_MAX_SIDE = 512
 
 
 def _model_choices() -> list[str]:
-    names = list_models(NLF_FOLDER, suffixes=MODEL_SUFFIXES)
     # With no file yet, offer the expected name so running the node explains where to put it.
-    return names or [DEFAULT_MODEL_NAME]
+    return model_choices((NLF_FOLDER,), MODEL_SUFFIXES, DEFAULT_MODEL_NAME)
 
 
 class MTVLoadNLFModel(io.ComfyNode):
@@ -70,21 +70,26 @@ class MTVLoadNLFModel(io.ComfyNode):
         return io.NodeOutput(model)
 
 
+def _fps_or_none(rate) -> float | None:
+    return float(rate) if rate is not None and float(rate) > 0 else None
+
+
 def _video_frames(video) -> tuple[torch.Tensor, float | None]:
     """ComfyUI VIDEO -> ((T, H, W, 3) float 0..1 frames, frames per second or None)."""
     components = video.get_components()
-    rate = getattr(components, "frame_rate", None)
-    fps = float(rate) if rate is not None and float(rate) > 0 else None
-    return components.images, fps
+    return components.images, _fps_or_none(getattr(components, "frame_rate", None))
+
+
+def _video_fps(video) -> float | None:
+    """The VIDEO's frame rate, read from the container without decoding the frames where ComfyUI can."""
+    get_rate = getattr(video, "get_frame_rate", None)
+    if get_rate is None:  # an older VideoInput: decode to read the rate
+        return _video_frames(video)[1]
+    return _fps_or_none(get_rate())
 
 
 def _preview(seq, frames, fov_degrees: float) -> torch.Tensor:
     """Skeleton drawn over the frames, larger side at most PREVIEW_MAX_SIDE px: (T, h, w, 3) float 0..1."""
-    try:
-        from ..mtv_core.motion.render import render_skeleton
-    except ImportError:  # renderer not available: show the frames alone
-        logger.warning("skeleton renderer unavailable; the preview shows the frames without the skeleton")
-        return torch.as_tensor(np.asarray(frames[..., :3], dtype=np.float32))
     import cv2
 
     frames = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
@@ -173,7 +178,7 @@ class MTVExtractSMPL(io.ComfyNode):
                 raise ValueError("connect the driving video: either 'images' (IMAGE) or 'video' (VIDEO)")
             images, video_fps = _video_frames(video)
         elif video is not None:
-            _, video_fps = _video_frames(video)
+            video_fps = _video_fps(video)
             logger.info("both 'images' and 'video' connected: frames come from 'images', the rate from 'video'")
         if fps > 0:
             fps_source = "widget"

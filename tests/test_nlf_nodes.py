@@ -84,18 +84,24 @@ def test_nlf_extract_node_images(fake_model):
 
 
 def test_nlf_extract_node_video_input_and_fps(fake_model):
-    video = SimpleNamespace(
-        get_components=lambda: SimpleNamespace(images=torch.from_numpy(frames_for(6)), frame_rate=Fraction(30000, 1001))
-    )
+    decoded = []
+
+    def get_components():
+        decoded.append(True)
+        return SimpleNamespace(images=torch.from_numpy(frames_for(6)), frame_rate=Fraction(30000, 1001))
+
+    video = SimpleNamespace(get_components=get_components, get_frame_rate=lambda: Fraction(30000, 1001))
     joints = MTVExtractSMPL.execute(nlf_model=fake_model, video=video, preview=False).result[0]
     assert joints.fps == pytest.approx(29.97, abs=1e-3) and joints.meta["fps_source"] == "video"
     joints, _, preview = MTVExtractSMPL.execute(nlf_model=fake_model, video=video, fps=12.5, preview=False).result
     assert joints.fps == 12.5 and joints.meta["fps_source"] == "widget"
     assert preview.shape == (1, 64, 64, 3)
-    # images win over the video's frames, the video still gives the rate
+    # images win over the video's frames, the video still gives the rate (read without decoding it)
+    decoded.clear()
     both = MTVExtractSMPL.execute(nlf_model=fake_model, images=torch.from_numpy(frames_for(4)), video=video,
                                   preview=False).result[0]
     assert both.num_frames == 4 and both.fps == pytest.approx(29.97, abs=1e-3)
+    assert not decoded
 
 
 def test_nlf_extract_node_needs_frames(fake_model):
