@@ -152,7 +152,7 @@ class MTVSaveMotion(io.ComfyNode):
         return io.NodeOutput(str(path), ui=_ui_text(text))
 
 
-def _joints_in(tooltip: str = "Joint sequence (SMPL-24, camera frame, mm).") -> io.Input:
+def _joints_in(tooltip: str = "Joint sequence (SMPL-24, camera frame, mm)."):
     return types.Joints.Input("joints", tooltip=tooltip)
 
 
