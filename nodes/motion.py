@@ -9,7 +9,6 @@ import logging
 import re
 from pathlib import Path
 
-import numpy as np
 import torch
 
 from ..mtv_core.motion import edit
@@ -18,6 +17,7 @@ from ..mtv_core.motion.procedural import MOTIONS, procedural_motion
 from ..mtv_core.motion.render import render_skeleton
 from ..mtv_core.motion.sequence import JointSequence
 from ..mtv_core.motion.stats import load_stats
+from ..mtv_core.motion.summary import motion_summary
 from . import types
 from ._comfy import MTV_FOLDER, input_directory, io, list_models, output_directory, progress, resolve_model, ui
 
@@ -262,7 +262,8 @@ class MTVScaleMotion(io.ComfyNode):
         return io.NodeOutput(edit.scale_to_height(joints, height_m, anchor))
 
 
-_MEAN_PELVIS = load_stats()[0][0]
+# The tokenizer's dataset-mean pelvis (mm), rounded for the widgets.
+_RECENTER_DEFAULT = tuple(round(float(v), 1) for v in load_stats()[0][0])
 
 
 class MTVRecenterMotion(io.ComfyNode):
@@ -274,11 +275,11 @@ class MTVRecenterMotion(io.ComfyNode):
                         "is where the tokenizer's training data stood (~1.8 m away); (0, 0, depth) centres it in the image.",
             inputs=[
                 _joints_in(),
-                io.Float.Input("x_mm", default=round(float(_MEAN_PELVIS[0]), 1), min=-10000.0, max=10000.0, step=1.0,
+                io.Float.Input("x_mm", default=_RECENTER_DEFAULT[0], min=-10000.0, max=10000.0, step=1.0,
                                tooltip="Target pelvis x in mm (right of the optical axis is positive)."),
-                io.Float.Input("y_mm", default=round(float(_MEAN_PELVIS[1]), 1), min=-10000.0, max=10000.0, step=1.0,
+                io.Float.Input("y_mm", default=_RECENTER_DEFAULT[1], min=-10000.0, max=10000.0, step=1.0,
                                tooltip="Target pelvis y in mm (below the optical axis is positive)."),
-                io.Float.Input("z_mm", default=round(float(_MEAN_PELVIS[2]), 1), min=100.0, max=50000.0, step=1.0,
+                io.Float.Input("z_mm", default=_RECENTER_DEFAULT[2], min=100.0, max=50000.0, step=1.0,
                                tooltip="Target pelvis depth in mm (distance in front of the camera)."),
                 io.Combo.Input("reference", options=["mean", "first"], default="mean",
                                tooltip="mean: move the average pelvis position; first: move the first valid frame's pelvis."),
@@ -287,8 +288,8 @@ class MTVRecenterMotion(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, joints: JointSequence, x_mm: float = 0.0, y_mm: float = 0.0, z_mm: float = 1800.0,
-                reference: str = "mean") -> io.NodeOutput:
+    def execute(cls, joints: JointSequence, x_mm: float = _RECENTER_DEFAULT[0], y_mm: float = _RECENTER_DEFAULT[1],
+                z_mm: float = _RECENTER_DEFAULT[2], reference: str = "mean") -> io.NodeOutput:
         return io.NodeOutput(edit.recenter(joints, (x_mm, y_mm, z_mm), reference))
 
 
@@ -322,28 +323,6 @@ class MTVRenderSkeleton(io.ComfyNode):
         frames = render_skeleton(joints, width=width, height=height, background=bg, line_width=line_width,
                                  point_radius=point_radius, callback=progress(joints.num_frames))
         return io.NodeOutput(torch.from_numpy(frames))
-
-
-def motion_summary(joints: JointSequence) -> str:
-    """Human-readable facts about a sequence (frames, fps, valid %, extent in metres, ...)."""
-    j = joints.joints_mm
-    extent = (j.reshape(-1, 3).max(0) - j.reshape(-1, 3).min(0)) / 1000.0
-    root = j[:, 0]
-    lines = [
-        f"frames: {joints.num_frames}",
-        f"fps: {joints.fps:g} (duration {joints.num_frames / joints.fps:.2f} s)",
-        f"valid: {100.0 * joints.valid.mean():.1f}% ({int(joints.valid.sum())}/{joints.num_frames})",
-        f"extent (m): x {extent[0]:.2f}, y {extent[1]:.2f}, z {extent[2]:.2f}",
-        f"pelvis depth (m): mean {root[:, 2].mean() / 1000:.2f}, min {root[:, 2].min() / 1000:.2f}, "
-        f"max {root[:, 2].max() / 1000:.2f}",
-        f"pelvis travel (m): {np.linalg.norm(np.diff(root, axis=0), axis=1).sum() / 1000:.2f}",
-        f"estimated height (m): {edit.body_height_m(joints):.2f}",
-    ]
-    if joints.meta.get("source"):
-        lines.append(f"source: {joints.meta['source']}")
-    if joints.meta.get("edits"):
-        lines.append("edits: " + ", ".join(joints.meta["edits"]))
-    return "\n".join(lines)
 
 
 class MTVMotionInfo(io.ComfyNode):
