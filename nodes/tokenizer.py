@@ -7,14 +7,12 @@ from __future__ import annotations
 
 import logging
 
-import numpy as np
 import torch
 
 from ..mtv_core.motion.sequence import JointSequence
-from ..mtv_core.tokenizer.encode import decode_motion, encode_windows, mpjpe
+from ..mtv_core.tokenizer.encode import decode_motion, encode_windows, reconstruction_report
 from ..mtv_core.tokenizer.loading import load_tokenizer
 from ..mtv_core.tokenizer.tokens import MotionTokens
-from ..mtv_core.windows import plan_windows
 from . import types
 from ._comfy import (
     MODEL_HELP_URL,
@@ -91,24 +89,6 @@ class MTVLoadMotionTokenizer(io.ComfyNode):
         return io.NodeOutput(model)
 
 
-def _check_window(window: int, overlap: int) -> None:
-    if window and (window - 1) % 4:
-        raise ValueError(f"window must be 0 (whole sequence) or 4k+1 frames such as 49, got {window}")
-    if window and ((overlap - 1) % 4 or not 0 < overlap < window):
-        raise ValueError(f"overlap must be 4k+1 frames (e.g. 9) and smaller than the window, got {overlap}")
-
-
-def mpjpe_report(source: JointSequence, recon: JointSequence, motion: MotionTokens) -> str:
-    per_frame, mean = mpjpe(recon.joints_mm, source.joints_mm)
-    worst = int(np.argmax(per_frame))
-    losses = motion.meta.get("commit_loss", [])
-    text = (f"MPJPE {mean:.1f} mm over {len(per_frame)} frames (worst frame {worst}: {per_frame[worst]:.1f} mm); "
-            f"{len(motion.windows)} window(s)")
-    if losses:
-        text += f"; vq loss max {max(losses):.3f}" + (" (> 0.1: motion poorly represented)" if max(losses) > 0.1 else "")
-    return text
-
-
 class MTVEncodeMotion(io.ComfyNode):
     @classmethod
     def define_schema(cls):
@@ -139,12 +119,7 @@ class MTVEncodeMotion(io.ComfyNode):
 
     @classmethod
     def execute(cls, tokenizer, joints: JointSequence, window: int = 49, overlap: int = 9) -> io.NodeOutput:
-        _check_window(window, overlap)
-        if window and joints.num_frames < window:
-            raise ValueError(f"motion has {joints.num_frames} frames, shorter than one window of {window}; "
-                             "set window to 0 to encode it whole")
-        windows = len(plan_windows(joints.num_frames, window, overlap).starts) if window else 1
-        bar = progress(2 * windows)
+        bar = progress(2)  # the totals come with the callbacks: 2 x the number of windows
 
         def on_encode(step, total, preview=None):
             bar(step, 2 * total, None)
@@ -156,7 +131,7 @@ class MTVEncodeMotion(io.ComfyNode):
             motion = encode_windows(tokenizer, joints, window=window, overlap=overlap, callback=on_encode)
             motion.meta["tokenizer"] = getattr(tokenizer, "source_name", "")
             recon = decode_motion(tokenizer, motion, callback=on_decode)
-        text = mpjpe_report(motion.joints, recon, motion)
+        text = reconstruction_report(motion, recon)
         logger.info("encoded %d frames: %s", motion.joints.num_frames, text)
         return io.NodeOutput(motion, recon, text)
 

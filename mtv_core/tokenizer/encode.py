@@ -142,6 +142,18 @@ def mpjpe(pred_mm: np.ndarray, target_mm: np.ndarray) -> tuple[np.ndarray, float
     return per_frame.astype(np.float32), float(per_frame.mean()) if frames else float("nan")
 
 
+def reconstruction_report(motion: MotionTokens, recon: JointSequence) -> str:
+    """One line for the user: MPJPE of ``recon`` against the encoded joints, worst frame, windows, VQ loss."""
+    per_frame, mean = mpjpe(recon.joints_mm, motion.joints.joints_mm)
+    worst = int(np.argmax(per_frame))
+    losses = motion.meta.get("commit_loss", [])
+    text = (f"MPJPE {mean:.1f} mm over {len(per_frame)} frames (worst frame {worst}: {per_frame[worst]:.1f} mm); "
+            f"{len(motion.windows)} window(s)")
+    if losses:
+        text += f"; vq loss max {max(losses):.3f}" + (" (> 0.1: motion poorly represented)" if max(losses) > 0.1 else "")
+    return text
+
+
 def reconstruct(model: MotionVQVAE, joints_mm) -> tuple[np.ndarray, Encoded]:
     """Encode and decode: returns (reconstruction (B, T, 24, 3) mm, the encoding)."""
     encoded = encode_joints(model, joints_mm)
@@ -171,7 +183,8 @@ def encode_windows(model: MotionVQVAE, joints: JointSequence, window: int = 49, 
     try:
         plan = plan_windows(joints.num_frames, window, overlap)
     except ValueError as exc:
-        raise ValueError(f"{exc}; use window 0 to encode the whole sequence at once") from exc
+        raise ValueError(f"{exc}; set window to 0 to encode the whole sequence at once (window 0 = a single "
+                         "window of any length)") from exc
     if plan.used_frames < joints.num_frames:
         logger.info("using the first %d of %d frames (4k+1 frame grid)", plan.used_frames, joints.num_frames)
     used = plan.used_frames
