@@ -13,6 +13,8 @@ from mtv_core.commands.animate import find_models, write_tiny_models
 from mtv_core.motion import procedural_motion, save_motion
 from mtv_core.video import read_video
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 @pytest.fixture(scope="module")
 def workspace(tmp_path_factory):

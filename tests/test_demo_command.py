@@ -12,6 +12,8 @@ from conftest import ROOT
 from mtv_core import cli
 from mtv_core.motion import load_motion
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _decoded_frames(path):
     import av
@@ -37,7 +39,8 @@ def test_demo_command_line_writes_video_and_motion(tmp_path):
     assert motion.num_frames == 17 and motion.fps == 20 and motion.meta["motion"] == "walk"
 
 
-def test_demo_defaults_through_cli_main(tmp_path):
+def test_demo_defaults_through_cli_main(tmp_path, monkeypatch):
+    monkeypatch.delenv("MTV_MODELS_DIR", raising=False)  # the tiny models, never released weights from the env
     assert cli.main(["demo", "--out", str(tmp_path), "--width", "64", "--height", "64", "--fps", "25"]) == 0
     frames, fps = _decoded_frames(tmp_path / "demo_dance_skeleton.mp4")
     assert len(frames) == 49 and fps == 25

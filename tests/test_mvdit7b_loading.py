@@ -14,6 +14,8 @@ from mtv_core.dit.rope import motion_rope_7b, vision_rope_7b
 from mtv_core.dit.tiny import random_state_dict_7b, save_mvdit7b, tiny_mvdit7b_config, write_tiny_mvdit7b
 from mtv_core.dit.transformer_7b import MVDiT7B
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def _released_shapes():
     data = json.loads((reference_dir() / "mvdit7b" / "mvdit7b_full_keys.json").read_text())

@@ -18,6 +18,8 @@ from mtv_core.dit.sampler_7b import denoise_7b, make_scheduler_7b
 from mtv_core.dit.transformer_7b import MVDiT7B
 from mtv_core.tokenizer.testing import regenerate_from_manifest
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 CASE_DIR = reference_dir() / "mvdit7b"
 CASES = sorted(CASE_DIR.glob("case_mvdit7b_*.safetensors"))
 ids = [case.stem for case in CASES]

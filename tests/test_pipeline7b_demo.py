@@ -10,6 +10,8 @@ from mtv_core import cli
 from mtv_core.commands import animate, demo
 from mtv_core.video import read_video
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_demo_generates_a_labelled_random_weight_video(tmp_path, caplog, monkeypatch):
     monkeypatch.delenv("MTV_MODELS_DIR", raising=False)

@@ -13,6 +13,8 @@ from mtv_core.tokenizer.tokens import MotionTokens, TokenWindow
 from mtv_core.windows import plan_windows
 from mtv_pack.nodes import dit7b
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 NODE_IDS = ["MTVLoadDiT7B", "MTVLoadCogVideoXVAE", "MTVSampler7B", "MTVDecode7B"]
 
 

@@ -18,6 +18,8 @@ from mtv_core.dit.pipeline_7b import (
 )
 from mtv_core.dit.vae import load_vae, write_tiny_vae
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_snap_size(caplog):
     assert snap_size(512, 512) == (512, 512)

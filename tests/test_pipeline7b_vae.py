@@ -10,6 +10,8 @@ from safetensors.torch import save_file
 
 from mtv_core.dit.vae import SCALING_FACTOR, load_vae, vae_config, write_tiny_vae
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 
 def test_shipped_config_is_cogvideox5b():
     config = vae_config()

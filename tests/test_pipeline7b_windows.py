@@ -18,6 +18,8 @@ from mtv_core.motion.sequence import JointSequence
 from mtv_core.tokenizer.tokens import MotionTokens, TokenWindow
 from mtv_core.windows import plan_windows
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
+
 SIZE = 64
 STEPS = 2
 
