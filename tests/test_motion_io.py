@@ -181,6 +181,12 @@ def test_bare_npy_and_fps_override(tmp_path):
         (lambda p: p.write_bytes(pickle.dumps([])), r"bad.*empty"),
         (lambda p: p.write_bytes(pickle.dumps([{"pose": np.zeros((4, 24, 2), np.float32)}])), r"bad.*24 joints"),
         (lambda p: p.write_bytes(pickle.dumps({"x": 1})), r"bad.*unknown motion format"),
+        (lambda p: p.write_bytes(b"PK\x03\x04 not a zip"), r"bad.*not a readable \.npz"),
+        (lambda p: p.write_bytes(b"\x93NUMPY\x01\x00"), r"bad.*unreadable npy"),
+        (lambda p: np.savez(open(p, "wb"), joints_mm=np.zeros((3, 24, 3)), meta=np.array("[1]")),
+         r"bad.*'meta' must be a JSON object"),
+        (lambda p: np.savez(open(p, "wb"), joints_mm=np.zeros((3, 24, 3)), fps=np.array([20.0, 30.0])),
+         r"bad.*'fps' must be one number"),
     ],
 )
 def test_bad_input_gives_one_clear_error_naming_the_file(tmp_path, make, pattern):

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import uuid
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -211,12 +212,15 @@ def _from_pickle(path: Path, fps: float | None, smpl_model) -> list[JointSequenc
 
 def _from_npz(path: Path, fps: float | None, smpl_model) -> list[JointSequence]:
     data: dict[str, np.ndarray] = {}
-    with np.load(path, allow_pickle=False) as npz:
-        for key in npz.files:
-            try:
-                data[key] = npz[key]
-            except ValueError:  # an object array would need pickle: refused, the key is skipped
-                logger.warning("%s: skipping '%s' (object array; pickled data is never loaded)", path, key)
+    try:
+        with np.load(path, allow_pickle=False) as npz:
+            for key in npz.files:
+                try:
+                    data[key] = npz[key]
+                except ValueError:  # an object array would need pickle: refused, the key is skipped
+                    logger.warning("%s: skipping '%s' (object array; pickled data is never loaded)", path, key)
+    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
+        raise MotionFormatError(f"{path}: not a readable .npz archive ({exc})") from None
     if "joints_mm" in data:
         meta: dict[str, Any] = {}
         if "meta" in data:
@@ -224,7 +228,15 @@ def _from_npz(path: Path, fps: float | None, smpl_model) -> list[JointSequence]:
                 meta = json.loads(str(data["meta"]))
             except json.JSONDecodeError as exc:
                 raise MotionFormatError(f"{path}: 'meta' is not valid JSON ({exc})") from None
-        rate = float(data["fps"]) if fps is None and "fps" in data else (fps or DEFAULT_FPS)
+            if not isinstance(meta, dict):
+                raise MotionFormatError(f"{path}: 'meta' must be a JSON object, got a {type(meta).__name__}")
+        if fps is None and "fps" in data:
+            if data["fps"].size != 1 or not np.issubdtype(data["fps"].dtype, np.number):
+                raise MotionFormatError(f"{path}: 'fps' must be one number, got shape {data['fps'].shape} "
+                                        f"dtype {data['fps'].dtype}")
+            rate = float(data["fps"].reshape(()))
+        else:
+            rate = fps or DEFAULT_FPS
         return [_sequence(path, data["joints_mm"], rate, data.get("valid"), meta)]
     if _is_smpl_params(data):
         return [_from_smpl_params(path, data, fps, smpl_model)]
@@ -235,7 +247,7 @@ def _from_npz(path: Path, fps: float | None, smpl_model) -> list[JointSequence]:
 def _from_npy(path: Path, fps: float | None) -> list[JointSequence]:
     try:
         joints = np.load(path, allow_pickle=False)
-    except ValueError as exc:
+    except (ValueError, OSError, EOFError) as exc:
         raise MotionFormatError(f"{path}: unreadable npy without pickle ({exc})") from None
     return [_sequence(path, joints, fps or DEFAULT_FPS, None, {"format": "npy"})]
 
