@@ -161,3 +161,15 @@ def test_sequence_validation_errors():
         JointSequence(np.zeros((2, 25, 3)))
     with pytest.raises(ValueError, match="fps must be a positive"):
         JointSequence(np.zeros((2, 24, 3)), fps=0)
+
+
+def test_edits_of_a_sequence_with_no_valid_frame_use_all_frames():
+    walk = procedural_motion("walk", frames=21, fps=20.0)
+    none_valid = JointSequence(walk.joints_mm, fps=walk.fps, valid=np.zeros(21, bool))
+    for out in (edit.resample(none_valid, 30.0), edit.smooth(none_valid, 1.5), edit.mirror(none_valid),
+                edit.scale_to_height(none_valid, 1.6), edit.recenter(none_valid), edit.trim(none_valid, 2, 9)):
+        _assert_layout(out)
+        assert not out.valid.any()  # still all invalid
+    # the same values as for the all-valid sequence: all frames are the sources
+    np.testing.assert_array_equal(edit.resample(none_valid, 30.0).joints_mm, edit.resample(walk, 30.0).joints_mm)
+    np.testing.assert_array_equal(edit.smooth(none_valid, 1.5).joints_mm, edit.smooth(walk, 1.5).joints_mm)

@@ -2,7 +2,8 @@
 keeps the (T, 24, 3) float32 mm camera-frame layout and appends a short note to ``meta["edits"]``.
 
 Invalid frames (``valid=False``: filled in, not observed) never pull valid frames: resampling and
-smoothing interpolate/average over valid frames only.
+smoothing interpolate/average over valid frames only. A sequence with no valid frame at all is
+edited from all its frames (and stays all invalid).
 """
 
 from __future__ import annotations
@@ -36,6 +37,11 @@ def _derive(seq: JointSequence, joints_mm: np.ndarray, valid: np.ndarray, note: 
     return JointSequence(joints_mm.astype(np.float32), fps=seq.fps if fps is None else fps, valid=valid, meta=meta)
 
 
+def _sources(seq: JointSequence) -> np.ndarray:
+    """The frames edits take values from: the valid ones, or all frames when none is marked valid."""
+    return seq.valid if seq.valid.any() else np.ones(seq.num_frames, dtype=bool)
+
+
 def trim(seq: JointSequence, start: int = 0, stop: int | None = None) -> JointSequence:
     """Frames ``start`` (inclusive) to ``stop`` (exclusive; None = to the end)."""
     count = seq.num_frames
@@ -62,9 +68,7 @@ def resample(seq: JointSequence, fps: float) -> JointSequence:
     new_count = int(math.floor(duration * fps + 1e-6)) + 1
     src = np.arange(new_count, dtype=np.float64) * (seq.fps / fps)  # positions in input frames
     src = np.minimum(src, count - 1)
-    valid_idx = np.flatnonzero(seq.valid)
-    if valid_idx.size == 0:
-        raise ValueError("cannot resample a sequence with no valid frame")
+    valid_idx = np.flatnonzero(_sources(seq))
     flat = seq.joints_mm.reshape(count, -1).astype(np.float64)
     out = np.empty((new_count, flat.shape[1]))
     for c in range(flat.shape[1]):
@@ -85,13 +89,11 @@ def smooth(seq: JointSequence, sigma_frames: float) -> JointSequence:
         raise ValueError(f"smoothing sigma must be >= 0 frames, got {sigma_frames}")
     if sigma_frames == 0:
         return _derive(seq, seq.joints_mm.copy(), seq.valid.copy(), "smooth(0)")
-    if not seq.valid.any():
-        raise ValueError("cannot smooth a sequence with no valid frame")
     radius = max(1, int(math.ceil(3 * sigma_frames)))
     offsets = np.arange(-radius, radius + 1)
     kernel = np.exp(-0.5 * (offsets / sigma_frames) ** 2)
     count = seq.num_frames
-    weights = seq.valid.astype(np.float64)
+    weights = _sources(seq).astype(np.float64)
     flat = seq.joints_mm.reshape(count, -1).astype(np.float64) * weights[:, None]
     num = np.zeros_like(flat)
     den = np.zeros(count)
@@ -118,7 +120,7 @@ def mirror(seq: JointSequence, about: str = "center") -> JointSequence:
     i.e. the whole image is mirrored. Either way, mirroring twice gives the input back.
     """
     if about == "center":
-        axis_x = float(seq.joints_mm[seq.valid, 0, 0].mean()) if seq.valid.any() else float(seq.joints_mm[:, 0, 0].mean())
+        axis_x = float(seq.joints_mm[_sources(seq), 0, 0].mean())
     elif about == "camera":
         axis_x = 0.0
     else:
@@ -130,7 +132,7 @@ def mirror(seq: JointSequence, about: str = "center") -> JointSequence:
 
 def chain_length_mm(seq: JointSequence) -> float:
     """Median over valid frames of the head-to-ankle joint chain (trunk + mean leg), in mm."""
-    joints = seq.joints_mm[seq.valid] if seq.valid.any() else seq.joints_mm
+    joints = seq.joints_mm[_sources(seq)]
 
     def chain(ids: tuple[int, ...]) -> np.ndarray:
         return sum(np.linalg.norm(joints[:, a] - joints[:, b], axis=-1) for a, b in zip(ids[:-1], ids[1:]))
@@ -164,7 +166,7 @@ def scale_to_height(seq: JointSequence, height_m: float, anchor: str = "feet") -
     root = joints[:, :1]
     scaled = root + factor * (joints - root)
     if anchor == "feet":
-        mask = seq.valid if seq.valid.any() else np.ones(seq.num_frames, bool)
+        mask = _sources(seq)
 
         def ground(j: np.ndarray) -> float:
             return float(np.median(j[mask][:, list(FOOT_JOINTS), 1].max(axis=1)))
@@ -192,7 +194,7 @@ def recenter(seq: JointSequence, target_mm: tuple[float, float, float] | None = 
             raise ValueError(f"re-centre target must be 3 finite numbers (x, y, z mm), got {target_mm!r}")
     if target[2] <= 0:
         raise ValueError(f"re-centre target depth must be in front of the camera (z > 0), got {target[2]:g} mm")
-    roots = seq.joints_mm[seq.valid, 0] if seq.valid.any() else seq.joints_mm[:, 0]
+    roots = seq.joints_mm[_sources(seq), 0]
     if reference == "mean":
         source = roots.mean(axis=0)
     elif reference == "first":
