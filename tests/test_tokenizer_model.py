@@ -122,6 +122,25 @@ def test_saved_stats_travel_with_the_checkpoint(tmp_path):
     np.testing.assert_array_equal(loaded.stats[1], 2.0)
 
 
+def test_failed_save_leaves_no_file(tmp_path, monkeypatch):
+    import safetensors.torch
+
+    real_save = safetensors.torch.save_file
+
+    def half_written(tensors, filename, metadata=None):
+        real_save(tensors, filename, metadata=metadata)
+        with open(filename, "r+b") as f:
+            f.truncate(100)
+        raise OSError("disk full")
+
+    (tmp_path / "own.safetensors").write_bytes(b"previous")
+    monkeypatch.setattr(safetensors.torch, "save_file", half_written)
+    with pytest.raises(OSError, match="disk full"):
+        save_tokenizer(tiny_model(), tmp_path / "own.safetensors")
+    assert [p.name for p in tmp_path.iterdir()] == ["own.safetensors"]
+    assert (tmp_path / "own.safetensors").read_bytes() == b"previous"  # the old file is untouched
+
+
 def test_wrong_checkpoint_names_what_was_expected(tmp_path):
     from safetensors.torch import save_file
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -112,9 +113,7 @@ def state_dict_for_saving(model: MotionVQVAE) -> dict[str, torch.Tensor]:
 
 
 def save_tokenizer(model: MotionVQVAE, path: str | Path, extra_metadata: Mapping[str, str] | None = None) -> Path:
-    """Write a safetensors file with upstream key names and our configuration as metadata."""
-    from safetensors.torch import save_file
-
+    """Write a safetensors file with upstream key names and our configuration as metadata (atomically)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {CONFIG_METADATA_KEY: model.config.to_json(), "format": "pt"}
@@ -123,5 +122,18 @@ def save_tokenizer(model: MotionVQVAE, path: str | Path, extra_metadata: Mapping
         metadata[STATS_METADATA_KEY] = json.dumps({"mean": np.asarray(stats[0]).tolist(),
                                                    "std": np.asarray(stats[1]).tolist()})
     metadata.update(extra_metadata or {})
-    save_file(state_dict_for_saving(model), str(path), metadata=metadata)
+    write_safetensors(state_dict_for_saving(model), path, metadata)
     return path
+
+
+def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata: Mapping[str, str]) -> None:
+    """``save_file`` to a temporary name in the same folder, then moved into place: a failed or
+    interrupted write never leaves a truncated ``path`` (nor the temporary file)."""
+    from safetensors.torch import save_file
+
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
+    try:
+        save_file(dict(tensors), str(tmp), metadata=dict(metadata))
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)

@@ -224,9 +224,7 @@ def _accelerator(use_accelerate: bool):
 def save_checkpoint(path: Path, trainer: TokenizerTrainer, optimizer: torch.optim.Optimizer, step: int,
                     cfg: TrainConfig) -> None:
     """Model + EMA state + optimizer state + step in one safetensors file (written atomically)."""
-    from safetensors.torch import save_file
-
-    from .loading import CONFIG_METADATA_KEY, STATS_METADATA_KEY
+    from .loading import CONFIG_METADATA_KEY, STATS_METADATA_KEY, write_safetensors
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in trainer.vqvae.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in trainer.ema.state_dict().items()})
@@ -244,9 +242,7 @@ def save_checkpoint(path: Path, trainer: TokenizerTrainer, optimizer: torch.opti
         "mtv_train_config": json.dumps(asdict(cfg), default=str),
         "format": "pt",
     }
-    tmp = path.with_name(path.name + ".partial")
-    save_file(tensors, str(tmp), metadata=metadata)
-    tmp.replace(path)
+    write_safetensors(tensors, path, metadata)
     logger.info("saved %s", path)
 
 
