@@ -113,10 +113,15 @@ def pick_people(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 
 
 def fill_invalid(joints: np.ndarray, valid: np.ndarray) -> np.ndarray:
-    """Linear interpolation over invalid frames (held at the ends); valid frames are untouched."""
+    """Linear interpolation over time (axis 0) of invalid frames (held at the ends); valid frames are untouched.
+
+    ``joints`` may have any trailing shape ((T, 24, 3) joints, (T, 4) boxes, ...); returns float32.
+    """
     known = np.flatnonzero(valid)
     if known.size == 0:
         raise ValueError("no valid frame to interpolate from")
+    if known.size == len(joints):
+        return np.array(joints, dtype=np.float32, copy=True)
     t = np.arange(len(joints))
     flat = joints.reshape(len(joints), -1).astype(np.float64)
     filled = np.empty_like(flat)

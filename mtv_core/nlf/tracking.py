@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from ..motion.io import fill_invalid
 from .errors import NoPersonDetectedError
 from .extract import FrameDetections
 
@@ -156,17 +157,10 @@ def _associate(
 
 def fill_gaps(values: np.ndarray, observed: np.ndarray) -> np.ndarray:
     """Linear interpolation over time (axis 0) of unobserved frames; leading/trailing gaps hold the nearest value."""
-    values = np.array(values, dtype=np.float32, copy=True)
-    idx = np.flatnonzero(observed)
-    if idx.size == 0:
+    observed = np.asarray(observed, dtype=bool)
+    if not observed.any():
         raise NoPersonDetectedError("cannot fill a track that was never observed")
-    if idx.size == values.shape[0]:
-        return values
-    flat = values.reshape(values.shape[0], -1)
-    t = np.arange(values.shape[0])
-    for c in range(flat.shape[1]):
-        flat[:, c] = np.interp(t, idx, flat[idx, c])
-    return flat.reshape(values.shape)
+    return fill_invalid(np.asarray(values, dtype=np.float32), observed)
 
 
 def _root(joints: np.ndarray) -> np.ndarray:
