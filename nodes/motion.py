@@ -5,6 +5,7 @@ Thin wrappers over ``mtv_core.motion``; all units are camera-frame millimetres (
 
 from __future__ import annotations
 
+import glob
 import logging
 import re
 from pathlib import Path
@@ -123,7 +124,8 @@ def _next_output_path(prefix: str) -> Path:
     if not base.is_relative_to(root):
         raise ValueError(f"filename_prefix '{prefix}' points outside the output folder {root}")
     pattern = re.compile(re.escape(base.name) + r"_(\d{5})\.npz$")
-    existing = [int(m.group(1)) for p in base.parent.glob(f"{base.name}_*.npz") if (m := pattern.match(p.name))]
+    existing = [int(m.group(1)) for p in base.parent.glob(f"{glob.escape(base.name)}_*.npz")
+                if (m := pattern.match(p.name))]
     return base.parent / f"{base.name}_{max(existing, default=0) + 1:05d}.npz"
 
 

@@ -81,6 +81,10 @@ def test_save_motion_counts_up_and_stays_in_output(dirs):
         _run(nodes.MTVSaveMotion, joints=seq, filename_prefix="../escape")
     assert not (dirs["output"].parent / "escape_00001.npz").exists()
     assert sorted(p.name for p in (dirs["output"] / "mtvcrafter").iterdir()) == ["motion_00001.npz", "motion_00002.npz"]
+    # glob characters in the prefix still count up (never overwrite an earlier save)
+    first = _run(nodes.MTVSaveMotion, joints=seq, filename_prefix="take[1]").args[0]
+    second = _run(nodes.MTVSaveMotion, joints=seq, filename_prefix="take[1]").args[0]
+    assert first.endswith("take[1]_00001.npz") and second.endswith("take[1]_00002.npz")
 
 
 def test_edit_nodes_chain(dirs):
