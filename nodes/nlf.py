@@ -16,6 +16,7 @@ from ..mtv_core.nlf import (
     NLF_RELEASE_URL,
     PERSON_POLICIES,
     NLFModelNotFoundError,
+    check_device,
     extract_smpl_motion,
     load_nlf_model,
 )
@@ -172,6 +173,7 @@ class MTVExtractSMPL(io.ComfyNode):
         cls, nlf_model, images=None, video=None, fps: float = 0.0, batch_size: int = 8, fov_degrees: float = 55.0,
         detection_threshold: float = 0.3, person_policy: str = "largest", person_index: int = 0, preview: bool = True,
     ) -> io.NodeOutput:
+        device = check_device(nlf_model, torch_device())  # no CUDA: say so before decoding anything
         video_fps = None
         if images is None:
             if video is None:
@@ -189,7 +191,7 @@ class MTVExtractSMPL(io.ComfyNode):
         motion = extract_smpl_motion(
             nlf_model, images, fps=fps, batch_size=batch_size, fov_degrees=fov_degrees,
             detector_threshold=detection_threshold, policy=person_policy, person_index=person_index,
-            device=torch_device(), offload_device=offload_device(), callback=progress(int(images.shape[0])),
+            device=device, offload_device=offload_device(), callback=progress(int(images.shape[0])),
         )
         seq, boxes = motion.sequences[0], motion.boxes[0]
         seq.meta["fps_source"] = fps_source
