@@ -166,3 +166,15 @@ def test_latent_preview_is_normalised():
     lat = torch.randn(1, 5, 16, 4, 6) * 10
     img = pipeline_7b.latent_preview(lat)
     assert img.shape == (4, 6, 3) and img.min() == 0.0 and img.max() == 1.0
+
+
+def test_frame_assembler_places_windows_in_one_buffer():
+    assembler = pipeline_7b.FrameAssembler((0, 40), 89)
+    assembler.add(torch.zeros(49, 2, 3, 3))
+    with pytest.raises(RuntimeError, match="1 of 2 windows"):
+        assembler.result()
+    with pytest.raises(RuntimeError, match="does not fit"):
+        assembler.add(torch.ones(45, 2, 3, 3))  # the last window must end at frame 89
+    assembler.add(torch.ones(49, 2, 3, 3))
+    frames = assembler.result()
+    assert frames.shape == (89, 2, 3, 3) and frames[:40].eq(0).all() and frames[40:].eq(1).all()

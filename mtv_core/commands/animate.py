@@ -181,7 +181,10 @@ def animate(joints: Any, reference: np.ndarray, paths: ModelPaths, out: str | Pa
     if out.suffix.lower() != ".mp4":
         raise ValueError(f"output must be an .mp4 file, got {out}")
     frames, fps = animate_frames(joints, reference, paths, **kwargs)
-    return write_mp4(out, frames.numpy(), fps=fps)
+    # to uint8 in place: a long float32 video is large, and write_mp4 would convert through two float copies
+    pixels = frames.clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8).numpy()
+    del frames
+    return write_mp4(out, pixels, fps=fps)
 
 
 def _log_progress(every: int = 5) -> ProgressCallback:

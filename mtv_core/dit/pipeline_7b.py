@@ -198,16 +198,37 @@ def limit_windows(motion: MotionTokens, max_windows: int) -> MotionTokens:
     return type(motion)(windows=motion.windows[:max_windows], joints=motion.joints, plan=plan, meta=dict(motion.meta))
 
 
-def assemble_frames(windows: list[torch.Tensor], starts: list[int], total: int) -> torch.Tensor:
-    """Place decoded windows at their starts (later windows override the overlap) -> (total, H, W, 3)."""
-    parts = []
-    for k, frames in enumerate(windows):
-        end = starts[k + 1] - starts[k] if k + 1 < len(windows) else frames.shape[0]
-        parts.append(frames[:end])
-    out = torch.cat(parts)
-    if out.shape[0] != total:
-        raise RuntimeError(f"assembled {out.shape[0]} frames, expected {total}")
-    return out
+class FrameAssembler:
+    """Joins decoded windows, in order, into one (total, H, W, 3) float32 video.
+
+    Window k provides frames ``starts[k] .. starts[k + 1] - 1`` (later windows override the overlap), the last
+    window all of its frames, which must end at ``total``. Each window is copied into a preallocated output as
+    it comes, so no more than the output and one decoded window are held.
+    """
+
+    def __init__(self, starts: list[int] | tuple[int, ...], total: int) -> None:
+        self.starts, self.total = list(starts), total
+        self.frames: torch.Tensor | None = None
+        self.added = 0
+
+    def add(self, frames: torch.Tensor) -> None:
+        """Place the next decoded window (window_frames, H, W, 3) float32 in 0..1."""
+        k = self.added
+        last = k + 1 == len(self.starts)
+        count = self.total - self.starts[k] if last else self.starts[k + 1] - self.starts[k]
+        if frames.shape[0] < count or (last and frames.shape[0] != count):
+            raise RuntimeError(f"window {k} has {frames.shape[0]} frames; frame {self.starts[k]} + "
+                               f"{frames.shape[0]} does not fit {self.total} output frames")
+        if self.frames is None:
+            self.frames = torch.empty((self.total, *frames.shape[1:]), dtype=torch.float32)
+        self.frames[self.starts[k] : self.starts[k] + count] = frames[:count]
+        self.added += 1
+
+    def result(self) -> torch.Tensor:
+        """The joined (total, H, W, 3) frames, once every window has been added."""
+        if self.frames is None or self.added != len(self.starts):
+            raise RuntimeError(f"{self.added} of {len(self.starts)} windows decoded")
+        return self.frames
 
 
 def sample_7b(
@@ -262,7 +283,7 @@ def sample_7b(
 
     total_steps = len(motion.windows) * num_steps
     samples: list[torch.Tensor] = []
-    decoded: list[torch.Tensor] = []
+    assembler = FrameAssembler(starts, total_frames) if keep_frames else None
     for k, window in enumerate(motion.windows):
         def step_callback(step: int, _total: int, step_preview: np.ndarray | None = None, _k: int = k) -> None:
             report(callback, _k * num_steps + step, total_steps, step_preview)
@@ -271,15 +292,12 @@ def sample_7b(
         known, known_frames = None, 0
         if k > 0:
             overlap = starts[k - 1] + window_frames - starts[k]
-            prev_frames = decode_latents(vae, samples[-1].to(device))
-            if keep_frames:  # only the frames before this window's start reach the output
-                decoded.append(prev_frames[: starts[k] - starts[k - 1]].clone())
-            carry = prev_frames[-overlap:]
+            prev_frames = decode_latents(vae, samples[-1])
+            if assembler is not None:  # only the frames before this window's start reach the output
+                assembler.add(prev_frames)
             known_frames = latent_frames(overlap)
-            carried = vae.encode(frames_to_pixels(carry), sample=False) * vae.scaling_factor
-            known = torch.zeros(latent_shape, dtype=torch.float32)
-            known[:, :known_frames] = carried[:, :known_frames].cpu()
-            known = known.to(device)
+            known = vae.encode(frames_to_pixels(prev_frames[-overlap:]), sample=False) * vae.scaling_factor
+            del prev_frames
             logger.info("window %d/%d: frames %d-%d, carrying %d overlap frames (%d latent frames)",
                         k + 1, len(motion.windows), starts[k], starts[k] + window_frames - 1, overlap, known_frames)
         else:
@@ -304,9 +322,9 @@ def sample_7b(
         "variant": VARIANT,
         "seed": seed,
     }
-    if keep_frames:
-        decoded.append(decode_latents(vae, samples[-1].to(device)))
-        result["frames"] = assemble_frames(decoded, starts, total_frames)
+    if assembler is not None:
+        assembler.add(decode_latents(vae, samples[-1]))
+        result["frames"] = assembler.result()
     return result
 
 
@@ -319,11 +337,11 @@ def decode_7b(vae: VideoVAE, sampled: dict[str, Any], callback: ProgressCallback
     if "frames" in sampled:
         return sampled["frames"]
     samples = sampled["samples"]
-    decoded = []
+    assembler = FrameAssembler(sampled["starts"], int(sampled["num_frames"]))
     for k in range(samples.shape[0]):
-        decoded.append(decode_latents(vae, samples[k : k + 1]))
+        assembler.add(decode_latents(vae, samples[k : k + 1]))
         report(callback, k + 1, samples.shape[0])
-    return assemble_frames(decoded, list(sampled["starts"]), int(sampled["num_frames"]))
+    return assembler.result()
 
 
 def animate_7b(model: Any, vae: VideoVAE, reference: Any, motion: MotionTokens, **kwargs: Any) -> tuple[torch.Tensor, float]:
