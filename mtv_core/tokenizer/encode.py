@@ -207,8 +207,8 @@ def decode_motion(model: MotionVQVAE, motion: MotionTokens, callback: ProgressCa
     weight = np.zeros((total, 1, 1), dtype=np.float64)
     wins = motion.windows
     for i, win in enumerate(wins):
-        decoded = decode_to_mm(model, indices=win.indices, latent_frames=win.latent_frames,
-                               num_frames=win.num_frames)[0]
+        # latent frames from the model's own latent joints per frame (TokenWindow assumes 24)
+        decoded = decode_to_mm(model, indices=win.indices, num_frames=win.num_frames)[0]
         frames = win.num_frames
         ramp = np.ones(frames)
         if i > 0:  # fade in over the overlap with the previous window
