@@ -78,3 +78,13 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(workspace, tmp_path, capl
         assert main(args) == 2
     assert message in caplog.text
     assert not out.exists() and not list(tmp_path.iterdir())
+
+
+def test_reference_follows_exif_orientation(tmp_path):
+    from mtv_core.commands.animate import load_reference
+
+    image = Image.fromarray(np.zeros((30, 80, 3), np.uint8))  # landscape pixels ...
+    exif = image.getexif()
+    exif[0x0112] = 6  # ... of a photo the camera held upright (rotate 90 degrees clockwise to view)
+    image.save(tmp_path / "phone.jpg", exif=exif)
+    assert load_reference(tmp_path / "phone.jpg").shape == (80, 30, 3)

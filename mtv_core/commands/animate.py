@@ -111,15 +111,15 @@ def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
 
 
 def load_reference(path: str | Path) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB."""
-    from PIL import Image
+    """An image file -> (H, W, 3) uint8 RGB, turned upright by its EXIF orientation."""
+    from PIL import Image, ImageOps
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"reference image not found: {path}")
     try:
-        with Image.open(path) as image:
-            return np.asarray(image.convert("RGB"))
+        with Image.open(path) as image:  # upright as the camera meant it (EXIF orientation), as ComfyUI's LoadImage
+            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
     except OSError as exc:
         raise ValueError(f"cannot read reference image {path}: {exc}") from exc
 
