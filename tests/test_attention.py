@@ -82,6 +82,22 @@ def test_default_backend_and_context_manager(monkeypatch):
         set_default_backend("auto")
 
 
+class _NaiveXformers:
+    """xformers' ``memory_efficient_attention`` contract: (batch, tokens, heads, head_dim) in and out."""
+
+    def memory_efficient_attention(self, q, k, v, attn_bias=None, p=0.0, scale=None):
+        assert attn_bias is None and p == 0.0 and scale is None
+        return _naive(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2)).transpose(1, 2)
+
+
+def test_xformers_call_layout_matches_sdpa():
+    """The (B, heads, L, D) <-> (B, L, heads, D) conversions around xformers, checked without CUDA."""
+    q, k, v = _qkv()
+    out = attn_mod._xformers_attention(_NaiveXformers(), q, k, v, None)
+    assert out.shape == q.shape
+    torch.testing.assert_close(out, attention(q, k, v, backend="sdpa"), atol=1e-5, rtol=1e-5)
+
+
 def _cuda_xformers():
     return torch.cuda.is_available() and attn_mod.xformers_available()
 
