@@ -20,7 +20,7 @@ from ..mtv_core.motion.sequence import JointSequence
 from ..mtv_core.motion.stats import load_stats
 from ..mtv_core.motion.summary import motion_summary
 from . import types
-from ._comfy import MTV_FOLDER, input_directory, io, list_models, output_directory, progress, resolve_model, ui
+from ._comfy import MTV_FOLDER, folder_dirs, input_directory, io, list_models, output_directory, progress, resolve_model, ui
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,8 @@ def resolve_motion_file(name: str) -> Path:
     try:
         return Path(resolve_model(MTV_FOLDER, name))
     except FileNotFoundError:
-        raise FileNotFoundError(f"motion file '{name}' not found in {root} or in models/{MTV_FOLDER}") from None
+        where = ", ".join([str(root), *folder_dirs(MTV_FOLDER)])
+        raise FileNotFoundError(f"motion file '{name}' not found in {where}") from None
 
 
 def _ui_text(text: str):

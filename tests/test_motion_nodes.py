@@ -61,8 +61,9 @@ def test_load_lists_input_and_registered_motions(dirs, reference):
     assert np.array_equal(walk.joints_mm, procedural_seq.joints_mm)
     with pytest.raises(IndexError, match="holds 5"):
         _run(nodes.MTVLoadMotion, motion_file="sampled_data.pkl", index=7, fps=0.0)
-    with pytest.raises(FileNotFoundError, match="missing.npz"):
+    with pytest.raises(FileNotFoundError, match="missing.npz") as info:
         _run(nodes.MTVLoadMotion, motion_file="missing.npz", index=0, fps=0.0)
+    assert str(registered.parent) in str(info.value)  # names the folders searched
     with pytest.raises(FileNotFoundError, match="no motion file selected"):
         _run(nodes.MTVLoadMotion, motion_file=nodes.NO_FILES, index=0, fps=0.0)
     first = nodes.MTVLoadMotion.fingerprint_inputs("sampled_data.pkl", 0, 0.0)
