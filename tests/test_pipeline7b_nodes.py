@@ -73,13 +73,13 @@ def test_nodes_end_to_end_with_offload(models_dir):
                for s in plan.starts]
     motion = MotionTokens(windows, JointSequence(np.zeros((89, 24, 3), np.float32), fps=24.0), plan)
     reference = torch.rand(1, 72, 90, 3)  # ComfyUI IMAGE batch
-    latents = dit7b.MTVSampler7B.execute(model, vae, reference, motion, width=64, height=64, steps=2,
+    latents = dit7b.MTVSampler7B.execute(model, vae, reference, motion, width=96, height=64, steps=2,
                                          motion_guidance=3.0, seed=5, max_windows=0).args[0]
-    assert latents["samples"].shape == (2, 13, 16, 8, 8) and latents["num_frames"] == 89
+    assert latents["samples"].shape == (2, 13, 16, 8, 12) and latents["num_frames"] == 89  # width != height
     images, fps = dit7b.MTVDecode7B.execute(vae, latents).args
-    assert images.shape == (89, 64, 64, 3) and images.dtype == torch.float32 and fps == 24.0
+    assert images.shape == (89, 64, 96, 3) and images.dtype == torch.float32 and fps == 24.0
     assert 0 <= images.min() and images.max() <= 1
-    one = dit7b.MTVSampler7B.execute(model, vae, reference, motion, width=64, height=64, steps=2,
+    one = dit7b.MTVSampler7B.execute(model, vae, reference, motion, width=96, height=64, steps=2,
                                      motion_guidance=3.0, seed=5, max_windows=1).args[0]
     assert one["samples"].shape[0] == 1 and one["num_frames"] == 49
     assert torch.equal(one["samples"][0], latents["samples"][0])  # same seed: the first window is unchanged
