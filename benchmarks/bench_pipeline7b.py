@@ -24,6 +24,13 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 
+def _synced(device: torch.device) -> float:
+    """``time.perf_counter()`` once queued CUDA work has finished (CUDA calls return before the work is done)."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--size", type=int, default=96)
@@ -55,10 +62,10 @@ def main() -> int:
               f"guidance 3, {args.threads} threads, {device}")
         for frames in args.frames:
             motion = encode_windows(tokenizer, procedural_motion("dance", frames=frames), window=49, overlap=9)
-            start = time.perf_counter()
+            start = _synced(device)
             video, _ = animate_7b(model, vae, reference, motion, width=args.size, height=args.size,
                                   num_steps=args.steps)
-            seconds = time.perf_counter() - start
+            seconds = _synced(device) - start
             print(f"  {frames:4d} frames -> {video.shape[0]:4d} out, {len(motion.windows)} window(s): "
                   f"{seconds:6.2f} s ({seconds / video.shape[0] * 1000:.0f} ms/frame)")
 
@@ -71,13 +78,12 @@ def main() -> int:
         config = {k: v for k, v in vae_config().items() if not k.startswith("_")}
         full = VideoVAE(AutoencoderKLCogVideoX.from_config(config).to(device, dtype))
         pixels = torch.rand(1, 3, 49, 512, 512, device=device) * 2 - 1
-        for name, fn in (("encode", lambda: full.encode(pixels, generator=torch.Generator().manual_seed(0))),):
-            start = time.perf_counter()
-            latents = fn()
-            print(f"CogVideoX-5B VAE {name} 49x512x512 ({dtype}, tiled): {time.perf_counter() - start:.1f} s")
-        start = time.perf_counter()
+        start = _synced(device)
+        latents = full.encode(pixels, generator=torch.Generator().manual_seed(0))
+        print(f"CogVideoX-5B VAE encode 49x512x512 ({dtype}, tiled): {_synced(device) - start:.1f} s")
+        start = _synced(device)
         full.decode(latents)
-        print(f"CogVideoX-5B VAE decode 13x64x64 latents ({dtype}, tiled): {time.perf_counter() - start:.1f} s")
+        print(f"CogVideoX-5B VAE decode 13x64x64 latents ({dtype}, tiled): {_synced(device) - start:.1f} s")
         if device.type == "cuda":
             print(f"peak CUDA memory {torch.cuda.max_memory_allocated() / 2**30:.2f} GiB")
     return 0
