@@ -114,6 +114,9 @@ def resolve_model(keys: tuple[str, ...] | str, name: str, hint: str = "") -> str
     """Absolute path of ``name`` in the folders of ``keys``; FileNotFoundError naming them if absent."""
     if isinstance(keys, str):
         keys = (keys,)
+    parts = Path(name).parts
+    if not name or Path(name).is_absolute() or ".." in parts:
+        raise ValueError(f"model name '{name}' must be a path inside the model folders (no '..', not absolute)")
     searched: list[str] = []
     for key in keys:
         for base in folder_dirs(key):

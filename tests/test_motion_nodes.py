@@ -64,6 +64,9 @@ def test_load_lists_input_and_registered_motions(dirs, reference):
     with pytest.raises(FileNotFoundError, match="missing.npz") as info:
         _run(nodes.MTVLoadMotion, motion_file="missing.npz", index=0, fps=0.0)
     assert str(registered.parent) in str(info.value)  # names the folders searched
+    save_motion(procedural_seq, dirs["models"] / "escape.npz")  # outside every allowed folder
+    with pytest.raises(ValueError, match="inside the model folders"):
+        _run(nodes.MTVLoadMotion, motion_file="../escape.npz", index=0, fps=0.0)
     with pytest.raises(FileNotFoundError, match="no motion file selected"):
         _run(nodes.MTVLoadMotion, motion_file=nodes.NO_FILES, index=0, fps=0.0)
     first = nodes.MTVLoadMotion.fingerprint_inputs("sampled_data.pkl", 0, 0.0)
