@@ -38,7 +38,7 @@ def measure(path: str, dtype: str) -> dict:
     """Load ``path`` in this process and return memory figures (bytes)."""
     import torch
 
-    from mtv_core.dit.loading import load_mvdit7b
+    from mtv_core.dit.loading import load_mvdit7b, resolve_dtype
 
     base_anon, base_rss = _status_kib("RssAnon"), _status_kib("VmRSS")
     peak = {"anon": base_anon, "rss": base_rss}
@@ -62,8 +62,7 @@ def measure(path: str, dtype: str) -> dict:
     done.set()
     thread.join()
     weight_bytes = sum(t.numel() * t.element_size() for t in model.state_dict().values())
-    assert all(t.dtype == getattr(torch, {"bf16": "bfloat16", "fp16": "float16", "fp32": "float32"}[dtype])
-               for t in model.state_dict().values())
+    assert all(t.dtype == resolve_dtype(dtype) for t in model.state_dict().values())
     return {
         "weight_bytes": weight_bytes,
         "peak_anon_delta": (peak["anon"] - base_anon) * 1024,

@@ -181,3 +181,13 @@ def test_config_round_trip_and_unsupported_settings():
         MVDiT7BConfig.from_diffusers_config({**config.to_diffusers_config(), "activation_fn": "gelu"})
     with pytest.raises(ValueError, match="unconditional_motion_token"):
         MVDiT7BConfig.infer_from_shapes({k: v for k, v in _released_shapes().items() if "unconditional" not in k})
+
+
+def test_auto_dtype_follows_the_device(monkeypatch):
+    from mtv_core.dit.loading import resolve_dtype
+
+    assert resolve_dtype("auto") == resolve_dtype("auto", "cpu") == torch.float32
+    assert resolve_dtype("bf16", "cpu") == torch.bfloat16 and resolve_dtype(torch.float16) == torch.float16
+    for bf16_ok, expected in ((True, torch.bfloat16), (False, torch.float16)):
+        monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *a, **k: bf16_ok)
+        assert resolve_dtype("auto", "cuda:0") == expected

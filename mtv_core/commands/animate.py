@@ -99,17 +99,6 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def resolve_dtype(name: str, device: torch.device) -> torch.dtype:
-    """``auto``: bf16 on CUDA (fp16 without bf16 support), fp32 on CPU."""
-    if name == "auto":
-        if device.type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    from ..dit.loading import resolve_dtype as by_name
-
-    return by_name(name)
-
-
 def load_reference(path: str | Path) -> np.ndarray:
     """An image file -> (H, W, 3) uint8 RGB, turned upright by its EXIF orientation."""
     from PIL import Image, ImageOps
@@ -146,7 +135,7 @@ def animate_frames(
     callback: ProgressCallback | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Tokenize ``joints`` (JointSequence), sample with MV-DiT-7B and decode: ((T, H, W, 3) float32 0..1, fps)."""
-    from ..dit.loading import load_mvdit7b
+    from ..dit.loading import load_mvdit7b, resolve_dtype
     from ..dit.pipeline_7b import animate_7b, snap_size
     from ..dit.vae import load_vae
     from ..tokenizer.encode import encode_windows

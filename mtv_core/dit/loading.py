@@ -29,13 +29,19 @@ DTYPES = {
 KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "module.")
 
 
-def resolve_dtype(dtype: torch.dtype | str) -> torch.dtype:
+def resolve_dtype(dtype: torch.dtype | str, device: torch.device | str | None = None) -> torch.dtype:
+    """A torch dtype or its name (``bf16``, ``float16``, ...); ``auto``: bf16 on CUDA (fp16 where the GPU has
+    no bf16), else fp32."""
     if isinstance(dtype, torch.dtype):
         if dtype not in DTYPES.values():
             raise ValueError(f"unsupported dtype {dtype}; use bfloat16, float16 or float32")
         return dtype
+    if dtype == "auto":
+        if device is not None and torch.device(device).type == "cuda":
+            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+        return torch.float32
     if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of {', '.join(DTYPES)}")
+        raise ValueError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
 
 
@@ -105,7 +111,7 @@ def load_mvdit7b(
     attention: str = "auto",
 ) -> MVDiT7B:
     """Load MV-DiT-7B from a diffusers folder or a single safetensors file, in ``dtype`` on ``device``."""
-    dtype = resolve_dtype(dtype)
+    dtype = resolve_dtype(dtype, device)
     if attention not in BACKENDS:
         raise ValueError(f"unknown attention backend {attention!r}; choose one of {', '.join(BACKENDS)}")
     ckpt = _strip_prefix(open_checkpoint(path))
