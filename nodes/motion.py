@@ -98,7 +98,7 @@ class MTVLoadMotion(io.ComfyNode):
                                tooltip="SMPL model file (models/mtvcrafter/smpl, e.g. SMPL_NEUTRAL.pkl without chumpy, "
                                        "or .npz) used only for SMPL-parameter files. Licensed: supply your own."),
             ],
-            outputs=[types.Joints.Output(display_name="joints")],
+            outputs=[types.Joints.Output(display_name="joints", tooltip="The loaded joint sequence (SMPL-24, camera frame, mm).")],
         )
 
     @classmethod
@@ -144,7 +144,7 @@ class MTVSaveMotion(io.ComfyNode):
                 io.String.Input("filename_prefix", default="mtvcrafter/motion",
                                 tooltip="Path under ComfyUI/output; a 5-digit counter and .npz are appended."),
             ],
-            outputs=[io.String.Output(display_name="path")],
+            outputs=[io.String.Output(display_name="path", tooltip="Full path of the saved .npz file.")],
             is_output_node=True,
         )
 
@@ -159,8 +159,8 @@ def _joints_in(tooltip: str = "Joint sequence (SMPL-24, camera frame, mm)."):
     return types.Joints.Input("joints", tooltip=tooltip)
 
 
-def _joints_out():
-    return [types.Joints.Output(display_name="joints")]
+def _joints_out(tooltip: str = "The edited joint sequence (same units and layout)."):
+    return [types.Joints.Output(display_name="joints", tooltip=tooltip)]
 
 
 class MTVTrimMotion(io.ComfyNode):
@@ -316,7 +316,7 @@ class MTVRenderSkeleton(io.ComfyNode):
                                tooltip="Optional frames to draw over (e.g. the driving video); the last one is held if "
                                        "there are fewer frames than motion frames."),
             ],
-            outputs=[io.Image.Output(display_name="images")],
+            outputs=[io.Image.Output(display_name="images", tooltip="One skeleton image per motion frame (IMAGE batch).")],
         )
 
     @classmethod
@@ -335,7 +335,7 @@ class MTVMotionInfo(io.ComfyNode):
             node_id="MTVMotionInfo", display_name="Motion Info (MTV)", category=CATEGORY,
             description="Shows frames, fps, valid %, extent in metres, depth and estimated height of a motion.",
             inputs=[_joints_in("Joint sequence to describe.")],
-            outputs=[io.String.Output(display_name="info")],
+            outputs=[io.String.Output(display_name="info", tooltip="The same facts as text.")],
             is_output_node=True,
         )
 
@@ -361,7 +361,7 @@ class MTVProceduralMotion(io.ComfyNode):
                 io.Float.Input("speed", default=1.0, min=0.05, max=10.0, step=0.05,
                                tooltip="Tempo multiplier (1 = one dance/walk cycle per second)."),
             ],
-            outputs=_joints_out(),
+            outputs=_joints_out("The generated joint sequence (SMPL-24, camera frame, mm)."),
         )
 
     @classmethod

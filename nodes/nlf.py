@@ -58,7 +58,7 @@ class MTVLoadNLFModel(io.ComfyNode):
                     "TorchScript's compile passes (needs CUDA).",
                 ),
             ],
-            outputs=[types.NLFModel.Output(display_name="nlf_model")],
+            outputs=[types.NLFModel.Output(display_name="nlf_model", tooltip="The NLF model, for Extract SMPL Motion.")],
         )
 
     @classmethod
@@ -162,9 +162,12 @@ class MTVExtractSMPL(io.ComfyNode):
                 ),
             ],
             outputs=[
-                types.Joints.Output(display_name="joints"),
-                types.Boxes.Output(display_name="boxes"),
-                io.Image.Output(display_name="preview"),
+                types.Joints.Output(display_name="joints",
+                                    tooltip="The tracked person's SMPL-24 joints (camera frame, mm); filled frames "
+                                    "are marked invalid."),
+                types.Boxes.Output(display_name="boxes", tooltip="That person's box in every frame (pixels)."),
+                io.Image.Output(display_name="preview", tooltip="The skeleton drawn over the frames (or one black "
+                                "frame when preview is off)."),
             ],
         )
 

@@ -67,7 +67,7 @@ class MTVLoadMotionTokenizer(io.ComfyNode):
                                tooltip="auto = ComfyUI's compute device while encoding/decoding (the model, ~0.3 GB, "
                                        "waits in system RAM in between); cpu = always on the CPU."),
             ],
-            outputs=[types.Tokenizer.Output(display_name="tokenizer")],
+            outputs=[types.Tokenizer.Output(display_name="tokenizer", tooltip="The 4DMoT tokenizer, for Encode/Decode Motion.")],
         )
 
     @classmethod
@@ -111,9 +111,10 @@ class MTVEncodeMotion(io.ComfyNode):
                              tooltip="Frames shared by consecutive windows (4k+1)."),
             ],
             outputs=[
-                types.Motion.Output(display_name="motion"),
-                types.Joints.Output(display_name="reconstructed"),
-                io.String.Output(display_name="mpjpe"),
+                types.Motion.Output(display_name="motion", tooltip="Motion tokens per window, for the MV-DiT sampler."),
+                types.Joints.Output(display_name="reconstructed",
+                                    tooltip="The tokens decoded back to joints: what the DiT will follow."),
+                io.String.Output(display_name="mpjpe", tooltip="Reconstruction error in mm (mean and worst frame)."),
             ],
         )
 
@@ -148,7 +149,7 @@ class MTVDecodeMotionTokens(io.ComfyNode):
                 types.Tokenizer.Input("tokenizer", tooltip="The tokenizer that made the tokens."),
                 types.Motion.Input("motion", tooltip="Motion tokens from Encode Motion."),
             ],
-            outputs=[types.Joints.Output(display_name="joints")],
+            outputs=[types.Joints.Output(display_name="joints", tooltip="Decoded joint sequence (SMPL-24, mm).")],
         )
 
     @classmethod
