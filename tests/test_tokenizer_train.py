@@ -126,3 +126,17 @@ def test_fine_tuning_keeps_the_codebook_order(tmp_path):
     # one EMA step moves codes a little (1% towards their batch means) but never reorders them
     nearest = torch.cdist(tuned.vq.codebook, before).argmin(dim=1)
     assert torch.equal(nearest, torch.arange(before.shape[0]))
+
+
+def test_stats_file_is_checked(tmp_path):
+    good = tmp_path / "stats.npz"
+    np.savez(good, mean=np.zeros((24, 3)), std=np.ones((24, 3)))
+    mean, std = tr._stats(tr.TrainConfig(stats=str(good)), [])
+    assert mean.shape == (24, 3) and mean.dtype == np.float32 and (std == 1).all()
+    bad = tmp_path / "bad.npz"
+    np.savez(bad, mean=np.zeros((17, 3)), std=np.ones((17, 3)))
+    with pytest.raises(ValueError, match=r"bad\.npz.*\(24, 3\)"):
+        tr._stats(tr.TrainConfig(stats=str(bad)), [])
+    np.savez(bad, average=np.zeros((24, 3)))
+    with pytest.raises(ValueError, match=r"bad\.npz.*'mean' and 'std'"):
+        tr._stats(tr.TrainConfig(stats=str(bad)), [])

@@ -286,7 +286,13 @@ def _stats(cfg: TrainConfig, sequences: list[np.ndarray]) -> tuple[np.ndarray, n
         mean, std = load_stats()
         return np.array(mean), np.array(std)
     with np.load(cfg.stats, allow_pickle=False) as data:
-        return data["mean"].astype(np.float32), data["std"].astype(np.float32)
+        if "mean" not in data.files or "std" not in data.files:
+            raise ValueError(f"{cfg.stats}: a statistics file needs 'mean' and 'std' arrays, found {data.files}")
+        mean, std = data["mean"].astype(np.float32), data["std"].astype(np.float32)
+    if mean.shape != (24, 3) or std.shape != (24, 3) or not (std > 0).all():
+        raise ValueError(f"{cfg.stats}: 'mean' and 'std' must be (24, 3) mm with std > 0, got {mean.shape} and "
+                         f"{std.shape}")
+    return mean, std
 
 
 def train(cfg: TrainConfig, use_accelerate: bool = True) -> list[dict[str, float]]:
@@ -310,6 +316,10 @@ def train(cfg: TrainConfig, use_accelerate: bool = True) -> list[dict[str, float
     if cfg.init_from:
         model = load_tokenizer(cfg.init_from)
         model.requires_grad_(True)
+        if cfg.stats == "compute":
+            logger.warning("fine-tuning %s with statistics computed from the data: inputs are normalised "
+                           "differently from its training (use --stats released, or the file it was trained with, "
+                           "to keep them)", cfg.init_from)
     else:
         model = MotionVQVAE(cfg.model)
     model.stats = (mean, std)
