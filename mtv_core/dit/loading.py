@@ -64,9 +64,10 @@ class _RenamedCheckpoint:
         return self._ckpt.get(self._prefix + key, dtype, device)
 
 
-def _strip_prefix(ckpt: Checkpoint):
+def strip_key_prefix(ckpt: Checkpoint, prefixes: tuple[str, ...] = KEY_PREFIXES):
+    """``ckpt`` read without the first of ``prefixes`` that every key carries (as ComfyUI files may have)."""
     keys = ckpt.keys()
-    for prefix in KEY_PREFIXES:
+    for prefix in prefixes:
         if keys and all(k.startswith(prefix) for k in keys):
             logger.info("%s: keys carry the prefix %r; reading them without it", ckpt.path, prefix)
             return _RenamedCheckpoint(ckpt, prefix)
@@ -114,7 +115,7 @@ def load_mvdit7b(
     dtype = resolve_dtype(dtype, device)
     if attention not in BACKENDS:
         raise ValueError(f"unknown attention backend {attention!r}; choose one of {', '.join(BACKENDS)}")
-    ckpt = _strip_prefix(open_checkpoint(path))
+    ckpt = strip_key_prefix(open_checkpoint(path))
     check_variant(ckpt.keys(), ckpt.path)
     config = config_for(ckpt)
     with torch.device("meta"):

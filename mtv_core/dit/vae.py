@@ -26,6 +26,9 @@ from typing import Any
 
 import torch
 
+from ..checkpoint import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, CheckpointError, load_into, open_checkpoint
+from .loading import strip_key_prefix
+
 logger = logging.getLogger(__name__)
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "cogvideox5b_vae.json"
@@ -34,7 +37,7 @@ LATENT_CHANNELS = 16
 SPATIAL_COMPRESSION = 8
 TEMPORAL_COMPRESSION = 4
 _CONFIG_METADATA_KEY = "mtv_vae_config"
-_STRIP_PREFIXES = ("vae.", "first_stage_model.", "model.")
+_KEY_PREFIXES = ("vae.", "first_stage_model.", "model.")
 
 
 def vae_config() -> dict[str, Any]:
@@ -109,47 +112,30 @@ class VideoVAE:
         return self.vae.decode(z).sample.float()
 
 
-def _find_weight_files(folder: Path) -> list[Path]:
-    files = sorted(folder.glob("diffusion_pytorch_model*.safetensors")) or sorted(folder.glob("*.safetensors"))
-    if not files:
-        bins = sorted(folder.glob("*.bin")) + sorted(folder.glob("*.pt")) + sorted(folder.glob("*.pth"))
-        hint = f" (found {', '.join(p.name for p in bins)}; convert it to safetensors)" if bins else ""
-        raise FileNotFoundError(f"no .safetensors weights in VAE folder {folder}{hint}")
-    return files
-
-
-def _resolve(path: Path) -> tuple[list[Path], dict[str, Any] | None]:
-    """Weight files and config.json contents (or None) for a VAE folder or file."""
+def _weights_path(path: Path) -> Path:
+    """The VAE folder or safetensors file to read; FileNotFoundError / ValueError name what is wrong."""
     if path.is_dir():
         if not (path / "config.json").is_file() and (path / "vae").is_dir():
             path = path / "vae"  # a whole CogVideoX-5b snapshot
-        config = json.loads((path / "config.json").read_text()) if (path / "config.json").is_file() else None
-        return _find_weight_files(path), config
+        if not any(p.name.lower().endswith(SAFETENSORS_SUFFIXES) for p in path.iterdir()):
+            others = sorted(p.name for p in path.iterdir() if p.name.lower().endswith(TORCH_SUFFIXES))
+            hint = f" (found {', '.join(others)}; convert it to safetensors)" if others else ""
+            raise FileNotFoundError(f"no .safetensors weights in VAE folder {path}{hint}")
+        return path
     if not path.is_file():
         raise FileNotFoundError(f"VAE not found: {path}")
-    if not path.name.lower().endswith((".safetensors", ".sft")):
+    if not path.name.lower().endswith(SAFETENSORS_SUFFIXES):
         raise ValueError(f"VAE file {path} is not a .safetensors file; only safetensors weights are loaded")
-    return [path], None
+    return path
 
 
-def _read_state(files: list[Path]) -> tuple[dict[str, Any], dict[str, str]]:
-    """Lazily opened tensors (key -> (handle, name)) and the first file's metadata."""
+def _file_config(path: Path) -> dict[str, Any] | None:
+    """The config a single file written by ``write_tiny_vae`` carries in its metadata, else None."""
     from safetensors import safe_open
 
-    entries: dict[str, Any] = {}
-    metadata: dict[str, str] = {}
-    for i, file in enumerate(files):
-        handle = safe_open(str(file), framework="pt", device="cpu")
-        if i == 0:
-            metadata = handle.metadata() or {}
-        for name in handle.keys():
-            key = name
-            for prefix in _STRIP_PREFIXES:
-                if key.startswith(prefix):
-                    key = key[len(prefix):]
-                    break
-            entries[key] = (handle, name)
-    return entries, metadata
+    with safe_open(str(path), framework="pt", device="cpu") as handle:
+        metadata = handle.metadata() or {}
+    return json.loads(metadata[_CONFIG_METADATA_KEY]) if _CONFIG_METADATA_KEY in metadata else None
 
 
 def load_vae(
@@ -162,38 +148,22 @@ def load_vae(
     """Load a CogVideoX-5B VAE from a ``vae/`` folder or a single safetensors file.
 
     Raises FileNotFoundError / ValueError naming the path when the weights are missing, not
-    safetensors, or do not match the CogVideoX VAE architecture (with a short key diff).
+    safetensors, or do not match the CogVideoX VAE architecture (with a key diff).
     """
     from diffusers import AutoencoderKLCogVideoX
 
-    path = Path(path)
-    files, config = _resolve(path)
-    entries, metadata = _read_state(files)
-    if config is None:
-        config = json.loads(metadata[_CONFIG_METADATA_KEY]) if _CONFIG_METADATA_KEY in metadata else vae_config()
+    path = _weights_path(Path(path))
+    ckpt = strip_key_prefix(open_checkpoint(path), _KEY_PREFIXES)
+    config = ckpt.config or (_file_config(path) if path.is_file() else None) or vae_config()
     if config.get("_class_name", "AutoencoderKLCogVideoX") != "AutoencoderKLCogVideoX":
         raise ValueError(f"{path}: config.json describes a {config['_class_name']}, not a CogVideoX VAE")
+    if any(k.startswith(("transformer_blocks.", "blocks.")) for k in ckpt.keys()):
+        raise CheckpointError(f"{path} is a diffusion transformer checkpoint, not a CogVideoX VAE")
     config = {k: v for k, v in config.items() if not k.startswith("_") and k != "quantization_config"}
     with torch.device("meta"):
         vae = AutoencoderKLCogVideoX.from_config(config)
-    expected = {k: tuple(v.shape) for k, v in vae.state_dict().items()}
-    missing = sorted(set(expected) - set(entries))
-    unexpected = sorted(set(entries) - set(expected))
-    if missing or unexpected:
-        if any(k.startswith("transformer_blocks.") or k.startswith("blocks.") for k in unexpected):
-            raise ValueError(f"{path} is a diffusion transformer checkpoint, not a CogVideoX VAE")
-        raise ValueError(
-            f"{path} is not a CogVideoX VAE with diffusers key names: {len(missing)} missing keys "
-            f"(e.g. {missing[:3]}), {len(unexpected)} unexpected keys (e.g. {unexpected[:3]})"
-        )
-    state: dict[str, torch.Tensor] = {}
-    for key, shape in expected.items():
-        handle, name = entries[key]
-        tensor = handle.get_tensor(name)
-        if tuple(tensor.shape) != shape:
-            raise ValueError(f"{path}: tensor {name} has shape {tuple(tensor.shape)}, the VAE expects {shape}")
-        state[key] = tensor.to(device=device, dtype=dtype)
-    vae.load_state_dict(state, strict=True, assign=True)
+    load_into(vae, ckpt, dtype=dtype, device=device, what="CogVideoX VAE",
+              hint="expected diffusers key names (the vae folder of THUDM/CogVideoX-5b)")
     logger.info("loaded CogVideoX VAE from %s (%s, %s)", path, dtype, device)
     return VideoVAE(vae, source=str(path), tiling=tiling, slicing=slicing)
 
