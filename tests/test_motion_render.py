@@ -71,6 +71,17 @@ def test_render_over_background_and_behind_camera():
         render_skeleton(seq, background=np.zeros((2, 8, 8)))
 
 
+@pytest.mark.parametrize("dtype", [np.float32, np.uint8])
+def test_held_background_frame_shows_only_the_current_skeleton(dtype):
+    background = np.full((1, 96, 96, 3), 0.5 if dtype == np.float32 else 128, dtype)
+    original = background.copy()
+    seq = procedural_motion("dance", frames=12)
+    frames = render_skeleton(seq, background=background)
+    alone = render_skeleton(JointSequence(seq.joints_mm[-1:]), background=background)
+    np.testing.assert_array_equal(frames[-1], alone[0])  # no skeletons of earlier frames left on it
+    np.testing.assert_array_equal(background, original)  # the caller's frames are not drawn on
+
+
 @pytest.mark.parametrize("kind", MOTIONS)
 def test_procedural_motions_are_deterministic_and_plausible(kind):
     a = procedural_motion(kind, frames=49, fps=20)

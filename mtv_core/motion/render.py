@@ -83,20 +83,21 @@ def render_skeleton(seq: JointSequence, width: int = 512, height: int = 512, bac
         if bg.ndim != 4 or bg.shape[-1] != 3 or bg.shape[0] < 1:
             raise ValueError(f"background must be (B, H, W, 3) images, got shape {bg.shape}")
         height, width = int(bg.shape[1]), int(bg.shape[2])
-        bg_u8 = bg if bg.dtype == np.uint8 else (np.clip(bg, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
     else:
         width, height = _check_size("width", width), _check_size("height", height)
-        bg_u8 = None
+        bg = None
     pixels, visible = project(seq.joints_mm, height, width, fov_deg)
     pixels = np.clip(pixels, -1e5, 1e5)
     shift = 4  # sub-pixel precision for cv2 drawing
     scale = float(1 << shift)
     frames = np.empty((seq.num_frames, height, width, 3), np.float32)
     for t in range(seq.num_frames):
-        if bg_u8 is None:
+        if bg is None:
             canvas = np.zeros((height, width, 3), np.uint8)
-        else:
-            canvas = np.ascontiguousarray(bg_u8[min(t, bg_u8.shape[0] - 1)])
+        else:  # converted frame by frame: a long float video is never copied whole
+            frame = bg[min(t, bg.shape[0] - 1)]
+            canvas = (np.array(frame, dtype=np.uint8) if frame.dtype == np.uint8
+                      else (np.clip(frame, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8))
         gain = 1.0 if seq.valid[t] else dim_invalid
         pts = np.round(pixels[t] * scale).astype(np.int64)
         for a, b, colour in LIMBS:
