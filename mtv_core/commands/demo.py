@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..motion import MOTIONS, JointSequence, procedural_motion, render_skeleton, save_motion
-from ..video import write_mp4
+from ..video import to_uint8, write_mp4
 
 logger = logging.getLogger(__name__)
 
@@ -98,7 +98,7 @@ def demo_reference(joints: JointSequence, width: int, height: int) -> np.ndarray
     first = JointSequence(joints.joints_mm[:1], fps=joints.fps)
     frame = render_skeleton(first, width=width, height=height, background=background, line_width=max(2, width // 64),
                             point_radius=max(2, width // 64))[0]
-    return frame if frame.dtype == np.uint8 else (np.clip(frame, 0, 1) * 255).astype(np.uint8)
+    return to_uint8(frame)
 
 
 def _configured_models(args: argparse.Namespace):
