@@ -64,3 +64,20 @@ def test_errors(models_dir):
         nodes.MTVLoadMotionTokenizer.execute(tokenizer_file="other_vae.safetensors", device="cpu")
     with pytest.raises(FileNotFoundError):
         nodes.MTVLoadMotionTokenizer.execute(tokenizer_file="nope.safetensors", device="cpu")
+
+
+def test_offloaded_tokenizer_moves_to_compute_only_while_used(models_dir, monkeypatch):
+    (tokenizer,) = nodes.MTVLoadMotionTokenizer.execute(tokenizer_file="4dmot_tiny.safetensors", device="cpu").args
+    assert tokenizer.mtv_offload is False  # cpu: stays where it is
+    moves = []
+    real_to = tokenizer.to
+    monkeypatch.setattr(tokenizer, "to", lambda device: moves.append(str(device)) or real_to(device))
+    nodes.MTVDecodeMotionTokens.execute(
+        tokenizer=tokenizer, motion=nodes.MTVEncodeMotion.execute(tokenizer=tokenizer, joints=_joints(49)).args[0])
+    assert moves == []
+    tokenizer.mtv_offload, tokenizer.mtv_compute_device = True, torch.device("cpu")  # as loaded on a GPU machine
+    with pytest.raises(ValueError, match="window to 0"):  # also moved back when the node fails
+        nodes.MTVEncodeMotion.execute(tokenizer=tokenizer, joints=_joints(20))
+    assert moves == ["cpu", "cpu"]  # to the compute device, then back to the offload device
+    nodes.MTVEncodeMotion.execute(tokenizer=tokenizer, joints=_joints(49))
+    assert len(moves) == 4
