@@ -5,6 +5,11 @@ noisy latents, reference latents (concatenated on channels) and timestep; the v-
 ``v_uncond + guidance * (v_motion - v_uncond)`` in float32 and passed to ``CogVideoXDPMScheduler.step`` with
 the previous x0 prediction, the previous timestep and ``generator`` (the scheduler's noise). Guidance 1.0 runs
 only the motion half.
+
+Deliberate differences from upstream, none of which the weights depend on: the sample stays in the dtype it
+came in (float32 from ``pipeline_7b``) between steps, where upstream rounds it to bf16 after every step (the
+model still sees it in its own dtype); guidance below 1 applies the same formula (towards the unconditional
+prediction), where upstream turns guidance off for any value <= 1.
 """
 
 from __future__ import annotations
