@@ -122,7 +122,8 @@ class MTVLoadCogVideoXVAE(io.ComfyNode):
             description=(
                 "Loads CogVideoX-5B's video VAE (scaling factor 0.7) for MV-DiT-7B: the vae folder of "
                 f"THUDM/CogVideoX-5b ({VAE_URL}) or a single safetensors file with diffusers key names, from "
-                "models/vae. Without a config.json the pack's CogVideoX-5B config is used."
+                "models/vae. Without a config.json the pack's CogVideoX-5B config is used. On a GPU it waits in system RAM "
+                "and moves to the GPU only while the 7B nodes run."
             ),
             inputs=[
                 io.Combo.Input(
@@ -148,8 +149,14 @@ class MTVLoadCogVideoXVAE(io.ComfyNode):
         if vae == NO_VAE:
             raise FileNotFoundError(f"no CogVideoX VAE selected: {NO_VAE} (download from {VAE_URL})")
         path = resolve_model(VAE_FOLDERS, vae, hint=f"the CogVideoX-5B VAE comes from {VAE_URL}")
-        device = compute_device()
-        return io.NodeOutput(load_vae(path, dtype=parse_dtype(dtype, device), device=device, tiling=tiling))
+        compute = compute_device()
+        # On a GPU it waits on the offload device and moves to the GPU only while the 7B nodes run.
+        offload = compute != torch.device(offload_device())
+        video_vae = load_vae(path, dtype=parse_dtype(dtype, compute), device=offload_device() if offload else compute,
+                             tiling=tiling)
+        video_vae.mtv_offload = offload
+        video_vae.mtv_compute_device = compute
+        return io.NodeOutput(video_vae)
 
 
 class MTVSampler7B(io.ComfyNode):
@@ -199,7 +206,7 @@ class MTVSampler7B(io.ComfyNode):
                 max_windows: int = 0, latent_preview: bool = True) -> io.NodeOutput:
         motion = limit_windows(motion, max_windows)
         bar = progress(len(motion.windows) * steps)
-        with in_use(model):
+        with in_use(model), in_use(vae):
             latents = sample_7b(model, vae, reference, motion, width=width, height=height, num_steps=steps,
                                 guidance=motion_guidance, seed=seed, callback=bar, preview=latent_preview)
         return io.NodeOutput(latents)
@@ -231,7 +238,8 @@ class MTVDecode7B(io.ComfyNode):
     def execute(cls, vae, latents: dict) -> io.NodeOutput:
         samples = latents.get("samples") if isinstance(latents, dict) else None
         bar = progress(int(samples.shape[0]) if samples is not None else 1)
-        frames = decode_7b(vae, latents, callback=bar)
+        with in_use(vae):
+            frames = decode_7b(vae, latents, callback=bar)
         return io.NodeOutput(frames, float(latents["fps"]))
 
 
