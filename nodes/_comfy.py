@@ -185,17 +185,10 @@ DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
 
 
 def parse_dtype(name: str, device: Any = None):
-    """A dtype widget value -> torch dtype. ``auto``: bf16 on CUDA (fp16 where bf16 is unsupported), else fp32."""
-    import torch
+    """A dtype widget value -> torch dtype (``auto``: bf16 on CUDA, fp16 where it has no bf16, else fp32)."""
+    from ..mtv_core.dit.loading import resolve_dtype
 
-    fixed = {"bf16": torch.bfloat16, "fp16": torch.float16, "fp32": torch.float32}
-    if name == "auto":
-        if device is not None and torch.device(device).type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if name not in fixed:
-        raise ValueError(f"dtype must be one of {list(DTYPE_CHOICES)}, got {name!r}")
-    return fixed[name]
+    return resolve_dtype(name, device)
 
 
 def compute_device(choice: str = "auto"):
