@@ -173,3 +173,15 @@ def test_edits_of_a_sequence_with_no_valid_frame_use_all_frames():
     # the same values as for the all-valid sequence: all frames are the sources
     np.testing.assert_array_equal(edit.resample(none_valid, 30.0).joints_mm, edit.resample(walk, 30.0).joints_mm)
     np.testing.assert_array_equal(edit.smooth(none_valid, 1.5).joints_mm, edit.smooth(walk, 1.5).joints_mm)
+
+
+@pytest.mark.parametrize("frames", [1, 2, 3, 7])
+def test_smooth_sequences_shorter_than_the_kernel(frames):
+    walk = procedural_motion("walk", frames=frames)
+    wide = edit.smooth(walk, 5.0)  # kernel radius 15 frames, longer than the sequence
+    _assert_layout(wide, frames)
+    # by definition: each frame is the Gaussian-weighted mean of all frames (weights renormalised)
+    t = np.arange(frames)
+    weights = np.exp(-0.5 * ((t[:, None] - t[None, :]) / 5.0) ** 2)
+    expected = np.einsum("tk,kjc->tjc", weights / weights.sum(1, keepdims=True), walk.joints_mm.astype(np.float64))
+    np.testing.assert_allclose(wide.joints_mm, expected, atol=1e-3)

@@ -99,6 +99,8 @@ def smooth(seq: JointSequence, sigma_frames: float) -> JointSequence:
     den = np.zeros(count)
     for off, k in zip(offsets, kernel):
         lo, hi = max(0, -off), min(count, count - off)  # target frames t with t+off in range
+        if lo >= hi:  # the offset reaches past a sequence shorter than the kernel
+            continue
         num[lo:hi] += k * flat[lo + off:hi + off]
         den[lo:hi] += k * weights[lo + off:hi + off]
     out = seq.joints_mm.reshape(count, -1).astype(np.float64).copy()
