@@ -72,7 +72,13 @@ class MTVLoadNLFModel(io.ComfyNode):
 
 
 def _fps_or_none(rate) -> float | None:
-    return float(rate) if rate is not None and float(rate) > 0 else None
+    """A usable frame rate, or None. ComfyUI reports exactly 1 fps when a container has no rate at all."""
+    if rate is None or float(rate) <= 0:
+        return None
+    if float(rate) == 1.0:
+        logger.warning("the video reports 1 fps, ComfyUI's value for 'unknown': using the default; set fps to override")
+        return None
+    return float(rate)
 
 
 def _video_frames(video) -> tuple[torch.Tensor, float | None]:

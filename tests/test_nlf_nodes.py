@@ -104,6 +104,14 @@ def test_nlf_extract_node_video_input_and_fps(fake_model):
     assert not decoded
 
 
+def test_nlf_extract_node_unknown_video_rate_uses_default(fake_model):
+    # ComfyUI's VIDEO reports exactly 1 fps when the container carries no rate at all.
+    video = SimpleNamespace(get_components=None, get_frame_rate=lambda: Fraction(1))
+    joints = MTVExtractSMPL.execute(nlf_model=fake_model, images=torch.from_numpy(frames_for(3)), video=video,
+                                    preview=False).result[0]
+    assert joints.fps == 20.0 and joints.meta["fps_source"] == "default"
+
+
 def test_nlf_extract_node_needs_frames(fake_model):
     with pytest.raises(ValueError, match="either 'images'"):
         MTVExtractSMPL.execute(nlf_model=fake_model)
