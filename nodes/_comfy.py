@@ -198,11 +198,44 @@ def compute_device(choice: str = "auto"):
     return torch.device("cpu") if choice == "cpu" else torch.device(torch_device())
 
 
+def make_room(nbytes: int, device: Any) -> None:
+    """Ask ComfyUI to unload its own models until ``nbytes`` (plus headroom) fit on a CUDA ``device``.
+
+    Our models live outside ComfyUI's model management, so without this a MODEL left on the GPU by an
+    earlier workflow could make our load run out of memory. No-op outside ComfyUI or off CUDA.
+    """
+    import torch
+
+    if torch.device(device).type != "cuda":
+        return
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return
+    mm.free_memory(int(nbytes * 1.2) + (1 << 30), torch.device(device))
+
+
+def model_bytes(model: Any) -> int:
+    """Bytes held by a module's parameters and buffers."""
+    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
+
+
+def checkpoint_bytes(path: str, dtype: Any) -> int:
+    """Bytes the tensors of checkpoint ``path`` take in ``dtype`` (read from the file headers only)."""
+    import math
+
+    from ..mtv_core.checkpoint import open_checkpoint
+
+    numel = sum(math.prod(shape) for shape in open_checkpoint(path).shapes().values())
+    return numel * dtype.itemsize
+
+
 @contextlib.contextmanager
 def model_on(model: Any, device: Any) -> Iterator[Any]:
     """Move ``model`` to ``device`` for the block, then back to the offload device (also on error or Cancel)."""
     import torch
 
+    make_room(model_bytes(model), device)
     model.to(device)
     try:
         yield model

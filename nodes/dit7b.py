@@ -24,9 +24,11 @@ from ._comfy import (
     DTYPE_CHOICES,
     MODEL_HELP_URL,
     MTV_FOLDER,
+    checkpoint_bytes,
     compute_device,
     in_use,
     io,
+    make_room,
     model_choices,
     offload_device,
     parse_dtype,
@@ -106,6 +108,7 @@ class MTVLoadDiT7B(io.ComfyNode):
         path = resolve_model(DIT_FOLDERS, model, hint=f"MV-DiT-7B comes from {MODEL_HELP_URL} (MV-DiT/CogVideoX)")
         compute = compute_device(device)
         load_device = offload_device() if device == "offload" else compute
+        make_room(checkpoint_bytes(path, parse_dtype(dtype, compute)), load_device)
         dit = load_mvdit7b(path, dtype=parse_dtype(dtype, compute), device=load_device, attention=attention)
         dit.mtv_offload = device == "offload"
         dit.mtv_compute_device = compute
