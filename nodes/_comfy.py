@@ -245,6 +245,18 @@ def model_on(model: Any, device: Any) -> Iterator[Any]:
             torch.cuda.empty_cache()
 
 
+def load_target(compute: Any, park: bool) -> Any:
+    """Where a loader puts a model: the offload device if it waits there between runs (``park``), else ``compute``."""
+    return offload_device() if park else compute
+
+
+def mark_placement(model: Any, compute: Any, park: bool) -> Any:
+    """Record for ``in_use`` where ``model`` runs and whether it waits on the offload device between runs."""
+    model.mtv_offload = park
+    model.mtv_compute_device = compute
+    return model
+
+
 def in_use(model: Any):
     """Context for running ``model``: a model loaded offloaded (``mtv_offload`` True) is moved to its
     ``mtv_compute_device`` for the block and back to the offload device after; others stay where they are."""

@@ -28,7 +28,9 @@ from ._comfy import (
     compute_device,
     in_use,
     io,
+    load_target,
     make_room,
+    mark_placement,
     model_choices,
     offload_device,
     parse_dtype,
@@ -107,12 +109,11 @@ class MTVLoadDiT7B(io.ComfyNode):
             raise ValueError(f"device must be one of {list(DIT_DEVICES)}, got {device!r}")
         path = resolve_model(DIT_FOLDERS, model, hint=f"MV-DiT-7B comes from {MODEL_HELP_URL} (MV-DiT/CogVideoX)")
         compute = compute_device(device)
-        load_device = offload_device() if device == "offload" else compute
-        make_room(checkpoint_bytes(path, parse_dtype(dtype, compute)), load_device)
-        dit = load_mvdit7b(path, dtype=parse_dtype(dtype, compute), device=load_device, attention=attention)
-        dit.mtv_offload = device == "offload"
-        dit.mtv_compute_device = compute
-        return io.NodeOutput(dit)
+        park = device == "offload"
+        torch_dtype = parse_dtype(dtype, compute)
+        make_room(checkpoint_bytes(path, torch_dtype), load_target(compute, park))
+        dit = load_mvdit7b(path, dtype=torch_dtype, device=load_target(compute, park), attention=attention)
+        return io.NodeOutput(mark_placement(dit, compute, park))
 
 
 class MTVLoadCogVideoXVAE(io.ComfyNode):
@@ -155,11 +156,9 @@ class MTVLoadCogVideoXVAE(io.ComfyNode):
         compute = compute_device()
         # On a GPU it waits on the offload device and moves to the GPU only while the 7B nodes run.
         offload = compute != torch.device(offload_device())
-        video_vae = load_vae(path, dtype=parse_dtype(dtype, compute), device=offload_device() if offload else compute,
+        video_vae = load_vae(path, dtype=parse_dtype(dtype, compute), device=load_target(compute, offload),
                              tiling=tiling)
-        video_vae.mtv_offload = offload
-        video_vae.mtv_compute_device = compute
-        return io.NodeOutput(video_vae)
+        return io.NodeOutput(mark_placement(video_vae, compute, offload))
 
 
 class MTVSampler7B(io.ComfyNode):

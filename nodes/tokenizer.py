@@ -20,6 +20,8 @@ from ._comfy import (
     compute_device,
     in_use,
     io,
+    load_target,
+    mark_placement,
     model_choices,
     offload_device,
     parse_dtype,
@@ -82,11 +84,9 @@ class MTVLoadMotionTokenizer(io.ComfyNode):
         compute = compute_device(device)
         # On a GPU it waits on the offload device and moves to the GPU only while encoding/decoding.
         offload = device == "auto" and compute != torch.device(offload_device())
-        model = load_tokenizer(path, dtype=parse_dtype(dtype), device=offload_device() if offload else compute)
+        model = load_tokenizer(path, dtype=parse_dtype(dtype), device=load_target(compute, offload))
         model.source_name = tokenizer_file
-        model.mtv_offload = offload
-        model.mtv_compute_device = compute
-        return io.NodeOutput(model)
+        return io.NodeOutput(mark_placement(model, compute, offload))
 
 
 class MTVEncodeMotion(io.ComfyNode):
