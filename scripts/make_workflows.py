@@ -3,10 +3,11 @@
 Widget order, defaults, socket types and output slots come from our node schemas (rendered like
 ``/object_info``) and the stored core-node snapshot, so the files stay consistent with the code:
 
-    .venv/bin/python scripts/make_workflows.py          # rewrite workflows/mtvcrafter_7b*.json
+    .venv/bin/python scripts/make_workflows.py          # rewrite workflows/mtvcrafter_*.json
     .venv/bin/python scripts/make_workflows.py --check  # exit 1 if a committed file differs
 
-Model widgets name the files/folders listed in each workflow's ``models[]`` (download URL + models folder).
+Model widgets name the files/folders listed in each workflow's ``models[]`` (download URL + models folder);
+the motion preview starter loads no model, so its ``models[]`` is empty.
 """
 
 from __future__ import annotations
@@ -227,7 +228,49 @@ def motion_file_workflow() -> dict[str, Any]:
     return g.workflow([MODELS["tokenizer"], MODELS["dit"], MODELS["vae"]])
 
 
-WORKFLOWS = {"mtvcrafter_7b.json": video_workflow, "mtvcrafter_7b_motion_file.json": motion_file_workflow}
+PREVIEW_NOTE = """## MTVCrafter: motion preview (no model files)
+
+A starter that needs **no downloads**: press **Run** to check that the pack is installed. It takes a few seconds, even on CPU.
+
+- **Procedural Motion** builds a demo dance: 49 frames (one MTVCrafter window) at 20 fps, from the motion tokenizer's mean pose.
+- **Render Skeleton** draws it with MTVCrafter's camera; **Create Video** + **Save Video** write `output/video/MTVCrafter_motion_preview_*.mp4`.
+- **Motion Info** shows frames, fps, extent, depth and height of the motion.
+- The lower branch mirrors the motion (left and right swapped) and previews those frames.
+
+To animate a picture, open the two 7B templates of this pack (template browser, under `mtvcrafter`); their notes list the model files to download:
+
+- **mtvcrafter_7b**: driving video -> NLF 3D pose -> MV-DiT 7B -> mp4.
+- **mtvcrafter_7b_motion_file**: saved motion file (.npz / upstream .pkl) -> MV-DiT 7B -> mp4.
+
+Procedural Motion's `joints` output also fits their Encode Motion node, in place of the video or the motion file."""
+
+
+def motion_preview_workflow() -> dict[str, Any]:
+    """Procedural motion -> skeleton frames -> mp4, motion info, mirrored preview: no model files at all."""
+    g = Graph()
+    g.add("MarkdownNote", (0, -400), size=(900, 360), text=PREVIEW_NOTE)
+    motion = g.add("MTVProceduralMotion", (0, 0), size=(320, 200), title="Demo motion (no model needed)",
+                   motion="dance", frames=49, fps=20.0)
+    info = g.add("MTVMotionInfo", (0, 250), size=(320, 240))
+    g.link(motion, "joints", info, "joints")
+    skel = g.add("MTVRenderSkeleton", (360, 0), size=(320, 180), title="Skeleton frames")
+    g.link(motion, "joints", skel, "joints")
+    create = g.add("CreateVideo", (720, 0), size=(300, 100), fps=20.0)
+    g.link(skel, "images", create, "images")
+    save = g.add("SaveVideo", (1060, 0), size=(420, 420), filename_prefix="video/MTVCrafter_motion_preview")
+    g.link(create, "VIDEO", save, "video")
+    mirror = g.add("MTVMirrorMotion", (360, 510), size=(320, 90))
+    g.link(motion, "joints", mirror, "joints")
+    skel_mirror = g.add("MTVRenderSkeleton", (720, 510), size=(300, 180), title="Mirrored skeleton")
+    g.link(mirror, "joints", skel_mirror, "joints")
+    preview = g.add("PreviewImage", (1060, 510), size=(420, 320))
+    g.link(skel_mirror, "images", preview, "images")
+    g.group("Optional: mirrored motion (left <-> right)", (340, 440, 1160, 420))
+    return g.workflow([])
+
+
+WORKFLOWS = {"mtvcrafter_7b.json": video_workflow, "mtvcrafter_7b_motion_file.json": motion_file_workflow,
+             "mtvcrafter_motion_preview.json": motion_preview_workflow}
 
 
 def main(argv: list[str] | None = None) -> int:

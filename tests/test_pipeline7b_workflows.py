@@ -38,3 +38,24 @@ def test_video_workflow_wiring():
     assert sampler["widgets_values"][:6] == [512, 512, 50, 3.0, 6666, "fixed"]
     assert {m["directory"] for m in wf["models"]} == {"nlf", "mtvcrafter", "vae"}
     assert all(n["properties"].get("cnr_id") == "mtvcrafter" for n in wf["nodes"] if n["type"].startswith("MTV"))
+
+
+def test_motion_preview_workflow_needs_no_model_files():
+    # The no-model starter: procedural dance -> skeleton -> mp4 at 20 fps, motion info, mirrored preview.
+    wf = json.loads((ROOT / "workflows" / "mtvcrafter_motion_preview.json").read_text())
+    nodes = {n["id"]: n for n in wf["nodes"]}
+    edges = {(nodes[s]["type"], nodes[d]["type"], nodes[d]["inputs"][slot]["name"]) for _, s, _, d, slot, _ in wf["links"]}
+    for edge in [("MTVProceduralMotion", "MTVRenderSkeleton", "joints"), ("MTVRenderSkeleton", "CreateVideo", "images"),
+                 ("CreateVideo", "SaveVideo", "video"), ("MTVProceduralMotion", "MTVMotionInfo", "joints"),
+                 ("MTVProceduralMotion", "MTVMirrorMotion", "joints"), ("MTVMirrorMotion", "MTVRenderSkeleton", "joints"),
+                 ("MTVRenderSkeleton", "PreviewImage", "images")]:
+        assert edge in edges, edge
+    by_type = {n["type"]: n for n in wf["nodes"]}
+    assert by_type["MTVProceduralMotion"]["widgets_values"][:3] == ["dance", 49, 20.0]
+    assert by_type["CreateVideo"]["widgets_values"] == [20.0]
+    assert not wf.get("models")
+    loaders = {"MTVLoadMotion", "MTVLoadNLFModel", "MTVLoadMotionTokenizer", "MTVLoadDiT7B", "MTVLoadCogVideoXVAE",
+               "LoadImage", "LoadVideo"}
+    assert not loaders & set(by_type), "the starter must run without any model or input file"
+    note = by_type["MarkdownNote"]["widgets_values"][0]
+    assert "mtvcrafter_7b" in note and "mtvcrafter_7b_motion_file" in note

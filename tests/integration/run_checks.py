@@ -15,6 +15,9 @@ from .workflow_assets import INPUT_VIDEO_FPS, INPUT_VIDEO_FRAMES
 FAST_INPUTS: dict[str, Any] = {"steps": 2, "num_steps": 2, "num_inference_steps": 2, "width": 64, "height": 64}
 STEP_INPUTS = ("steps", "num_steps", "num_inference_steps")
 FRAME_INPUTS = ("frames", "num_frames", "length", "max_frames", "frame_count")
+# Nodes whose output has a different frame count than their input (or that bring their own frames).
+FRAME_CHANGING = ("MTVTrimMotion", "MTVResampleMotion", "MTVLoadMotion", "MTVExtractSMPL", "LoadVideo",
+                  "GetVideoComponents", "MTVSampler7B", "MTVDecode7B")
 
 
 def to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
@@ -126,6 +129,11 @@ def expected_video(api: dict[str, Any], save_id: str, input_dir: Path) -> dict[s
             limit = api[samplers[0]]["inputs"].get("max_windows", 0)
             starts = plan.starts[:limit] if isinstance(limit, int) and limit > 0 else plan.starts
             expect["frames"] = min(plan.used_frames, starts[-1] + plan.window)
+    elif not any(api[n]["class_type"] in FRAME_CHANGING for n in chain):
+        # Frames drawn straight from one procedural motion (edits that keep the frame count are fine).
+        procedural = [n for n in chain if api[n]["class_type"] == "MTVProceduralMotion"]
+        if len(procedural) == 1 and isinstance(literal(api, procedural[0], "frames"), int):
+            expect["frames"] = literal(api, procedural[0], "frames")
     return expect
 
 

@@ -178,6 +178,9 @@ def test_workflow_runs_end_to_end(comfy, path):
         if "frames" in expect:
             assert video["frames"] == expect["frames"], (video, expect)
         comfy.timings[f"video_{path.stem}_{node_id}"] = video
+    for node_id in (k for k, v in api.items() if v["class_type"] == "MTVMotionInfo"):
+        text = (result.outputs.get(node_id) or {}).get("text") or []
+        assert len(text) == 1 and "frames:" in text[0], f"Motion Info {node_id} showed {text!r}"
     previews = [k for k, v in api.items() if v["class_type"] == "PreviewImage"]
     for node_id in previews:
         assert node_id in executed, f"PreviewImage {node_id} did not run"
