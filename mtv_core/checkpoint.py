@@ -63,9 +63,6 @@ class Checkpoint:
             tensor = tensor.to(dtype=dtype)
         return tensor.to(device=device)
 
-    def state_dict(self, dtype: torch.dtype | None = None) -> dict[str, torch.Tensor]:
-        return {key: self.get(key, dtype) for key in self._sources}
-
 
 def _open_safetensors(path: Path, sources: dict[str, object]) -> None:
     from safetensors import safe_open
