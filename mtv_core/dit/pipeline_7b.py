@@ -291,7 +291,7 @@ def sample_7b(
         noise = torch.randn(latent_shape, generator=noise_gen, dtype=torch.float32).to(device)
         known, known_frames = None, 0
         if k > 0:
-            overlap = starts[k - 1] + window_frames - starts[k]
+            overlap = motion.plan.overlap_before(k)  # several windows always come with a plan
             prev_frames = decode_latents(vae, samples[-1])
             if assembler is not None:  # only the frames before this window's start reach the output
                 assembler.add(prev_frames)
