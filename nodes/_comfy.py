@@ -72,20 +72,24 @@ def folder_dirs(key: str) -> list[str]:
         return []
 
 
+def files_under(root: str | Path, suffixes: tuple[str, ...] | None = None, include_dirs: bool = False) -> list[str]:
+    """Relative posix paths of the files below ``root`` ending in ``suffixes`` (any with None), sorted; with
+    ``include_dirs`` also the sub-folders holding a config.json (diffusers model folders)."""
+    root = Path(root)
+    if not root.is_dir():
+        return []
+    names = []
+    for path in root.rglob("*"):
+        if path.is_file() and (suffixes is None or path.name.lower().endswith(suffixes)):
+            names.append(path.relative_to(root).as_posix())
+        elif include_dirs and path.is_dir() and (path / "config.json").is_file():
+            names.append(path.relative_to(root).as_posix())
+    return sorted(names)
+
+
 def list_models(*keys: str, suffixes: tuple[str, ...] | None = None, include_dirs: bool = False) -> list[str]:
     """Files (and, with ``include_dirs``, model sub-folders holding a config.json) under folder keys."""
-    names: set[str] = set()
-    for key in keys:
-        for base in folder_dirs(key):
-            root = Path(base)
-            if not root.is_dir():
-                continue
-            for path in root.rglob("*"):
-                rel = path.relative_to(root).as_posix()
-                if path.is_file() and (suffixes is None or path.name.lower().endswith(suffixes)):
-                    names.add(rel)
-                elif include_dirs and path.is_dir() and (path / "config.json").is_file():
-                    names.add(rel)
+    names = {name for key in keys for base in folder_dirs(key) for name in files_under(base, suffixes, include_dirs)}
     return sorted(names)
 
 
@@ -161,8 +165,9 @@ def progress(total: int, node_id: str | None = None) -> Callable[[int, int, np.n
         if preview is not None:
             from PIL import Image
 
-            image = Image.fromarray((np.clip(preview, 0, 1) * 255).astype(np.uint8))
-            shown = ("JPEG", image, 512)
+            from ..mtv_core.video import to_uint8
+
+            shown = ("JPEG", Image.fromarray(to_uint8(preview)), 512)
         bar.update_absolute(step, total_, shown)
         throw_if_interrupted()
 

@@ -20,7 +20,7 @@ from ..mtv_core.motion.sequence import JointSequence
 from ..mtv_core.motion.stats import load_stats
 from ..mtv_core.motion.summary import motion_summary
 from . import types
-from ._comfy import MTV_FOLDER, folder_dirs, input_directory, io, list_models, output_directory, progress, resolve_model, ui
+from ._comfy import MTV_FOLDER, files_under, folder_dirs, input_directory, io, list_models, output_directory, progress, resolve_model, ui
 
 logger = logging.getLogger(__name__)
 
@@ -32,18 +32,10 @@ NO_SMPL = "none"
 MAX_FRAMES = 100_000
 
 
-def _input_motion_files() -> list[str]:
-    root = Path(input_directory())
-    if not root.is_dir():
-        return []
-    return sorted(p.relative_to(root).as_posix() for p in root.rglob("*")
-                  if p.is_file() and p.suffix.lower() in MOTION_EXTENSIONS)
-
-
 def motion_file_choices() -> list[str]:
     """Motion files in ComfyUI's input folder, then ``motions/...`` in models/mtvcrafter."""
     registered = [n for n in list_models(MTV_FOLDER, suffixes=MOTION_EXTENSIONS) if n.startswith(MOTIONS_PREFIX)]
-    inputs = _input_motion_files()
+    inputs = files_under(input_directory(), MOTION_EXTENSIONS)
     names = inputs + [n for n in registered if n not in inputs]
     return names or [NO_FILES]
 
