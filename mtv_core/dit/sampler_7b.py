@@ -117,7 +117,11 @@ def denoise_7b(
     device, sample_dtype = model.device, latents.dtype
     scheduler.set_timesteps(num_steps, device=device)
     timesteps = scheduler.timesteps
-    vision_rope, motion_rope = rope_tables_7b(model, frames, height, width, joint_mean_mm)
+    # on the model's device and in its dtype once, so that no step copies or casts them again
+    vision_rope, motion_rope = (
+        tuple(t.to(device, model.dtype) for t in table)
+        for table in rope_tables_7b(model, frames, height, width, joint_mean_mm)
+    )
 
     latents = latents.to(device)
     ref = ref_latents.to(device, sample_dtype)
