@@ -130,8 +130,7 @@ def denoise_7b(
         uncond = model.unconditional_motion_token[None].expand(batch, -1, -1)
         motion = torch.cat([uncond, motion])
         ref = torch.cat([ref, ref])
-    if known_latents is not None and known_frames:
-        known = known_latents[:, :known_frames].to(device, sample_dtype)
+    known = known_latents[:, :known_frames].to(device, sample_dtype) if known_latents is not None and known_frames else None
 
     old_x0 = None
     total = len(timesteps)
@@ -147,7 +146,7 @@ def denoise_7b(
             v, old_x0, t, timesteps[i - 1] if i > 0 else None, latents, generator=generator, return_dict=False
         )
         latents = latents.to(sample_dtype)
-        if known_latents is not None and known_frames:
+        if known is not None:
             if i + 1 < total:
                 noise = randn_tensor(known.shape, generator=generator, device=device, dtype=known.dtype)
                 renoised = scheduler.add_noise(known, noise, timesteps[i + 1 : i + 2])
