@@ -29,7 +29,8 @@ _xformers_ops = None  # module once imported, False if unavailable
 _fallback_logged: set[str] = set()
 
 
-def _check_backend(name: str) -> str:
+def check_backend(name: str) -> str:
+    """``name`` if it is one of ``BACKENDS``, else a ValueError listing them."""
     if name not in BACKENDS:
         raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
     return name
@@ -42,7 +43,7 @@ def get_default_backend() -> str:
 def set_default_backend(name: str) -> None:
     """Set the backend used when ``attention`` is called without ``backend=``."""
     global _default_backend
-    _default_backend = _check_backend(name)
+    _default_backend = check_backend(name)
 
 
 @contextlib.contextmanager
@@ -50,7 +51,7 @@ def attention_backend(name: str) -> Iterator[None]:
     """Temporarily use backend ``name`` as the default."""
     global _default_backend
     previous = _default_backend
-    _default_backend = _check_backend(name)
+    _default_backend = check_backend(name)
     try:
         yield
     finally:
@@ -95,7 +96,7 @@ def attention(
     scale: float | None = None,
 ) -> torch.Tensor:
     """Unmasked attention. q (B, H, Lq, D), k/v (B, H, Lk, D) -> (B, H, Lq, D); scale defaults to D**-0.5."""
-    name = _check_backend(backend or _default_backend)
+    name = check_backend(backend or _default_backend)
     if name == "sdpa":
         return _sdpa(q, k, v, scale)
     if name == "xformers":

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import torch
 
-from ..attention import BACKENDS
+from ..attention import check_backend
 from ..checkpoint import Checkpoint, CheckpointError, load_into, open_checkpoint
 from .config import MVDiT7BConfig
 from .transformer_7b import MVDiT7B
@@ -113,8 +113,7 @@ def load_mvdit7b(
 ) -> MVDiT7B:
     """Load MV-DiT-7B from a diffusers folder or a single safetensors file, in ``dtype`` on ``device``."""
     dtype = resolve_dtype(dtype, device)
-    if attention not in BACKENDS:
-        raise ValueError(f"unknown attention backend {attention!r}; choose one of {', '.join(BACKENDS)}")
+    check_backend(attention)  # before reading gigabytes of weights
     ckpt = strip_key_prefix(open_checkpoint(path))
     check_variant(ckpt.keys(), ckpt.path)
     config = config_for(ckpt)

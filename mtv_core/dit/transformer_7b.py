@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import BACKENDS, attention
+from ..attention import attention, check_backend
 from .config import MVDiT7BConfig
 from .rope import apply_rope
 
@@ -195,8 +195,8 @@ class MVDiT7B(nn.Module):
 
     def set_attention_backend(self, name: str | None) -> None:
         """Attention backend of every layer: "auto", "sdpa", "xformers", or None for the pack-wide default."""
-        if name is not None and name not in BACKENDS:
-            raise ValueError(f"unknown attention backend {name!r}; choose one of {', '.join(BACKENDS)}")
+        if name is not None:
+            check_backend(name)
         for module in self.modules():
             if isinstance(module, Attention):
                 module.backend = name
