@@ -37,9 +37,8 @@ class Encoded:
 
 def tokenizer_stats(model: MotionVQVAE) -> tuple[np.ndarray, np.ndarray]:
     """(mean, std), each (24, 3) float32 mm: the checkpoint's own, else the released dataset statistics."""
-    stats = getattr(model, "stats", None)
-    if stats is not None:
-        return stats
+    if model.stats is not None:
+        return model.stats
     from ..motion.stats import load_stats
 
     return load_stats()

@@ -41,6 +41,11 @@ def _safetensors_metadata(path: Path) -> dict[str, str]:
         return dict(handle.metadata() or {})
 
 
+def stats_to_metadata(stats: tuple[np.ndarray, np.ndarray]) -> str:
+    """The ``STATS_METADATA_KEY`` entry for (mean, std) (24, 3) mm (read back by :func:`stats_from_metadata`)."""
+    return json.dumps({"mean": np.asarray(stats[0]).tolist(), "std": np.asarray(stats[1]).tolist()})
+
+
 def stats_from_metadata(metadata: Mapping[str, str], path: object = "") -> tuple[np.ndarray, np.ndarray] | None:
     """(mean, std) stored with a checkpoint we trained, or None (then the released statistics apply)."""
     stored = metadata.get(STATS_METADATA_KEY)
@@ -54,8 +59,9 @@ def stats_from_metadata(metadata: Mapping[str, str], path: object = "") -> tuple
     return mean, std
 
 
-def config_from_checkpoint(ckpt: Checkpoint, **overrides: Any) -> TokenizerConfig:
-    """The model configuration of an opened checkpoint (raises CheckpointError if it is not 4DMoT)."""
+def config_from_checkpoint(ckpt: Checkpoint, metadata: Mapping[str, str], **overrides: Any) -> TokenizerConfig:
+    """The model configuration of an opened checkpoint with its safetensors ``metadata`` (raises
+    CheckpointError if it is not 4DMoT)."""
     shapes = ckpt.shapes()
     missing = [k for k in SIGNATURE_KEYS if k not in shapes]
     if missing:
@@ -64,7 +70,7 @@ def config_from_checkpoint(ckpt: Checkpoint, **overrides: Any) -> TokenizerConfi
             f"{ckpt.path}: not {EXPECTED}. Missing {', '.join(missing)}; the file holds {len(shapes)} "
             f"tensors such as {sample}"
         )
-    stored = _safetensors_metadata(Path(ckpt.path)).get(CONFIG_METADATA_KEY)
+    stored = metadata.get(CONFIG_METADATA_KEY)
     try:
         if stored:
             data = json.loads(stored)
@@ -94,14 +100,15 @@ def load_tokenizer(
     expected for any other checkpoint (e.g. a DiT) or a mis-shaped one.
     """
     ckpt = open_checkpoint(path)
-    config = config_from_checkpoint(ckpt, **config_overrides)
+    metadata = _safetensors_metadata(Path(ckpt.path))
+    config = config_from_checkpoint(ckpt, metadata, **config_overrides)
     model = build_empty(config)
     load_into(model, ckpt, dtype=None, device=device, what="4DMoT motion tokenizer", hint=f"Expected {EXPECTED}.")
     model.encoder.to(dtype=dtype)
     model.decoder.to(dtype=dtype)
     model.vq.codebook = model.vq.codebook.float()
     model.eval().requires_grad_(False)
-    model.stats = stats_from_metadata(_safetensors_metadata(Path(ckpt.path)), ckpt.path)
+    model.stats = stats_from_metadata(metadata, ckpt.path)
     logger.info("loaded 4DMoT tokenizer %s (%d codes x %d, %s on %s)", Path(path).name, config.num_codes,
                 config.code_dim, str(dtype).replace("torch.", ""), device)
     return model
@@ -117,10 +124,8 @@ def save_tokenizer(model: MotionVQVAE, path: str | Path, extra_metadata: Mapping
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     metadata = {CONFIG_METADATA_KEY: model.config.to_json(), "format": "pt"}
-    stats = getattr(model, "stats", None)
-    if stats is not None:
-        metadata[STATS_METADATA_KEY] = json.dumps({"mean": np.asarray(stats[0]).tolist(),
-                                                   "std": np.asarray(stats[1]).tolist()})
+    if model.stats is not None:
+        metadata[STATS_METADATA_KEY] = stats_to_metadata(model.stats)
     metadata.update(extra_metadata or {})
     write_safetensors(state_dict_for_saving(model), path, metadata)
     return path

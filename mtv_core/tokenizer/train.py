@@ -224,7 +224,7 @@ def _accelerator(use_accelerate: bool):
 def save_checkpoint(path: Path, trainer: TokenizerTrainer, optimizer: torch.optim.Optimizer, step: int,
                     cfg: TrainConfig) -> None:
     """Model + EMA state + optimizer state + step in one safetensors file (written atomically)."""
-    from .loading import CONFIG_METADATA_KEY, STATS_METADATA_KEY, write_safetensors
+    from .loading import CONFIG_METADATA_KEY, STATS_METADATA_KEY, stats_to_metadata, write_safetensors
 
     tensors = {k: v.detach().cpu().contiguous() for k, v in trainer.vqvae.state_dict().items()}
     tensors.update({f"ema.{k}": v.detach().cpu().contiguous() for k, v in trainer.ema.state_dict().items()})
@@ -235,10 +235,9 @@ def save_checkpoint(path: Path, trainer: TokenizerTrainer, optimizer: torch.opti
                 if isinstance(value, torch.Tensor):
                     tensors[f"optim.{names[id(param)]}.{key}"] = value.detach().cpu().contiguous()
     tensors["step"] = torch.tensor(step, dtype=torch.long)
-    stats = trainer.vqvae.stats
     metadata = {
         CONFIG_METADATA_KEY: trainer.vqvae.config.to_json(),
-        STATS_METADATA_KEY: json.dumps({"mean": np.asarray(stats[0]).tolist(), "std": np.asarray(stats[1]).tolist()}),
+        STATS_METADATA_KEY: stats_to_metadata(trainer.vqvae.stats),
         "mtv_train_config": json.dumps(asdict(cfg), default=str),
         "format": "pt",
     }
