@@ -11,7 +11,7 @@ from pathlib import Path
 
 import torch
 
-from ..tokenizer.testing import manifest_tensor
+from ..tokenizer.testing import random_weights
 from .config import MVDiT7BConfig
 from .transformer_7b import MVDiT7B
 
@@ -24,23 +24,11 @@ def tiny_mvdit7b_config() -> MVDiT7BConfig:
 
 
 def random_state_dict_7b(config: MVDiT7BConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Deterministic random weights of a healthy scale (fan-in scaled matrices, norm weights near 1)."""
+    """Deterministic random weights of a healthy scale (see ``tokenizer.testing.random_weights``;
+    the unconditional motion tokens standard normal)."""
     with torch.device("meta"):
-        shapes = {k: tuple(v.shape) for k, v in MVDiT7B(config).state_dict().items()}
-    out = {}
-    for name, shape in shapes.items():
-        if name == "unconditional_motion_token":
-            spec = {"shape": shape, "scale": 1.0, "offset": 0.0}
-        elif len(shape) == 1:
-            norm_weight = name.endswith("weight")
-            spec = {"shape": shape, "scale": 0.1 if norm_weight else 0.02, "offset": 1.0 if norm_weight else 0.0}
-        else:
-            fan_in = 1
-            for size in shape[1:]:
-                fan_in *= size
-            spec = {"shape": shape, "scale": fan_in**-0.5, "offset": 0.0}
-        out[name] = manifest_tensor(name, spec, seed)
-    return out
+        model = MVDiT7B(config)
+    return random_weights(model, seed, unit_keys=("unconditional_motion_token",))
 
 
 def save_mvdit7b(

@@ -39,22 +39,29 @@ def regenerate_from_manifest(manifest: str | Path | dict) -> dict[str, torch.Ten
     return {name: manifest_tensor(name, spec, seed) for name, spec in data["params"].items()}
 
 
-def random_state_dict(config: TokenizerConfig, seed: int = 0) -> dict[str, torch.Tensor]:
-    """Random weights of a healthy scale for ``config`` (fan-in scaled convs, norm weights near 1)."""
-    model = MotionVQVAE(config)
+def random_weights(module: torch.nn.Module, seed: int, unit_keys: tuple[str, ...] = ()) -> dict[str, torch.Tensor]:
+    """Deterministic random weights of a healthy scale for every state-dict key of ``module`` (which may
+    live on the meta device), by the :func:`manifest_tensor` rule: fan-in scaled matrices and convs,
+    1-D weights (norms) near 1, biases near 0, ``unit_keys`` standard normal."""
     out: dict[str, torch.Tensor] = {}
-    for name, tensor in model.state_dict().items():
-        if name == "vq.codebook":
-            spec = {"shape": list(tensor.shape), "scale": 1.0, "offset": 0.0}
+    for name, tensor in module.state_dict().items():
+        shape = list(tensor.shape)
+        if name in unit_keys:
+            spec = {"shape": shape, "scale": 1.0, "offset": 0.0}
         elif tensor.ndim == 1:
             is_norm_weight = name.endswith("weight")
-            spec = {"shape": list(tensor.shape), "scale": 0.1 if is_norm_weight else 0.02,
-                    "offset": 1.0 if is_norm_weight else 0.0}
+            spec = {"shape": shape, "scale": 0.1 if is_norm_weight else 0.02, "offset": 1.0 if is_norm_weight else 0.0}
         else:
-            fan_in = tensor[0].numel()
-            spec = {"shape": list(tensor.shape), "scale": fan_in ** -0.5, "offset": 0.0}
+            spec = {"shape": shape, "scale": tensor[0].numel() ** -0.5, "offset": 0.0}
         out[name] = manifest_tensor(name, spec, seed)
     return out
+
+
+def random_state_dict(config: TokenizerConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Random weights of a healthy scale for ``config`` (see :func:`random_weights`; codebook standard normal)."""
+    with torch.device("meta"):
+        model = MotionVQVAE(config)
+    return random_weights(model, seed, unit_keys=("vq.codebook",))
 
 
 def tiny_model(config: TokenizerConfig = TINY_CONFIG, seed: int = 0) -> MotionVQVAE:
