@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import re
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass, fields
 from typing import Mapping
 
 logger = logging.getLogger(__name__)
@@ -53,9 +53,6 @@ class MVDiT7BConfig:
     def unconditional_latent_frames(self) -> int:
         """Latent frames the learned unconditional tokens cover (13 = 49 video frames in the release)."""
         return self.num_unconditional_tokens // NUM_JOINTS
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
     def to_diffusers_config(self) -> dict:
         """A diffusers-style ``config.json`` dict (upstream ``Transformer7B`` constructor names)."""

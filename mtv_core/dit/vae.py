@@ -63,8 +63,7 @@ class VideoVAE:
     def __init__(self, vae: torch.nn.Module, source: str = "", tiling: bool = True, slicing: bool = True) -> None:
         self.vae = vae.eval().requires_grad_(False)
         self.source = source
-        if tiling:
-            self.vae.enable_tiling()
+        self.set_tiling(tiling)
         if slicing:
             self.vae.enable_slicing()
 

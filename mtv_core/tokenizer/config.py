@@ -134,13 +134,3 @@ def _down_frames(n: int, rates: tuple[int, ...]) -> int:
         if rate > 1:
             n = 1 + (n - 1) // rate if n % 2 else n // 2
     return n
-
-
-def up_frames(n: int, rates: tuple[int, ...]) -> int:
-    """Frames after the decoder's upsampling of ``n`` latent frames (one chunk)."""
-    for rate in rates:
-        if n > 1 and n % 2:
-            n = 1 + int((n - 1) * rate)
-        elif n > 1:
-            n = int(n * rate)
-    return n
