@@ -157,7 +157,3 @@ def widget_slots(info: dict[str, Any]) -> list[tuple[str, str]]:
             slots.append((name, "upload"))
     return slots
 
-
-def socket_inputs(info: dict[str, Any]) -> dict[str, str]:
-    """Inputs that take a link (every input except hidden ones), with their types."""
-    return {name: spec_type(spec) for name, spec, _ in ordered_inputs(info)}

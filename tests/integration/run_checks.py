@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import json
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -14,7 +13,6 @@ from .workflow_assets import INPUT_VIDEO_FPS, INPUT_VIDEO_FRAMES
 # Widget values lowered so a workflow runs in seconds on CPU with tiny models (input name -> value).
 FAST_INPUTS: dict[str, Any] = {"steps": 2, "num_steps": 2, "num_inference_steps": 2, "width": 64, "height": 64}
 STEP_INPUTS = ("steps", "num_steps", "num_inference_steps")
-FRAME_INPUTS = ("frames", "num_frames", "length", "max_frames", "frame_count")
 # Nodes whose output has a different frame count than their input (or that bring their own frames).
 FRAME_CHANGING = ("MTVTrimMotion", "MTVResampleMotion", "MTVLoadMotion", "MTVExtractSMPL", "LoadVideo",
                   "GetVideoComponents", "MTVSampler7B", "MTVDecode7B")
@@ -161,10 +159,6 @@ def saved_files(outputs: dict[str, Any], node_id: str) -> list[dict[str, Any]]:
         if isinstance(value, list):
             files.extend(v for v in value if isinstance(v, dict) and "filename" in v)
     return files
-
-
-def describe(api: dict[str, Any]) -> str:
-    return json.dumps({k: v["class_type"] for k, v in api.items()})
 
 
 def node_with_defaults(object_info: dict[str, Any], class_type: str, **inputs: Any) -> dict[str, Any]:
