@@ -132,8 +132,17 @@ def fill_invalid(joints: np.ndarray, valid: np.ndarray) -> np.ndarray:
     return out
 
 
-def _from_nlf_raw(path: Path, data: dict, fps: float) -> JointSequence:
-    per_frame = data["pose"]["joints3d_nonparam"] if "pose" in data else data["joints3d_nonparam"]
+def _nlf_frames(data: Any) -> Any:
+    """The per-frame ``joints3d_nonparam`` entries of a raw NLF pickle (under ``pose`` or at the top), else None."""
+    if not isinstance(data, dict):
+        return None
+    pose = data.get("pose")
+    if isinstance(pose, dict) and "joints3d_nonparam" in pose:
+        return pose["joints3d_nonparam"]
+    return data.get("joints3d_nonparam")
+
+
+def _from_nlf_raw(path: Path, data: dict, per_frame: Any, fps: float) -> JointSequence:
     if not isinstance(per_frame, (list, tuple)) or len(per_frame) == 0:
         raise MotionFormatError(f"{path}: NLF pickle holds no frames (joint sequence is empty)")
     if len(per_frame) == 1 and isinstance(per_frame[0], (list, tuple)) and len(per_frame[0]) > 1:
@@ -196,10 +205,9 @@ def _from_smpl_params(path: Path, data: dict, fps: float | None, smpl_model: str
 def _from_pickle(path: Path, fps: float | None, smpl_model) -> list[JointSequence]:
     data = safe_load_pickle(path, allow_torch=True)
     rate = DEFAULT_FPS if fps is None else fps
-    if isinstance(data, dict) and isinstance(data.get("pose"), dict) and "joints3d_nonparam" in data["pose"]:
-        return [_from_nlf_raw(path, data, rate)]
-    if isinstance(data, dict) and "joints3d_nonparam" in data:
-        return [_from_nlf_raw(path, data, rate)]
+    per_frame = _nlf_frames(data)
+    if per_frame is not None:
+        return [_from_nlf_raw(path, data, per_frame, rate)]
     if _is_smpl_params(data):
         return [_from_smpl_params(path, data, fps, smpl_model)]
     if isinstance(data, dict) and "pose" in data:
