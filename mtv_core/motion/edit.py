@@ -13,6 +13,7 @@ import math
 
 import numpy as np
 
+from .io import fill_invalid
 from .sequence import NUM_JOINTS, JointSequence
 
 # SMPL left/right joint pairs (hips, knees, ankles, feet, collars, shoulders, elbows, wrists, hands).
@@ -108,8 +109,6 @@ def smooth(seq: JointSequence, sigma_frames: float) -> JointSequence:
     out[reached] = num[reached] / den[reached, None]
     joints = out.reshape(count, NUM_JOINTS, 3)
     if not reached.all():  # invalid frames farther than the kernel from any valid one
-        from .io import fill_invalid
-
         joints = fill_invalid(joints.astype(np.float32), reached)
     return _derive(seq, joints, seq.valid.copy(), f"smooth({sigma_frames:g})")
 
