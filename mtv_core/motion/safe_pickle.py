@@ -21,6 +21,9 @@ object of that global is created.
 from __future__ import annotations
 
 import _compat_pickle
+import codecs
+import collections
+import functools
 import io
 import os
 import pickle  # noqa: S403 - used only through the allow-listing Unpickler below
@@ -38,8 +41,6 @@ class UnsafePickleError(pickle.UnpicklingError):
 def _numpy_globals() -> dict[tuple[str, str], Any]:
     reconstruct = np.ndarray.__reduce__(np.zeros(1))[0]  # numpy's _reconstruct, whatever module it lives in
     scalar = np.float32(0).__reduce__()[0]
-    from numpy.lib import format as _fmt  # noqa: F401 - ensure numpy internals are importable
-
     try:
         from numpy._core.numeric import _frombuffer
     except ImportError:  # pragma: no cover - numpy < 2
@@ -58,20 +59,13 @@ def _numpy_globals() -> dict[tuple[str, str], Any]:
     return table
 
 
-_BASE_GLOBALS: dict[tuple[str, str], Any] | None = None
-
-
+@functools.lru_cache(maxsize=1)
 def _base_globals() -> dict[tuple[str, str], Any]:
-    global _BASE_GLOBALS
-    if _BASE_GLOBALS is None:
-        import codecs
-        import collections
-
-        table = _numpy_globals()
-        table[("collections", "OrderedDict")] = collections.OrderedDict
-        table[("_codecs", "encode")] = codecs.encode
-        _BASE_GLOBALS = table
-    return _BASE_GLOBALS
+    """The allow-list every unpickler starts from (built once; callers copy it)."""
+    table = _numpy_globals()
+    table[("collections", "OrderedDict")] = collections.OrderedDict
+    table[("_codecs", "encode")] = codecs.encode
+    return table
 
 
 # --- torch tensors, rebuilt as numpy on the CPU --------------------------------------------------
