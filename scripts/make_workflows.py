@@ -26,7 +26,7 @@ from integration.node_specs import (  # noqa: E402
     core_object_info,
     ordered_inputs,
     pack_object_info,
-    spec_options,
+    spec_default,
     spec_type,
     widget_slots,
 )
@@ -81,8 +81,9 @@ class Graph:
     """A UI workflow under construction: nodes with schema-ordered widgets, links recorded on both ends."""
 
     def __init__(self) -> None:
-        self.infos = {**core_object_info(CORE_VERSION), **pack_object_info()}
-        self.ours = set(pack_object_info())
+        ours = pack_object_info()
+        self.infos = {**core_object_info(CORE_VERSION), **ours}
+        self.ours = set(ours)
         self.nodes: list[dict[str, Any]] = []
         self.links: list[list[Any]] = []
         self.groups: list[dict[str, Any]] = []
@@ -97,12 +98,14 @@ class Graph:
             self.nodes.append(node)
             return node
         info = self.infos[ntype]
-        unknown = set(widgets) - {name for name, _ in widget_slots(info)}
+        slots = widget_slots(info)
+        widget_names = {name for name, _ in slots}
+        unknown = set(widgets) - widget_names
         if unknown:
             raise KeyError(f"{ntype} has no widget(s) {sorted(unknown)}")
         specs = {name: spec for name, spec, _ in ordered_inputs(info)}
         values: list[Any] = []
-        for name, kind in widget_slots(info):
+        for name, kind in slots:
             if kind == "control":
                 values.append("fixed")
             elif kind == "upload":
@@ -111,7 +114,6 @@ class Graph:
                 values.append(widgets[name])
             else:
                 values.append(self._default(specs[name]))
-        widget_names = {name for name, _ in widget_slots(info)}
         inputs = [{"name": name, "type": spec_type(spec), "link": None}
                   for name, spec, _ in ordered_inputs(info) if name not in widget_names]
         outputs = [{"name": name, "type": otype, "links": [], "slot_index": i}
@@ -133,12 +135,11 @@ class Graph:
 
     @staticmethod
     def _default(spec: list[Any]) -> Any:
-        opts = spec_options(spec)
-        if "default" in opts:
-            return opts["default"]
+        value = spec_default(spec)
+        if value is not None:
+            return value
         if spec_type(spec) == "COMBO":
-            choices = spec[0] if isinstance(spec[0], list) else opts.get("options") or []
-            return choices[0] if choices else ""
+            return ""  # a combo with no choice yet (e.g. no model file here)
         raise ValueError(f"no default for {spec}")
 
     def link(self, src: dict[str, Any], output: str, dst: dict[str, Any], input_name: str) -> None:

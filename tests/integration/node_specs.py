@@ -131,6 +131,17 @@ def spec_options(spec: list[Any]) -> dict[str, Any]:
     return spec[1] if len(spec) > 1 and isinstance(spec[1], dict) else {}
 
 
+def spec_default(spec: list[Any]) -> Any:
+    """The value a widget starts with: its declared default, else a combo's first choice (None when neither)."""
+    opts = spec_options(spec)
+    if "default" in opts:
+        return opts["default"]
+    if spec_type(spec) == "COMBO":
+        choices = spec[0] if isinstance(spec[0], list) else opts.get("options") or []
+        return choices[0] if choices else None
+    return None
+
+
 def is_widget(spec: list[Any]) -> bool:
     opts = spec_options(spec)
     if opts.get("forceInput") or opts.get("defaultInput"):

@@ -7,7 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .node_specs import UI_ONLY_NODES
+from .node_specs import UI_ONLY_NODES, spec_default
 from .workflow_assets import INPUT_VIDEO_FPS, INPUT_VIDEO_FRAMES
 
 # Widget values lowered so a workflow runs in seconds on CPU with tiny models (input name -> value).
@@ -163,16 +163,9 @@ def saved_files(outputs: dict[str, Any], node_id: str) -> list[dict[str, Any]]:
 
 def node_with_defaults(object_info: dict[str, Any], class_type: str, **inputs: Any) -> dict[str, Any]:
     """An API node whose required widget inputs hold their declared defaults, then ``inputs``."""
-    spec = object_info[class_type]["input"]
-    values: dict[str, Any] = {}
-    for name, s in (spec.get("required") or {}).items():
-        opts = s[1] if len(s) > 1 and isinstance(s[1], dict) else {}
-        if "default" in opts:
-            values[name] = opts["default"]
-        elif isinstance(s[0], list) and s[0]:
-            values[name] = s[0][0]
-        elif s[0] == "COMBO" and opts.get("options"):
-            values[name] = opts["options"][0]
+    required = object_info[class_type]["input"].get("required") or {}
+    values = {name: spec_default(spec) for name, spec in required.items()}
+    values = {name: value for name, value in values.items() if value is not None}
     values.update(inputs)
     return {"class_type": class_type, "inputs": values}
 
