@@ -11,7 +11,6 @@ with the workflow's name. Run after adding or renaming a workflow:
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import sys
 from pathlib import Path
@@ -19,19 +18,13 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "tests"))
+
+import conftest  # noqa: E402,F401  (imports the pack as ``mtv_pack``)
+
 WIDTH, HEIGHT = 512, 384
 # Which demo motion each workflow shows (default: dance).
 MOTION_FOR = {"mtvcrafter_7b_motion_file": "wave"}
-
-
-def _pack():
-    if "mtv_pack" not in sys.modules:
-        spec = importlib.util.spec_from_file_location("mtv_pack", ROOT / "__init__.py",
-                                                      submodule_search_locations=[str(ROOT)])
-        module = importlib.util.module_from_spec(spec)
-        sys.modules["mtv_pack"] = module
-        spec.loader.exec_module(module)
-    return sys.modules["mtv_pack"]
 
 
 def _font(size: int):
@@ -76,7 +69,6 @@ def _graph(draw, workflow: dict, box: tuple[int, int, int, int]) -> None:
 def thumbnail(path: Path) -> Path:
     from PIL import Image, ImageDraw
 
-    _pack()
     from mtv_pack.mtv_core.motion import procedural_motion, render_skeleton
 
     workflow = json.loads(path.read_text())

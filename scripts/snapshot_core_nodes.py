@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 from integration.comfy_harness import ComfyServer  # noqa: E402
-from integration.node_specs import CORE_SNAPSHOT  # noqa: E402
+from integration.node_specs import CORE_SNAPSHOT, UPLOAD_KEYS  # noqa: E402
 
 CORE_NODES = (
     "LoadImage", "LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo", "SaveWEBM", "PreviewImage",
@@ -36,11 +36,10 @@ def _strip(info: dict) -> dict:
         t = s[0]
         opts = s[1] if len(s) > 1 and isinstance(s[1], dict) else {}
         kept = {k: v for k, v in opts.items() if k in KEEP}
-        if isinstance(t, list) or any(opts.get(k) for k in ("image_upload", "video_upload")):
-            # file lists depend on the machine: keep only fixed choice lists
-            if any(opts.get(k) for k in ("image_upload", "video_upload", "animated_image_upload")):
-                t = "COMBO" if isinstance(t, list) or t == "COMBO" else t
-                kept.pop("options", None)
+        if any(opts.get(k) for k in UPLOAD_KEYS):
+            # an upload combo lists the machine's input files: keep only fixed choice lists
+            t = "COMBO" if isinstance(t, list) else t
+            kept.pop("options", None)
         return [t, kept]
 
     inputs = {sec: {n: spec(s) for n, s in (info.get("input", {}).get(sec) or {}).items()}
