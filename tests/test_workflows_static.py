@@ -10,7 +10,6 @@ with every required input filled (comfy-cli's converter, as the integration laye
 
 from __future__ import annotations
 
-import copy
 import json
 import os
 import re
@@ -30,8 +29,9 @@ from integration.node_specs import (
     spec_type,
     widget_slots,
 )
+from integration.run_checks import convert
+from integration.workflow_assets import WORKFLOWS_DIR
 
-WORKFLOWS_DIR = ROOT / "workflows"
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 # Workflows the pack promises (README); each is checked as soon as it exists.
 MANIFEST = ("mtvcrafter_7b.json", "mtvcrafter_7b_motion_file.json", "mtvcrafter_motion_preview.json")
@@ -197,25 +197,7 @@ def check_workflow(wf: dict[str, Any], known: dict[str, dict[str, dict[str, Any]
             problems.append(f"link {lid}: {s['type']}.{outs[src_slot].get('name')} -> {d['type']}."
                             f"{ins[dst_slot].get('name')} joins different types {sorted(map(str, types))}")
     if not problems:
-        problems += _conversion_problems(wf, known[max(known, key=lambda v: tuple(map(int, v.split("."))))])
-    return problems
-
-
-def _conversion_problems(wf: dict[str, Any], infos: dict[str, dict[str, Any]]) -> list[str]:
-    from comfy_cli.workflow_to_api import convert_ui_to_api
-
-    problems = []
-    api = convert_ui_to_api(copy.deepcopy(wf), infos)
-    for node in wf["nodes"]:
-        if node["type"] in UI_ONLY_NODES or node.get("mode", 0) in (2, 4):
-            continue
-        converted = api.get(str(node["id"]))
-        if converted is None:
-            problems.append(f"node {node['id']} ({node['type']}) lost in UI->API conversion")
-            continue
-        for name in (infos[node["type"]]["input"].get("required") or {}):
-            if name not in converted["inputs"]:
-                problems.append(f"node {node['id']} ({node['type']}): required input {name!r} neither linked nor set")
+        problems += convert(wf, known[max(known, key=lambda v: tuple(map(int, v.split("."))))])[1]
     return problems
 
 

@@ -18,21 +18,35 @@ FRAME_CHANGING = ("MTVTrimMotion", "MTVResampleMotion", "MTVLoadMotion", "MTVExt
                   "GetVideoComponents", "MTVSampler7B", "MTVDecode7B")
 
 
-def to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
-    """Convert with comfy-cli's converter (the same widget mapping the frontend does) and check nothing was lost."""
+def convert(workflow: dict[str, Any], object_info: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
+    """The API prompt of a UI workflow (comfy-cli's converter, the frontend's widget mapping) and what it lost:
+    unknown node types, nodes dropped, required inputs neither linked nor set."""
     from comfy_cli.workflow_to_api import convert_ui_to_api
 
     api = convert_ui_to_api(workflow, object_info)
-    missing = []
+    problems = []
     for node in workflow["nodes"]:
         if node.get("mode", 0) in (2, 4) or node.get("type") in UI_ONLY_NODES:
             continue
+        label = f"node {node['id']} ({node['type']})"
         if node["type"] not in object_info:
-            missing.append(f"node {node['id']} type {node['type']} is not known to the server")
-        elif str(node["id"]) not in api:
-            missing.append(f"node {node['id']} ({node['type']}) was dropped by the UI->API conversion")
-    if missing:
-        raise AssertionError("; ".join(missing))
+            problems.append(f"{label}: node type not known to the server")
+            continue
+        converted = api.get(str(node["id"]))
+        if converted is None:
+            problems.append(f"{label}: lost in UI->API conversion")
+            continue
+        for name in object_info[node["type"]]["input"].get("required") or {}:
+            if name not in converted["inputs"]:
+                problems.append(f"{label}: required input {name!r} neither linked nor set")
+    return api, problems
+
+
+def to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, Any]:
+    """Convert a UI workflow for ``object_info``'s server; raise naming whatever the conversion lost."""
+    api, problems = convert(workflow, object_info)
+    if problems:
+        raise AssertionError("; ".join(problems))
     return api
 
 
