@@ -103,6 +103,27 @@ def test_cli_parses_upstream_recipe():
     assert args.weight_decay == 1e-4 and args.warmup == 5000 and args.milestones == (300_000,)
 
 
+def test_cli_options_reach_the_train_config(tmp_path):
+    model_config = tmp_path / "model.json"
+    model_config.write_text(json.dumps({"num_codes": 16, "code_dim": 8}))
+    args = tr.build_parser().parse_args([
+        "--data", "d", "--out", "o", "--steps", "7", "--batch-size", "3", "--window", "9", "--lr", "0.5",
+        "--betas", "0.8", "0.9", "--weight-decay", "0.1", "--warmup", "2", "--milestones", "4", "5",
+        "--gamma", "0.3", "--commit-weight", "0.7", "--ema-decay", "0.6", "--reset-every", "0",
+        "--model-config", str(model_config), "--init-from", "t.safetensors", "--stats", "released",
+        "--smpl-model", "s.pkl", "--save-every", "11", "--log-every", "12", "--num-workers", "2", "--seed", "13",
+        "--resume", "none", "--max-grad-norm", "1.5",
+    ])
+    cfg = tr.config_from_args(args)
+    assert cfg == tr.TrainConfig(
+        data="d", out="o", steps=7, batch_size=3, window=9, lr=0.5, betas=(0.8, 0.9), weight_decay=0.1, warmup=2,
+        milestones=(4, 5), gamma=0.3, commit_weight=0.7, ema_decay=0.6, reset_every=0,
+        model=tr.TokenizerConfig(num_codes=16, code_dim=8), init_from="t.safetensors", stats="released",
+        smpl_model="s.pkl", save_every=11, log_every=12, num_workers=2, seed=13, resume="none", max_grad_norm=1.5,
+    )
+    assert tr.config_from_args(tr.build_parser().parse_args(["--data", "d"])) == tr.TrainConfig(data="d")
+
+
 def test_module_entry_point_runs(tmp_path):
     import subprocess
     import sys

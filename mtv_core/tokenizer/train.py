@@ -22,7 +22,7 @@ import logging
 import math
 import re
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
@@ -406,21 +406,19 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig of parsed :func:`build_parser` arguments (each option is named like its field)."""
+    values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
+    values.update(betas=tuple(args.betas), milestones=tuple(args.milestones))
+    if args.model_config:
+        values["model"] = TokenizerConfig.from_dict(json.loads(Path(args.model_config).read_text()))
+    return TrainConfig(**values)
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    model = TokenizerConfig()
-    if args.model_config:
-        model = TokenizerConfig.from_dict(json.loads(Path(args.model_config).read_text()))
-    cfg = TrainConfig(
-        data=args.data, out=args.out, steps=args.steps, batch_size=args.batch_size, window=args.window, lr=args.lr,
-        betas=tuple(args.betas), weight_decay=args.weight_decay, warmup=args.warmup, milestones=tuple(args.milestones),
-        gamma=args.gamma, commit_weight=args.commit_weight, ema_decay=args.ema_decay, reset_every=args.reset_every,
-        model=model, init_from=args.init_from, stats=args.stats, smpl_model=args.smpl_model,
-        save_every=args.save_every, log_every=args.log_every, num_workers=args.num_workers, seed=args.seed,
-        resume=args.resume, max_grad_norm=args.max_grad_norm,
-    )
-    train(cfg, use_accelerate=not args.no_accelerate)
+    train(config_from_args(args), use_accelerate=not args.no_accelerate)
     return 0
 
 
