@@ -14,6 +14,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from ..motion.io import DEFAULT_FPS
 from ..motion.sequence import NUM_JOINTS, JointSequence
 from ..progress import ProgressCallback, report
 from ..windows import plan_windows
@@ -228,4 +229,4 @@ def decode_motion(model: MotionVQVAE, motion: MotionTokens, callback: ProgressCa
     valid = src.valid[:total] if src is not None and len(src.valid) >= total else None
     meta = dict(src.meta) if src is not None else {}
     meta["source"] = "4dmot_reconstruction"
-    return JointSequence(joints_mm, fps=motion.fps if src is not None else 20.0, valid=valid, meta=meta)
+    return JointSequence(joints_mm, fps=motion.fps if src is not None else DEFAULT_FPS, valid=valid, meta=meta)
