@@ -32,6 +32,14 @@ _PACKED_LINEAR_OK = True
 _PACKED_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
+def _version(tensor: torch.Tensor) -> int:
+    """The in-place modification counter of ``tensor`` (-1 for inference tensors, which have none)."""
+    try:
+        return tensor._version
+    except RuntimeError:
+        return -1
+
+
 def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, owner: nn.Module, slot: str,
                   source: torch.Tensor | None = None):
     """``x @ weight.T + bias`` for 2-D fp32 ``x``; on CPU without autograd through oneDNN with a cached pre-packed weight.
@@ -50,10 +58,7 @@ def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | No
     if usable:
         try:
             source = weight if source is None else source
-            try:
-                version = source._version
-            except RuntimeError:  # inference tensors have no version counter
-                version = -1
+            version = _version(source)
             slots = _PACKED_CACHE.setdefault(owner, {})
             cached = slots.get(slot)
             if cached is None or cached[0] is not source or cached[1] != version:
@@ -254,10 +259,7 @@ class VectorQuantizer(nn.Module):
     def code_sq_norms(self) -> torch.Tensor:
         """(num_codes,) squared norms of the codes, cached until the codebook changes."""
         book = self.codebook
-        try:
-            version = book._version
-        except RuntimeError:  # inference tensors have no version counter
-            version = -1
+        version = _version(book)
         cached = self._norm_cache
         if cached is None or cached[0] is not book or cached[1] != version:
             self._norm_cache = cached = (book, version, book.square().sum(dim=1))
