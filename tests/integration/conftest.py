@@ -97,8 +97,8 @@ def comfy(tmp_path_factory: pytest.TempPathFactory) -> ComfyEnv:
         yield env
     finally:
         server.stop()
-        report = base / "timings.json"
-        report.write_text(json.dumps({"comfyui": server.version, **env.timings}, indent=1))
+        report = json.dumps({"comfyui": server.version, **env.timings}, indent=1)
+        (base / "timings.json").write_text(report)
         timings_out = os.environ.get("MTV_INTEGRATION_TIMINGS")
         if timings_out:
-            Path(timings_out).write_text(json.dumps({"comfyui": server.version, **env.timings}, indent=1))
+            Path(timings_out).write_text(report)
