@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 import logging
 import os
-import uuid
 import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..files import atomic_output
 from .safe_pickle import safe_load_pickle
 from .sequence import NUM_JOINTS, JointSequence
 
@@ -312,15 +312,8 @@ def save_motion(seq: JointSequence, path: str | os.PathLike) -> Path:
     if path.suffix.lower() != ".npz":
         path = path.with_name(path.name + ".npz")
     meta = json.dumps(seq.meta, ensure_ascii=False, default=_plain)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.partial")
-    try:
-        with open(tmp, "xb") as f:
-            np.savez(f, joints_mm=seq.joints_mm, fps=np.float64(seq.fps), valid=seq.valid,
-                     meta=np.array(meta), format=np.array(FORMAT_NAME), version=np.int64(FORMAT_VERSION))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_output(path) as tmp, open(tmp, "xb") as f:
+        np.savez(f, joints_mm=seq.joints_mm, fps=np.float64(seq.fps), valid=seq.valid,
+                 meta=np.array(meta), format=np.array(FORMAT_NAME), version=np.int64(FORMAT_VERSION))
     logger.info("saved %s (%d frames, %.3g fps)", path, seq.num_frames, seq.fps)
     return path

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -18,6 +17,7 @@ import numpy as np
 import torch
 
 from ..checkpoint import Checkpoint, CheckpointError, load_into, open_checkpoint
+from ..files import atomic_output
 from .config import SIGNATURE_KEYS, TokenizerConfig
 from .model import MotionVQVAE
 
@@ -136,9 +136,5 @@ def write_safetensors(tensors: Mapping[str, torch.Tensor], path: Path, metadata:
     interrupted write never leaves a truncated ``path`` (nor the temporary file)."""
     from safetensors.torch import save_file
 
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    try:
+    with atomic_output(path) as tmp:
         save_file(dict(tensors), str(tmp), metadata=dict(metadata))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
