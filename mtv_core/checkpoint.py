@@ -32,9 +32,12 @@ class CheckpointError(ValueError):
 class Checkpoint:
     """Read-only, lazy view of the tensors in a checkpoint file or folder."""
 
-    def __init__(self, path: Path, sources: dict[str, object], config: dict | None = None) -> None:
+    def __init__(
+        self, path: Path, sources: dict[str, object], config: dict | None = None, metadata: dict | None = None
+    ) -> None:
         self.path = path
         self.config = config
+        self.metadata = metadata or {}  # header metadata of a single safetensors file, else empty
         self._sources = sources  # key -> safetensors handle or tensor
 
     def keys(self) -> list[str]:
@@ -64,7 +67,8 @@ class Checkpoint:
         return tensor.to(device=device)
 
 
-def _open_safetensors(path: Path, sources: dict[str, object]) -> None:
+def _open_safetensors(path: Path, sources: dict[str, object]) -> dict[str, str]:
+    """Register the tensors of one safetensors file in ``sources``; returns its header metadata."""
     from safetensors import safe_open
 
     try:
@@ -73,6 +77,7 @@ def _open_safetensors(path: Path, sources: dict[str, object]) -> None:
         raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
     for key in handle.keys():
         sources[key] = handle
+    return dict(handle.metadata() or {})
 
 
 def _inert_class(module: str, qualname: str) -> type:
@@ -131,6 +136,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
         raise FileNotFoundError(f"checkpoint not found: {path}")
     sources: dict[str, object] = {}
     config = None
+    metadata: dict[str, str] = {}
     if path.is_dir():
         config_file = path / "config.json"
         if config_file.is_file():
@@ -153,14 +159,44 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
             for file in bins:
                 sources.update(_unwrap_state_dict(_torch_load(file), file))
     elif path.name.lower().endswith(SAFETENSORS_SUFFIXES):
-        _open_safetensors(path, sources)
+        metadata = _open_safetensors(path, sources)
     elif path.name.lower().endswith(TORCH_SUFFIXES):
         sources.update(_unwrap_state_dict(_torch_load(path), path))
     else:
         raise CheckpointError(f"{path}: unknown checkpoint format (expected {SAFETENSORS_SUFFIXES + TORCH_SUFFIXES} or a folder)")
     if not sources:
         raise CheckpointError(f"{path}: checkpoint holds no tensors")
-    return Checkpoint(path, sources, config)
+    return Checkpoint(path, sources, config, metadata)
+
+
+class _PrefixedView:
+    """A checkpoint read with a key prefix removed (the interface ``load_into`` reads)."""
+
+    def __init__(self, ckpt: Checkpoint, prefix: str) -> None:
+        self.path, self.config, self.metadata = ckpt.path, ckpt.config, ckpt.metadata
+        self._ckpt, self._prefix = ckpt, prefix
+
+    def keys(self) -> list[str]:
+        return [k[len(self._prefix):] for k in self._ckpt.keys()]
+
+    def shape(self, key: str) -> tuple[int, ...]:
+        return self._ckpt.shape(self._prefix + key)
+
+    def shapes(self) -> dict[str, tuple[int, ...]]:
+        return {key: self.shape(key) for key in self.keys()}
+
+    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+        return self._ckpt.get(self._prefix + key, dtype, device)
+
+
+def strip_key_prefix(ckpt: Checkpoint, prefixes: tuple[str, ...]):
+    """``ckpt`` read without the first of ``prefixes`` that every key carries (as ComfyUI files may have)."""
+    keys = ckpt.keys()
+    for prefix in prefixes:
+        if keys and all(k.startswith(prefix) for k in keys):
+            logger.info("%s: keys carry the prefix %r; reading them without it", ckpt.path, prefix)
+            return _PrefixedView(ckpt, prefix)
+    return ckpt
 
 
 def key_report(expected: Mapping[str, tuple], found: Mapping[str, tuple], limit: int = 8) -> str | None:

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mtv_core.checkpoint import CheckpointError, key_report, load_into, open_checkpoint
+from mtv_core.checkpoint import CheckpointError, key_report, load_into, open_checkpoint, strip_key_prefix
 
 
 class ZeroStage(enum.IntEnum):  # stands for a DeepSpeed config enum pickled into model_states.pt
@@ -117,3 +117,16 @@ def test_missing_and_unknown_files(tmp_path):
     (tmp_path / "bad.safetensors").write_bytes(b"\x00" * 16)
     with pytest.raises(CheckpointError, match="bad.safetensors"):
         open_checkpoint(tmp_path / "bad.safetensors")
+
+
+def test_metadata_and_prefixed_view(tmp_path):
+    sd = {f"model.diffusion_model.{k}": v for k, v in _state(3).items()}
+    save_file(sd, tmp_path / "p.safetensors", metadata={"mtv_config": "{}"})
+    ckpt = open_checkpoint(tmp_path / "p.safetensors")
+    assert ckpt.metadata == {"mtv_config": "{}"}
+    view = strip_key_prefix(ckpt, ("diffusion_model.", "model.diffusion_model."))
+    assert sorted(view.keys()) == ["codebook", "proj.bias", "proj.weight"] and view.metadata == ckpt.metadata
+    model = _meta_tiny()
+    load_into(model, view)
+    torch.testing.assert_close(model.codebook, sd["model.diffusion_model.codebook"])
+    assert strip_key_prefix(ckpt, ("other.",)) is ckpt

@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 
 from ..attention import check_backend
-from ..checkpoint import Checkpoint, CheckpointError, load_into, open_checkpoint
+from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_prefix
 from .config import MVDiT7BConfig
 from .transformer_7b import MVDiT7B
 
@@ -43,35 +43,6 @@ def resolve_dtype(dtype: torch.dtype | str, device: torch.device | str | None = 
     if dtype not in DTYPES:
         raise ValueError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(DTYPES)}")
     return DTYPES[dtype]
-
-
-class _RenamedCheckpoint:
-    """A view of a checkpoint with a key prefix removed (the interface ``load_into`` reads)."""
-
-    def __init__(self, ckpt: Checkpoint, prefix: str) -> None:
-        self.path, self.config, self._ckpt, self._prefix = ckpt.path, ckpt.config, ckpt, prefix
-
-    def keys(self) -> list[str]:
-        return [k[len(self._prefix):] for k in self._ckpt.keys()]
-
-    def shape(self, key: str) -> tuple[int, ...]:
-        return self._ckpt.shape(self._prefix + key)
-
-    def shapes(self) -> dict[str, tuple[int, ...]]:
-        return {key: self.shape(key) for key in self.keys()}
-
-    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        return self._ckpt.get(self._prefix + key, dtype, device)
-
-
-def strip_key_prefix(ckpt: Checkpoint, prefixes: tuple[str, ...] = KEY_PREFIXES):
-    """``ckpt`` read without the first of ``prefixes`` that every key carries (as ComfyUI files may have)."""
-    keys = ckpt.keys()
-    for prefix in prefixes:
-        if keys and all(k.startswith(prefix) for k in keys):
-            logger.info("%s: keys carry the prefix %r; reading them without it", ckpt.path, prefix)
-            return _RenamedCheckpoint(ckpt, prefix)
-    return ckpt
 
 
 def check_variant(keys, path: Path) -> None:
@@ -114,7 +85,7 @@ def load_mvdit7b(
     """Load MV-DiT-7B from a diffusers folder or a single safetensors file, in ``dtype`` on ``device``."""
     dtype = resolve_dtype(dtype, device)
     check_backend(attention)  # before reading gigabytes of weights
-    ckpt = strip_key_prefix(open_checkpoint(path))
+    ckpt = strip_key_prefix(open_checkpoint(path), KEY_PREFIXES)
     check_variant(ckpt.keys(), ckpt.path)
     config = config_for(ckpt)
     with torch.device("meta"):

@@ -26,8 +26,14 @@ from typing import Any
 
 import torch
 
-from ..checkpoint import SAFETENSORS_SUFFIXES, TORCH_SUFFIXES, CheckpointError, load_into, open_checkpoint
-from .loading import strip_key_prefix
+from ..checkpoint import (
+    SAFETENSORS_SUFFIXES,
+    TORCH_SUFFIXES,
+    CheckpointError,
+    load_into,
+    open_checkpoint,
+    strip_key_prefix,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -128,15 +134,6 @@ def _weights_path(path: Path) -> Path:
     return path
 
 
-def _file_config(path: Path) -> dict[str, Any] | None:
-    """The config a single file written by ``write_tiny_vae`` carries in its metadata, else None."""
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        metadata = handle.metadata() or {}
-    return json.loads(metadata[_CONFIG_METADATA_KEY]) if _CONFIG_METADATA_KEY in metadata else None
-
-
 def load_vae(
     path: str | Path,
     dtype: torch.dtype = torch.bfloat16,
@@ -153,7 +150,8 @@ def load_vae(
 
     path = _weights_path(Path(path))
     ckpt = strip_key_prefix(open_checkpoint(path), _KEY_PREFIXES)
-    config = ckpt.config or (_file_config(path) if path.is_file() else None) or vae_config()
+    stored = ckpt.metadata.get(_CONFIG_METADATA_KEY)  # a single file written by write_tiny_vae carries its config
+    config = ckpt.config or (json.loads(stored) if stored else None) or vae_config()
     if config.get("_class_name", "AutoencoderKLCogVideoX") != "AutoencoderKLCogVideoX":
         raise ValueError(f"{path}: config.json describes a {config['_class_name']}, not a CogVideoX VAE")
     if any(k.startswith(("transformer_blocks.", "blocks.")) for k in ckpt.keys()):

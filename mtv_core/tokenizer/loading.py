@@ -32,15 +32,6 @@ EXPECTED = (
 )
 
 
-def _safetensors_metadata(path: Path) -> dict[str, str]:
-    if not path.is_file() or not path.name.lower().endswith((".safetensors", ".sft")):
-        return {}
-    from safetensors import safe_open
-
-    with safe_open(str(path), framework="pt", device="cpu") as handle:
-        return dict(handle.metadata() or {})
-
-
 def stats_to_metadata(stats: tuple[np.ndarray, np.ndarray]) -> str:
     """The ``STATS_METADATA_KEY`` entry for (mean, std) (24, 3) mm (read back by :func:`stats_from_metadata`)."""
     return json.dumps({"mean": np.asarray(stats[0]).tolist(), "std": np.asarray(stats[1]).tolist()})
@@ -100,7 +91,7 @@ def load_tokenizer(
     expected for any other checkpoint (e.g. a DiT) or a mis-shaped one.
     """
     ckpt = open_checkpoint(path)
-    metadata = _safetensors_metadata(Path(ckpt.path))
+    metadata = ckpt.metadata
     config = config_from_checkpoint(ckpt, metadata, **config_overrides)
     model = build_empty(config)
     load_into(model, ckpt, dtype=None, device=device, what="4DMoT motion tokenizer", hint=f"Expected {EXPECTED}.")
