@@ -32,7 +32,6 @@ INPUT_IMAGE_SIZE = (160, 128)  # (H, W)
 MOTION_SUFFIXES = (".npz", ".pkl", ".pickle")
 
 
-
 def workflow_files() -> list[Path]:
     """The workflows to run: ``workflows/*.json``, or those in ``MTV_WORKFLOWS_DIR`` (to try a draft)."""
     folder = Path(os.environ.get("MTV_WORKFLOWS_DIR", WORKFLOWS_DIR))
@@ -77,9 +76,9 @@ def write_tiny_model(kind: str, path: Path) -> None:
         config = dataclasses.replace(TINY_CONFIG, code_dim=tiny_mvdit7b_config().motion_token_dim)
         write_tiny_checkpoint(path, config=config, seed=0)
     elif kind == "dit7b":
-        from mtv_pack.mtv_core.dit.tiny import tiny_mvdit7b_config, write_tiny_mvdit7b
+        from mtv_pack.mtv_core.dit.tiny import write_tiny_mvdit7b
 
-        write_tiny_mvdit7b(path, seed=0, as_folder=as_folder, config=tiny_mvdit7b_config())
+        write_tiny_mvdit7b(path, seed=0, as_folder=as_folder)  # default: the tiny_mvdit7b_config the tokenizer fits
     elif kind == "video_vae":
         from mtv_pack.mtv_core.dit.vae import write_tiny_vae
 
@@ -144,14 +143,13 @@ def write_input_motion(path: Path, frames: int = INPUT_MOTION_FRAMES) -> None:
     from conftest import reference_dir
     from mtv_pack.mtv_core.motion import load_motion, save_motion, trim
 
-    sample = reference_dir() / "motion" / "sampled_data.pkl"
+    sequence = trim(load_motion(reference_dir() / "motion" / "sampled_data.pkl"), 0, frames)
     if path.suffix in (".pkl", ".pickle"):
-        sequence = load_motion(sample)
-        pose = np.ascontiguousarray(sequence.joints_mm[:frames], dtype=np.float32)
+        pose = np.ascontiguousarray(sequence.joints_mm, dtype=np.float32)
         with open(path, "wb") as fh:
             pickle.dump([{"pose": pose, "video_length": int(pose.shape[0])}], fh)
         return
-    save_motion(trim(load_motion(sample), 0, frames), path)
+    save_motion(sequence, path)
 
 
 def _node_widget_files(workflow: dict[str, Any]) -> list[tuple[str, str]]:
@@ -182,7 +180,7 @@ def prepare_workflow_assets(workflows: list[Path], models_root: Path, input_dir:
             model_dirs.add(directory)
             target = models_root / directory / name
             key = f"{directory}/{name}"
-            if key in written or target.exists():
+            if target.exists():  # also one an earlier workflow listed
                 continue
             kind = classify_model(directory, name)
             if kind is None:
