@@ -26,6 +26,7 @@ from integration.node_specs import (  # noqa: E402
     core_object_info,
     ordered_inputs,
     pack_object_info,
+    pack_project,
     spec_default,
     spec_type,
     widget_slots,
@@ -33,8 +34,8 @@ from integration.node_specs import (  # noqa: E402
 
 OUT_DIR = ROOT / "workflows"
 CORE_VERSION = "0.8.0"
-PACK_ID = "mtvcrafter"
-PACK_VERSION = "0.1.0"
+PACK_ID = pack_project()["name"]  # the registry id: cnr_id of our nodes
+PACK_VERSION = pack_project()["version"]
 
 MODELS = {
     "nlf": {

@@ -25,6 +25,7 @@ from integration.node_specs import (
     core_versions,
     ordered_inputs,
     pack_object_info,
+    pack_project,
     spec_options,
     spec_type,
     widget_slots,
@@ -44,9 +45,7 @@ ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)|(^|[\\/])\.\.([\\/]|$)")
 
 
 def pack_registry_id() -> str:
-    match = re.search(r'^name\s*=\s*"([^"]+)"', (ROOT / "pyproject.toml").read_text(), re.M)
-    assert match, "pyproject.toml has no [project] name"
-    return match.group(1)
+    return pack_project()["name"]
 
 
 def schema_path() -> Path:

@@ -10,11 +10,13 @@ workflow checks use it without ComfyUI; the integration layer compares it agains
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 HERE = Path(__file__).resolve().parent
 CORE_SNAPSHOT = HERE / "core_nodes.json"
+PYPROJECT = HERE.parents[1] / "pyproject.toml"
 
 WIDGET_TYPES = {"INT", "FLOAT", "STRING", "BOOLEAN", "COMBO"}
 SEED_NAMES = {"seed", "noise_seed"}  # INT widgets the frontend gives a control_after_generate slot by default
@@ -94,6 +96,16 @@ def node_info(node_cls: type) -> dict[str, Any]:
         "experimental": bool(schema.is_experimental),
     }
     return info
+
+
+def pack_project() -> dict[str, str]:
+    """``name`` (the registry id, ``cnr_id`` in workflows) and ``version`` of the pack's ``[project]``."""
+    text = PYPROJECT.read_text()
+    found = {key: re.search(rf'^{key}\s*=\s*"([^"]+)"', text, re.M) for key in ("name", "version")}
+    missing = [key for key, match in found.items() if match is None]
+    if missing:
+        raise ValueError(f"{PYPROJECT}: [project] has no {', '.join(missing)}")
+    return {key: match.group(1) for key, match in found.items()}
 
 
 def pack_object_info() -> dict[str, dict[str, Any]]:
