@@ -7,7 +7,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any
 
-from .node_specs import UI_ONLY_NODES, spec_default
+from .node_specs import UI_ONLY_NODES, ordered_inputs, spec_default, spec_options
 from .workflow_assets import INPUT_VIDEO_FPS, INPUT_VIDEO_FRAMES
 
 # Widget values lowered so a workflow runs in seconds on CPU with tiny models (input name -> value).
@@ -58,13 +58,10 @@ def adapt(api: dict[str, Any], object_info: dict[str, Any], overrides: dict[str,
     for node in api.values():
         ctype = node["class_type"]
         if ctype.startswith("MTV"):
-            required = object_info[ctype]["input"].get("required", {})
-            optional = object_info[ctype]["input"].get("optional", {})
+            specs = {name: spec for name, spec, _ in ordered_inputs(object_info[ctype])}
             for name, value in overrides.items():
-                spec = required.get(name) or optional.get(name)
-                if name in node["inputs"] and not isinstance(node["inputs"][name], list) and spec:
-                    lo = spec[1].get("min", value) if len(spec) > 1 else value
-                    node["inputs"][name] = max(value, lo)
+                if name in specs and name in node["inputs"] and not isinstance(node["inputs"][name], list):
+                    node["inputs"][name] = max(value, spec_options(specs[name]).get("min", value))
         if ctype == "SaveVideo" and prefix:
             node["inputs"]["filename_prefix"] = prefix
     return api
@@ -97,8 +94,9 @@ def motion_frames(api: dict[str, Any], node_id: str, input_dir: Path) -> int | N
     """Frames of the joints reaching ``node_id`` when they come straight from a motion file or the input video."""
     from mtv_pack.mtv_core.motion import load_motion
 
-    sources = [n for n in upstream(api, node_id) if api[n]["class_type"] in ("MTVLoadMotion", "LoadVideo")]
-    edits = [n for n in upstream(api, node_id) if api[n]["class_type"] in (
+    feeding = upstream(api, node_id)
+    sources = [n for n in feeding if api[n]["class_type"] in ("MTVLoadMotion", "LoadVideo")]
+    edits = [n for n in feeding if api[n]["class_type"] in (
         "MTVTrimMotion", "MTVResampleMotion", "MTVProceduralMotion")]
     if len(sources) != 1 or edits:
         return None
