@@ -14,7 +14,7 @@ from mtv_pack.mtv_core.motion import load_motion
 from mtv_pack.nodes import all_nodes
 
 from .comfy_harness import PACK_FOLDER
-from .node_specs import node_info
+from .node_specs import node_info, ordered_inputs, spec_options, spec_type
 from .run_checks import (
     FAST_INPUTS,
     STEP_INPUTS,
@@ -77,10 +77,9 @@ def test_every_pack_node_is_listed_with_its_schema(comfy):
             problems.append(f"{node_id}: no description")
         if PACK_FOLDER not in (live.get("python_module") or ""):
             problems.append(f"{node_id}: python_module {live.get('python_module')!r}")
-        for section in ("required", "optional"):
-            for name, spec in (live["input"].get(section) or {}).items():
-                if not (len(spec) > 1 and spec[1].get("tooltip")):
-                    problems.append(f"{node_id}.{name}: no tooltip")
+        for name, spec, _ in ordered_inputs(live):
+            if not spec_options(spec).get("tooltip"):
+                problems.append(f"{node_id}.{name}: no tooltip")
         live_inputs = {s: list((live["input"].get(s) or {})) for s in ("required", "optional")}
         our_inputs = {s: list((ours["input"].get(s) or {})) for s in ("required", "optional")}
         if live_inputs != our_inputs:
@@ -102,12 +101,11 @@ def test_custom_types_connect_only_where_they_should(comfy):
     for node in ours:
         for t in node["output"]:
             produced.setdefault(t, []).append(node["name"])
-        for section in ("required", "optional"):
-            for name, spec in (node["input"].get(section) or {}).items():
-                t = spec[0] if isinstance(spec[0], str) else "COMBO"
-                consumed.setdefault(t, []).append(f"{node['name']}.{name}")
-                if t == "*" or "," in t:
-                    problems.append(f"{node['name']}.{name}: accepts {t!r} (any type) instead of one type")
+        for name, spec, _ in ordered_inputs(node):
+            t = spec_type(spec)
+            consumed.setdefault(t, []).append(f"{node['name']}.{name}")
+            if t == "*" or "," in t:
+                problems.append(f"{node['name']}.{name}: accepts {t!r} (any type) instead of one type")
     for t in set(produced) | set(consumed):
         if t in CORE_TYPES:
             continue
@@ -312,13 +310,12 @@ def _path_to_output(info, start_types: list[str], ours: set[str], max_depth: int
             for slot, t in enumerate(types):
                 for name in sorted(sinks):
                     node = info[name]
-                    for section in ("required", "optional"):
-                        for inp, spec in (node["input"].get(section) or {}).items():
-                            if spec[0] == t:
-                                step = chain + [(slot, name, inp)]
-                                if node.get("output_node"):
-                                    return step
-                                nxt.append((step, node["output"]))
+                    for inp, spec, _ in ordered_inputs(node):
+                        if spec[0] == t:
+                            step = chain + [(slot, name, inp)]
+                            if node.get("output_node"):
+                                return step
+                            nxt.append((step, node["output"]))
         frontier = nxt
     return None
 
@@ -331,27 +328,26 @@ def test_server_rejects_links_between_wrong_types(comfy):
     checked, problems = 0, []
     for name in sorted(ours):
         node = info[name]
-        for section in ("required", "optional"):
-            for inp, spec in (node["input"].get(section) or {}).items():
-                if not str(spec[0]).startswith("MTV_"):
-                    continue
-                prompt = {"src": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1,
-                                                                            "color": 0}},
-                          "x": node_with_defaults(info, name, **{inp: ["src", 0]})}
-                chain = [] if node.get("output_node") else _path_to_output(info, node["output"], ours)
-                if chain is None:
-                    problems.append(f"{name}: no path to an output node")
-                    continue
-                prev = "x"
-                for i, (slot, consumer, cin) in enumerate(chain):
-                    prompt[f"c{i}"] = node_with_defaults(info, consumer, **{cin: [prev, slot]})
-                    prev = f"c{i}"
-                status, body = comfy.server.post_json("/prompt", {"prompt": prompt})
-                errors = ((body or {}).get("node_errors") or {}).get("x", {}).get("errors", [])
-                if status != 400 or not any(e.get("type") == "return_type_mismatch"
-                                            and e.get("extra_info", {}).get("input_name") == inp for e in errors):
-                    problems.append(f"{name}.{inp} ({spec[0]}) accepted an IMAGE link: HTTP {status} {errors}")
-                checked += 1
+        for inp, spec, _ in ordered_inputs(node):
+            if not str(spec[0]).startswith("MTV_"):
+                continue
+            prompt = {"src": {"class_type": "EmptyImage", "inputs": {"width": 8, "height": 8, "batch_size": 1,
+                                                                        "color": 0}},
+                      "x": node_with_defaults(info, name, **{inp: ["src", 0]})}
+            chain = [] if node.get("output_node") else _path_to_output(info, node["output"], ours)
+            if chain is None:
+                problems.append(f"{name}: no path to an output node")
+                continue
+            prev = "x"
+            for i, (slot, consumer, cin) in enumerate(chain):
+                prompt[f"c{i}"] = node_with_defaults(info, consumer, **{cin: [prev, slot]})
+                prev = f"c{i}"
+            status, body = comfy.server.post_json("/prompt", {"prompt": prompt})
+            errors = ((body or {}).get("node_errors") or {}).get("x", {}).get("errors", [])
+            if status != 400 or not any(e.get("type") == "return_type_mismatch"
+                                        and e.get("extra_info", {}).get("input_name") == inp for e in errors):
+                problems.append(f"{name}.{inp} ({spec[0]}) accepted an IMAGE link: HTTP {status} {errors}")
+            checked += 1
         for slot, t in enumerate(node["output"]):
             if not t.startswith("MTV_"):
                 continue
