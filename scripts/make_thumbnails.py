@@ -70,6 +70,7 @@ def thumbnail(path: Path) -> Path:
     from PIL import Image, ImageDraw
 
     from mtv_pack.mtv_core.motion import procedural_motion, render_skeleton
+    from mtv_pack.mtv_core.video import to_uint8
 
     workflow = json.loads(path.read_text())
     seq = procedural_motion(MOTION_FOR.get(path.stem, "dance"), frames=49, fps=20.0)
@@ -77,7 +78,7 @@ def thumbnail(path: Path) -> Path:
     frames = render_skeleton(seq, width=WIDTH // len(picks), height=220, line_width=3, point_radius=3)
     strip = np.concatenate([frames[i] for i in picks], axis=1)
     canvas = Image.new("RGB", (WIDTH, HEIGHT), (24, 24, 28))
-    canvas.paste(Image.fromarray((strip * 255).astype(np.uint8)), (0, 0))
+    canvas.paste(Image.fromarray(to_uint8(strip)), (0, 0))
     draw = ImageDraw.Draw(canvas)
     _graph(draw, workflow, (16, 232, WIDTH - 16, HEIGHT - 44))
     title = path.stem.replace("_", " ").replace("mtvcrafter", "MTVCrafter").replace(" 7b", " 7B")
