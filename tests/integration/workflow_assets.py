@@ -104,11 +104,13 @@ def write_input_image(path: Path, size: tuple[int, int] = INPUT_IMAGE_SIZE) -> N
     """A plain reference picture: a figure on a gradient background."""
     from PIL import Image, ImageDraw
 
+    from mtv_pack.mtv_core.video import to_uint8
+
     h, w = size
-    y = np.linspace(0, 1, h)[:, None, None]
-    x = np.linspace(0, 1, w)[None, :, None]
-    rgb = np.concatenate([0.3 + 0.5 * x + 0 * y, 0.4 + 0.3 * y + 0 * x, 0.7 - 0.3 * x + 0 * y], axis=2)
-    img = Image.fromarray((np.clip(rgb, 0, 1) * 255).astype(np.uint8))
+    y = np.linspace(0, 1, h)[:, None]
+    x = np.linspace(0, 1, w)[None, :]
+    rgb = np.stack(np.broadcast_arrays(0.3 + 0.5 * x, 0.4 + 0.3 * y, 0.7 - 0.3 * x), axis=2)
+    img = Image.fromarray(to_uint8(rgb))
     draw = ImageDraw.Draw(img)
     cx = w // 2
     draw.ellipse([cx - 10, 14, cx + 10, 36], fill=(230, 190, 160))
