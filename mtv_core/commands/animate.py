@@ -244,16 +244,13 @@ def write_tiny_models(root: str | Path, seed: int = 0) -> ModelPaths:
 
     The 4DMoT's code size matches the tiny MV-DiT's hidden size (128) so the two fit together.
     """
-    import dataclasses
-
-    from ..dit.tiny import tiny_mvdit7b_config, write_tiny_mvdit7b
+    from ..dit.tiny import tiny_mvdit7b_config, tiny_tokenizer_config_for_7b, write_tiny_mvdit7b
     from ..dit.vae import write_tiny_vae
-    from ..tokenizer.testing import TINY_CONFIG, write_tiny_checkpoint
+    from ..tokenizer.testing import write_tiny_checkpoint
 
     root = Path(root)
-    dit_config = tiny_mvdit7b_config()
-    tok_config = dataclasses.replace(TINY_CONFIG, code_dim=dit_config.motion_token_dim)
-    tokenizer = write_tiny_checkpoint(root / "4DMoT" / "tiny_4dmot.safetensors", config=tok_config, seed=seed)
-    dit = write_tiny_mvdit7b(root / "MV-DiT" / "CogVideoX", seed=seed, as_folder=True, config=dit_config)
+    tokenizer = write_tiny_checkpoint(root / "4DMoT" / "tiny_4dmot.safetensors", config=tiny_tokenizer_config_for_7b(),
+                                      seed=seed)
+    dit = write_tiny_mvdit7b(root / "MV-DiT" / "CogVideoX", seed=seed, as_folder=True, config=tiny_mvdit7b_config())
     vae = write_tiny_vae(root / "vae", seed=seed, as_folder=True)
     return ModelPaths(tokenizer, dit, vae)

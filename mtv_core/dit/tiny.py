@@ -23,6 +23,15 @@ def tiny_mvdit7b_config() -> MVDiT7BConfig:
     return MVDiT7BConfig(num_attention_heads=2, attention_head_dim=64, time_embed_dim=64, text_embed_dim=64, num_layers=2)
 
 
+def tiny_tokenizer_config_for_7b():
+    """The tiny 4DMoT configuration whose motion tokens fit ``tiny_mvdit7b_config`` (code size = token size)."""
+    import dataclasses
+
+    from ..tokenizer.testing import TINY_CONFIG
+
+    return dataclasses.replace(TINY_CONFIG, code_dim=tiny_mvdit7b_config().motion_token_dim)
+
+
 def random_state_dict_7b(config: MVDiT7BConfig, seed: int = 0) -> dict[str, torch.Tensor]:
     """Deterministic random weights of a healthy scale (see ``tokenizer.testing.random_weights``;
     the unconditional motion tokens standard normal)."""

@@ -63,18 +63,16 @@ def write_tiny_model(kind: str, path: Path) -> None:
     The sizes fit together the way ``mtv_core.commands.animate.write_tiny_models`` pairs them: the 4DMoT's
     code size equals the tiny MV-DiT's motion token size.
     """
-    import dataclasses
 
     path.parent.mkdir(parents=True, exist_ok=True)
     as_folder = path.suffix == ""
     if kind == "nlf":
         write_fake_nlf(path)
     elif kind == "tokenizer":
-        from mtv_pack.mtv_core.dit.tiny import tiny_mvdit7b_config
-        from mtv_pack.mtv_core.tokenizer.testing import TINY_CONFIG, write_tiny_checkpoint
+        from mtv_pack.mtv_core.dit.tiny import tiny_tokenizer_config_for_7b
+        from mtv_pack.mtv_core.tokenizer.testing import write_tiny_checkpoint
 
-        config = dataclasses.replace(TINY_CONFIG, code_dim=tiny_mvdit7b_config().motion_token_dim)
-        write_tiny_checkpoint(path, config=config, seed=0)
+        write_tiny_checkpoint(path, config=tiny_tokenizer_config_for_7b(), seed=0)
     elif kind == "dit7b":
         from mtv_pack.mtv_core.dit.tiny import write_tiny_mvdit7b
 
