@@ -108,7 +108,7 @@ def first_window_conditioning(
     ref = _as_reference(ref_pixels)
     _, height, width = ref.shape
     pixel_mask = reference_pixel_mask(num_frames, height, width)
-    keep = (1 - pixel_mask).to(ref.dtype)  # (1, T, 1, H, W)
+    keep = (1 - pixel_mask).to(ref.device, ref.dtype)  # (1, T, 1, H, W)
     vae_input = (ref[None, None] * keep).permute(0, 2, 1, 3, 4)  # reference at frame 0, zeros after
     y, _ = _y(vae, vae_input, pixel_mask)
     image_uint8 = clip_image_uint8(ref)

@@ -278,7 +278,7 @@ def load_wan_vae(
         path = path / "vae"  # a whole diffusers Wan snapshot
     ckpt = strip_key_prefix(open_checkpoint(path), _KEY_PREFIXES)
     keys = ckpt.keys()
-    if any(k.startswith(("blocks.", "transformer_blocks.")) for k in keys):
+    if "patch_embedding.weight" in keys or any(k.startswith("transformer_blocks.") for k in keys):
         raise CheckpointError(f"{path} is a diffusion transformer checkpoint, not the Wan VAE")
     if _is_diffusers_naming(keys):
         stored = ckpt.metadata.get(_METADATA_KEY)
@@ -312,16 +312,17 @@ def tiny_wan_vae_config() -> dict:
 def write_tiny_wan_vae(path: str | Path, seed: int = 0, naming: str = "wan") -> Path:
     """Write a tiny random Wan2.1 VAE with real key names.
 
-    naming ``wan``: Wan's original names (``Wan2.1_VAE.pth`` / ComfyUI ``wan_2.1_vae.safetensors`` layout; a
-    ``.pth`` path is written with ``torch.save``, else safetensors); ``diffusers``: a diffusers folder
-    (``config.json`` + ``diffusion_pytorch_model.safetensors``) at ``path``.
+    naming ``wan``: Wan's original names (``Wan2.1_VAE.pth`` layout; a ``.pth`` path is written with
+    ``torch.save``, else safetensors); ``comfy``: the same names as safetensors (ComfyUI's
+    ``wan_2.1_vae.safetensors``); ``diffusers``: a diffusers folder (``config.json`` +
+    ``diffusion_pytorch_model.safetensors``) at ``path``.
     """
     from safetensors.torch import save_file
 
     from ..tokenizer.testing import manifest_tensor, random_weights
 
-    if naming not in ("wan", "diffusers"):
-        raise ValueError(f"naming must be 'wan' or 'diffusers', got {naming!r}")
+    if naming not in ("wan", "comfy", "diffusers"):
+        raise ValueError(f"naming must be 'wan', 'comfy' or 'diffusers', got {naming!r}")
     config = tiny_wan_vae_config()
     vae = build_wan_vae(config)
     state = {k: v.contiguous() for k, v in random_weights(vae, seed).items()}
@@ -336,7 +337,7 @@ def write_tiny_wan_vae(path: str | Path, seed: int = 0, naming: str = "wan") -> 
         return path
     wan_state = _diffusers_to_wan(state, config)
     path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix in (".pth", ".pt"):
+    if path.suffix in (".pth", ".pt") and naming == "wan":
         torch.save(wan_state, str(path))
     else:
         save_file(wan_state, str(path))
