@@ -64,6 +64,15 @@ def test_tiny_writers_load_and_agree(tmp_path, naming, name):
     assert out.shape == (1, 3, 5, 16, 24) and out.abs().max() <= 1
 
 
+def test_diffusers_named_file_without_config_reads_its_architecture(tmp_path):
+    folder = write_tiny_wan_vae(tmp_path / "vae", seed=4, naming="diffusers")
+    alone = load_wan_vae(folder / "diffusion_pytorch_model.safetensors", torch.float32)
+    with_config = load_wan_vae(folder, torch.float32)
+    assert alone.vae.config.base_dim == 8 and list(alone.vae.config.dim_mult) == [1, 2, 4, 4]
+    pixels = torch.rand(1, 3, 1, 16, 16) * 2 - 1
+    torch.testing.assert_close(alone.encode(pixels), with_config.encode(pixels), atol=0, rtol=0)
+
+
 def test_tiny_wan_file_uses_released_key_names(tmp_path):
     released = full_keys("wanvae_full_keys.json")["params"]
     tiny = torch.load(str(write_tiny_wan_vae(tmp_path / "t.pth")), weights_only=True)

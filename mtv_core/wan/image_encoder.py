@@ -50,7 +50,7 @@ _OPEN_CLIP_LAYER = {
 }
 
 
-def _naming(keys: list[str]) -> str:
+def _naming(keys: list[str]) -> str | None:
     if any(k.startswith("visual.transformer.resblocks.") for k in keys):
         return "open_clip"
     if any(k.startswith(("visual.transformer.", "visual.patch_embedding")) for k in keys):
@@ -61,7 +61,7 @@ def _naming(keys: list[str]) -> str:
         return "open_clip_bare"
     if "patch_embedding.weight" in keys and any(k.startswith("transformer.") for k in keys):
         return "wan_bare"
-    raise CheckpointError("")
+    return None
 
 
 def _tower_sources(ckpt, naming: str) -> tuple[dict[str, Source], dict[str, tuple], list[str]]:
@@ -136,20 +136,17 @@ def clip_vision_key_map(ckpt, model_prefix: str = "") -> MappedCheckpoint:
     ``model_prefix``: the prefix the transformers model puts before ``embeddings.`` (``vision_model.`` in
     transformers 4, none in 5).
     """
-    keys = ckpt.keys()
-    try:
-        naming = _naming(keys)
-    except CheckpointError:
+    naming = _naming(ckpt.keys())
+    if naming is None:
         raise CheckpointError(
             f"{ckpt.path}: not a CLIP vision checkpoint (no visual.*, vision_model.* or open-clip tower keys); "
             "expected models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth or clip_vision_h.safetensors"
-        ) from None
+        )
     sources, unexpected, ignored = _tower_sources(ckpt, naming)
     if ignored:
         logger.info("%s: %d keys outside the visual tower are not used (%s ...)", ckpt.path, len(ignored),
                     ", ".join(sorted(ignored)[:3]))
-    sources = {model_prefix + k: v for k, v in sources.items()}
-    return MappedCheckpoint(ckpt, sources, unexpected)
+    return MappedCheckpoint(ckpt, sources, unexpected).prefixed(model_prefix)
 
 
 def clip_vision_config_from_shapes(shapes: dict[str, tuple], num_heads: int | None = None, path="") -> dict:
@@ -262,8 +259,7 @@ def load_clip_vision(
     canonical = clip_vision_key_map(ckpt)
     config = clip_vision_config_from_shapes(canonical.shapes(), num_heads or stored.get("num_attention_heads"), path)
     model = build_clip_vision(config)
-    mapped = clip_vision_key_map(ckpt, _model_prefix(model)) if _model_prefix(model) else canonical
-    load_clip_vision_weights(model, mapped, dtype=dtype, device=device)
+    load_clip_vision_weights(model, canonical.prefixed(_model_prefix(model)), dtype=dtype, device=device)
     logger.info("loaded CLIP vision tower from %s (%d blocks, width %d, %d heads, %s)", path,
                 config["num_hidden_layers"], config["hidden_size"], config["num_attention_heads"], dtype)
     return ClipVisionEncoder(model, source=str(path))

@@ -52,6 +52,10 @@ class MappedCheckpoint:
         self._sources = sources
         self._unexpected = dict(unexpected or {})
 
+    def prefixed(self, prefix: str) -> "MappedCheckpoint":
+        """The same view with ``prefix`` before every target key."""
+        return MappedCheckpoint(self._ckpt, {prefix + k: v for k, v in self._sources.items()}, self._unexpected)
+
     def keys(self) -> list[str]:
         return list(self._sources) + list(self._unexpected)
 

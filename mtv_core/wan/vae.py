@@ -37,7 +37,6 @@ WAN21_LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.07
 TEMPORAL_COMPRESSION = 4
 SPATIAL_COMPRESSION = 8
 _KEY_PREFIXES = ("vae.", "first_stage_model.", "model.", "module.")
-_METADATA_KEY = "mtv_wan_vae_config"
 _RESIDUAL = {"residual.0.gamma": "norm1.gamma", "residual.2.weight": "conv1.weight", "residual.2.bias": "conv1.bias",
              "residual.3.gamma": "norm2.gamma", "residual.6.weight": "conv2.weight", "residual.6.bias": "conv2.bias",
              "shortcut.weight": "conv_shortcut.weight", "shortcut.bias": "conv_shortcut.bias"}
@@ -124,6 +123,21 @@ def wan_vae_config_from_shapes(shapes: dict[str, tuple], path="") -> dict:
                 latents_mean=list(WAN21_LATENT_MEAN), latents_std=list(WAN21_LATENT_STD))
 
 
+def _config_from_diffusers_shapes(shapes: dict[str, tuple], path="") -> dict:
+    """Architecture of a diffusers-named Wan VAE without config.json: its encoder and latent convs renamed
+    to Wan's names (the encoder list is flat in both), then read as :func:`wan_vae_config_from_shapes`."""
+    res = {v: k for k, v in _RESIDUAL.items()}
+    wan_shapes: dict[str, tuple] = {}
+    for key, shape in shapes.items():
+        if key == "encoder.conv_in.weight":
+            wan_shapes["encoder.conv1.weight"] = shape
+        elif key == "post_quant_conv.weight":
+            wan_shapes["conv2.weight"] = shape
+        elif m := re.fullmatch(r"encoder\.down_blocks\.(\d+)\.(.+)", key):
+            wan_shapes[f"encoder.downsamples.{m.group(1)}.{res.get(m.group(2), m.group(2))}"] = shape
+    return wan_vae_config_from_shapes(wan_shapes, path)
+
+
 def _wan_to_diffusers(key: str, decoder_map: dict[int, str]) -> str | None:
     if key in _TOP:
         return _TOP[key]
@@ -205,9 +219,12 @@ class WanVAE:
         if slicing:
             self.vae.enable_slicing()
 
-    latent_channels = property(lambda self: int(self.vae.config.z_dim))
     temporal_compression = TEMPORAL_COMPRESSION
     spatial_compression = SPATIAL_COMPRESSION
+
+    @property
+    def latent_channels(self) -> int:
+        return int(self.vae.config.z_dim)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -281,18 +298,16 @@ def load_wan_vae(
     if "patch_embedding.weight" in keys or any(k.startswith("transformer_blocks.") for k in keys):
         raise CheckpointError(f"{path} is a diffusion transformer checkpoint, not the Wan VAE")
     if _is_diffusers_naming(keys):
-        stored = ckpt.metadata.get(_METADATA_KEY)
-        config = ckpt.config or (json.loads(stored) if stored else None)
-        if config is None:
-            raise CheckpointError(f"{path}: diffusers-named Wan VAE without a config.json next to it")
+        config = ckpt.config or _config_from_diffusers_shapes(ckpt.shapes(), path)
         if config.get("_class_name", "AutoencoderKLWan") != "AutoencoderKLWan":
             raise CheckpointError(f"{path}: config.json describes a {config['_class_name']}, not AutoencoderKLWan")
         mapped = ckpt
     else:
         config = wan_vae_config_from_shapes(ckpt.shapes(), path)
         mapped = wan_vae_key_map(ckpt, config)
-    if config.get("z_dim") != len(WAN21_LATENT_MEAN) or config.get("is_residual"):
-        raise CheckpointError(f"{path}: a VAE with z_dim {config.get('z_dim')} (Wan2.2?); MV-DiT-17B uses the "
+    z_dim = config.get("z_dim", len(WAN21_LATENT_MEAN))
+    if z_dim != len(WAN21_LATENT_MEAN) or config.get("is_residual"):
+        raise CheckpointError(f"{path}: a VAE with z_dim {z_dim} (Wan2.2?); MV-DiT-17B uses the "
                               "16-channel Wan2.1 VAE (Wan2.1_VAE.pth / wan_2.1_vae.safetensors)")
     vae = build_wan_vae(config)
     load_into(vae, mapped, dtype=dtype, device=device, what="Wan2.1 VAE",
