@@ -2,16 +2,17 @@
 
 from __future__ import annotations
 
-from .nodes import all_nodes
-from .nodes._comfy import ComfyExtension, register_model_folders
+if __package__:  # ComfyUI (and the tests) import this folder as a package. pytest also imports this file on
+    # its own, without a package, when the checkout's folder name is not a Python identifier (``my-clone``):
+    # then there is nothing to register.
+    from .nodes import all_nodes
+    from .nodes._comfy import ComfyExtension, register_model_folders
 
-register_model_folders()
+    register_model_folders()
 
+    class MTVCrafterExtension(ComfyExtension):
+        async def get_node_list(self) -> list[type]:
+            return all_nodes()
 
-class MTVCrafterExtension(ComfyExtension):
-    async def get_node_list(self) -> list[type]:
-        return all_nodes()
-
-
-async def comfy_entrypoint() -> MTVCrafterExtension:
-    return MTVCrafterExtension()
+    async def comfy_entrypoint() -> MTVCrafterExtension:
+        return MTVCrafterExtension()
