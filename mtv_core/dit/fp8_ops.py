@@ -29,17 +29,29 @@ def is_fp8(dtype: torch.dtype) -> bool:
     return dtype in FP8_DTYPES
 
 
+QUANTIZE_CHUNK = 1 << 22  # elements converted at a time: bounds the float32 temporaries to 16 MiB
+
+
 def quantize_fp8(weight: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, torch.Tensor]:
     """``weight`` -> (fp8 tensor, float32 scalar scale) with weight ~= fp8 * scale; the scale maps the largest
-    magnitude onto the format's largest finite value (per tensor, as scaled-fp8 files do)."""
+    magnitude onto the format's largest finite value (per tensor, as scaled-fp8 files do).
+
+    Works in chunks, so quantising a large weight needs one fp8 copy plus a small float32 buffer.
+    """
     if not is_fp8(fp8_dtype):
         raise ValueError(f"{fp8_dtype} is not an fp8 dtype")
     finfo = torch.finfo(fp8_dtype)
-    w32 = weight.detach().to(torch.float32)
-    amax = w32.abs().amax()
-    scale = torch.where(amax > 0, amax / finfo.max, torch.ones_like(amax)).to(torch.float32)
-    quantized = (w32 / scale).clamp_(finfo.min, finfo.max).to(fp8_dtype)
-    return quantized, scale.reshape(())
+    flat = weight.detach().reshape(-1)
+    chunks = [flat[i : i + QUANTIZE_CHUNK] for i in range(0, flat.numel(), QUANTIZE_CHUNK)]
+    amax = torch.stack([c.abs().amax().to(torch.float32) for c in chunks]).amax() if chunks else torch.zeros(())
+    scale = torch.where(amax > 0, amax / finfo.max, torch.ones_like(amax)).to(torch.float32).reshape(())
+    quantized = torch.empty(weight.shape, dtype=fp8_dtype, device=weight.device)
+    out = quantized.view(-1)
+    for i, chunk in enumerate(chunks):
+        out[i * QUANTIZE_CHUNK : i * QUANTIZE_CHUNK + chunk.numel()] = (chunk.to(torch.float32) / scale).clamp_(
+            finfo.min, finfo.max
+        )
+    return quantized, scale
 
 
 def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:

@@ -65,6 +65,14 @@ def pad_text_context(context: torch.Tensor | Sequence[torch.Tensor], text_len: i
     return torch.stack(padded)
 
 
+def _modulation(chunks: int, dim: int) -> nn.Parameter:
+    """(1, chunks, dim) modulation table, initialised as Wan (randn / sqrt(dim)) unless built on the meta device."""
+    table = torch.empty(1, chunks, dim)
+    if table.device.type != "meta":
+        nn.init.normal_(table, std=dim**-0.5)
+    return nn.Parameter(table)
+
+
 def _split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """(B, L, heads*d) -> (B, heads, L, d)."""
     return x.unflatten(-1, (heads, -1)).transpose(1, 2)
@@ -153,7 +161,7 @@ class MVDiT17BBlock(nn.Module):
         self.ffn = nn.Sequential(
             operations.Linear(dim, config.ffn_dim), nn.GELU(approximate="tanh"), operations.Linear(config.ffn_dim, dim)
         )
-        self.modulation = nn.Parameter(torch.randn(1, 6, dim) / dim**0.5)
+        self.modulation = _modulation(6, dim)
 
     def forward(
         self,
@@ -178,7 +186,7 @@ class Head(nn.Module):
         super().__init__()
         self.norm = operations.LayerNorm(config.dim, eps=config.eps, elementwise_affine=False)
         self.head = operations.Linear(config.dim, math.prod(config.patch_size) * config.out_dim)
-        self.modulation = nn.Parameter(torch.randn(1, 2, config.dim) / config.dim**0.5)
+        self.modulation = _modulation(2, config.dim)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
         shift, scale = (self.modulation + e[:, None]).chunk(2, dim=1)
