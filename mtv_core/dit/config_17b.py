@@ -18,7 +18,6 @@ from typing import Mapping
 
 logger = logging.getLogger(__name__)
 
-CLIP_TOKENS = 257  # CLIP ViT-H/14 tokens at 224 px (class token + 16 x 16 patches)
 WAN_HEAD_DIM = 128  # every Wan2.1 model has 128-wide heads; single files do not record the head count
 _MOTION_KEY = re.compile(r"blocks\.(\d+)\.motion_attn\.")
 _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.")

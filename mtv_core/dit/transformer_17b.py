@@ -173,7 +173,7 @@ class MVDiT17BBlock(nn.Module):
         motion: torch.Tensor,
         motion_rope: RopeTables,
     ) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.modulation + e0).chunk(6, dim=1)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.modulation.to(e0.dtype) + e0).chunk(6, dim=1)
         x = x + self.self_attn(self.norm1(x) * (1 + scale_msa) + shift_msa, vision_rope) * gate_msa
         x = x + self.cross_attn(self.norm3(x), text, image)
         if self.has_motion:
@@ -189,7 +189,7 @@ class Head(nn.Module):
         self.modulation = _modulation(2, config.dim)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        shift, scale = (self.modulation + e[:, None]).chunk(2, dim=1)
+        shift, scale = (self.modulation.to(e.dtype) + e[:, None]).chunk(2, dim=1)
         return self.head(self.norm(x) * (1 + scale) + shift)
 
 
