@@ -23,6 +23,11 @@ logger = logging.getLogger(__name__)
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _WRAPPER_KEYS = ("module", "state_dict", "model")
+_SAFETENSORS_DTYPES = {
+    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
+    "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
+    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
+}
 
 
 class CheckpointError(ValueError):
@@ -57,6 +62,16 @@ class Checkpoint:
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {key: self.shape(key) for key in self._sources}
+
+    def dtype(self, key: str) -> torch.dtype:
+        """The stored dtype of one tensor, without reading it."""
+        source = self._sources[key]
+        if isinstance(source, torch.Tensor):
+            return source.dtype
+        name = source.get_slice(key).get_dtype()
+        if name not in _SAFETENSORS_DTYPES:
+            raise CheckpointError(f"{self.path}: tensor {key!r} has dtype {name}, which torch cannot hold")
+        return _SAFETENSORS_DTYPES[name]
 
     def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """One tensor, converted to ``dtype`` (floating tensors only) on ``device``."""
@@ -184,6 +199,9 @@ class _PrefixedView:
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {key: self.shape(key) for key in self.keys()}
+
+    def dtype(self, key: str) -> torch.dtype:
+        return self._ckpt.dtype(self._prefix + key)
 
     def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         return self._ckpt.get(self._prefix + key, dtype, device)

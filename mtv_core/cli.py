@@ -1,4 +1,4 @@
-"""Command line: ``python -m mtv_core {demo,animate} ...``.
+"""Command line: ``python -m mtv_core {demo,animate,extract-adapter} ...``.
 
 Each sub-command lives in its own module and registers itself through ``add_parser``.
 """
@@ -9,7 +9,7 @@ import argparse
 import importlib
 import logging
 
-COMMANDS = ("demo", "animate")  # modules under mtv_core.commands; each has add_parser(subparsers)
+COMMANDS = ("demo", "animate", "extract_adapter")  # modules under mtv_core.commands; each has add_parser(subparsers)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -1,0 +1,128 @@
+"""Peak host memory of MV-DiT-17B loading versus the size of the stored weights.
+
+Writes a mid-size MV-DiT-17B checkpoint (the Wan I2V layout with motion attention every 4th block, at reduced
+width/depth, a few hundred MB) in the formats users have, then loads each in a fresh process with
+``load_mvdit17b`` while a thread samples /proc/self/status. Prints, per case, the bytes of the weights as held
+in memory (fp8 Linear weights one byte per element) and the peak increase, during loading and then reading
+every weight once, of anonymous RSS (process-private memory: the real cost) and of total RSS (which also
+counts file pages of the memory-mapped checkpoint: page cache the kernel can drop).
+
+    .venv/bin/python benchmarks/bench_load_17b.py [--layers 8] [--heads 8] [--workdir DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def _status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return 0
+
+
+def measure(spec: str) -> dict:
+    """Load the case described by the JSON ``spec`` in this process and return memory figures (bytes)."""
+    import torch
+
+    from mtv_core.dit.loading_17b import load_mvdit17b
+
+    spec = json.loads(spec)
+    base_anon, base_rss = _status_kib("RssAnon"), _status_kib("VmRSS")
+    peak = {"anon": base_anon, "rss": base_rss}
+    done = threading.Event()
+
+    def sample():
+        while not done.is_set():
+            peak["anon"] = max(peak["anon"], _status_kib("RssAnon"))
+            peak["rss"] = max(peak["rss"], _status_kib("VmRSS"))
+            time.sleep(0.002)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    start = time.perf_counter()
+    model = load_mvdit17b(spec["path"], dtype="bf16", adapter=spec.get("adapter"), weight_dtype=spec.get("weight_dtype"))
+    seconds = time.perf_counter() - start
+    load_peak = dict(peak)
+    with torch.no_grad():  # page every weight in (memory-mapped tensors are read lazily)
+        for tensor in model.state_dict().values():
+            tensor.float().sum() if tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) else tensor.sum()
+    done.set()
+    thread.join()
+    return {
+        "weight_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values()),
+        "peak_anon_delta": (peak["anon"] - base_anon) * 1024,
+        "peak_rss_delta": (peak["rss"] - base_rss) * 1024,
+        "load_peak_anon_delta": (load_peak["anon"] - base_anon) * 1024,
+        "seconds": seconds,
+    }
+
+
+def write_checkpoints(workdir: Path, layers: int, heads: int) -> dict[str, dict]:
+    import torch
+
+    from mtv_core.dit.loading_17b import extract_adapter
+    from mtv_core.dit.tiny_17b import random_state_dict_17b, save_mvdit17b, split_adapter, to_fp8
+    from mtv_core.dit.config_17b import MVDiT17BConfig
+
+    dim = 128 * heads
+    config = MVDiT17BConfig(dim=dim, num_heads=heads, num_layers=layers, ffn_dim=dim * 27 // 10)
+    state = {k: v.to(torch.bfloat16) for k, v in random_state_dict_17b(config, seed=0).items()}
+    folder = save_mvdit17b(state, workdir / "folder_bf16", config, as_folder=True, max_shard_bytes=100 << 20)
+    single = save_mvdit17b(state, workdir / "single_bf16.safetensors")
+    fp32 = save_mvdit17b(state, workdir / "single_fp32.safetensors", dtype=torch.float32)
+    scaled = save_mvdit17b(to_fp8(state, scaled=True), workdir / "scaled_fp8.safetensors",
+                           prefix="model.diffusion_model.")
+    base = save_mvdit17b(split_adapter(state)[0], workdir / "wan_base_bf16.safetensors")
+    adapter = extract_adapter(single, workdir / "motion_adapter.safetensors")
+    return {
+        "bf16 sharded Wan folder -> bf16": {"path": str(folder)},
+        "bf16 single safetensors -> bf16": {"path": str(single)},
+        "fp32 single safetensors -> bf16": {"path": str(fp32)},
+        "scaled fp8 file -> fp8 + bf16": {"path": str(scaled)},
+        "bf16 file -> fp8 storage": {"path": str(single), "weight_dtype": "fp8_e4m3fn"},
+        "bf16 Wan base + motion adapter -> bf16": {"path": str(base), "adapter": str(adapter)},
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--layers", type=int, default=8)
+    parser.add_argument("--heads", type=int, default=8, help="heads of 128 dims (40 in the release)")
+    parser.add_argument("--workdir", type=Path, default=None)
+    parser.add_argument("--measure", metavar="SPEC", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.measure:
+        print(json.dumps(measure(args.measure)))
+        return
+    with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
+        cases = write_checkpoints(Path(tmp), args.layers, args.heads)
+        print(f"MV-DiT-17B layout, {args.layers} layers x {args.heads} heads of 128 (release: 40 x 40)")
+        for name, spec in cases.items():
+            result = subprocess.run(
+                [sys.executable, __file__, "--measure", json.dumps(spec)], check=True, capture_output=True, text=True
+            )
+            r = json.loads(result.stdout.strip().splitlines()[-1])
+            mb = 1 << 20
+            print(
+                f"{name:40s} held {r['weight_bytes'] / mb:7.1f} MiB | peak anon +{r['peak_anon_delta'] / mb:7.1f} MiB "
+                f"({r['peak_anon_delta'] / r['weight_bytes']:.2f}x) | peak RSS incl. mmap pages "
+                f"+{r['peak_rss_delta'] / mb:7.1f} MiB ({r['peak_rss_delta'] / r['weight_bytes']:.2f}x) | "
+                f"{r['seconds']:.2f} s"
+            )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,105 @@
+"""fp8 weight storage for the DiT: an ``operations`` namespace whose Linear keeps an fp8 weight.
+
+``FP8Operations`` is passed as ``operations`` to a model constructor (in place of ``torch.nn``): its ``Linear``
+stores ``weight`` in float8 (e4m3fn or e5m2) plus a float32 per-tensor ``scale_weight`` buffer, and on every
+call upcasts ``weight * scale_weight`` (multiplied in float32) to the input's dtype and runs an ordinary ``F.linear``. Everything
+else (convolutions, norms, biases) stays in the compute dtype. Memory per Linear weight is one byte per
+element; the arithmetic is the compute dtype's.
+
+The state-dict layout is the "scaled fp8" one of ComfyUI / kijai files (``<layer>.weight`` fp8 and
+``<layer>.scale_weight`` float32 scalar, real weight = weight * scale_weight); a plain fp8 file has scale 1.
+Do not call ``model.to(dtype)`` on such a model (it would upcast the stored weights); move it with
+``model.to(device)``.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
+FP8_NAMES = {
+    "fp8": torch.float8_e4m3fn, "fp8_e4m3fn": torch.float8_e4m3fn, "float8_e4m3fn": torch.float8_e4m3fn,
+    "fp8_e5m2": torch.float8_e5m2, "float8_e5m2": torch.float8_e5m2,
+}
+
+
+def is_fp8(dtype: torch.dtype) -> bool:
+    return dtype in FP8_DTYPES
+
+
+QUANTIZE_CHUNK = 1 << 22  # elements converted at a time: bounds the float32 temporaries to 16 MiB
+
+
+def quantize_fp8(weight: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, torch.Tensor]:
+    """``weight`` -> (fp8 tensor, float32 scalar scale) with weight ~= fp8 * scale; the scale maps the largest
+    magnitude onto the format's largest finite value (per tensor, as scaled-fp8 files do).
+
+    Works in chunks, so quantising a large weight needs one fp8 copy plus a small float32 buffer.
+    """
+    if not is_fp8(fp8_dtype):
+        raise ValueError(f"{fp8_dtype} is not an fp8 dtype")
+    finfo = torch.finfo(fp8_dtype)
+    flat = weight.detach().reshape(-1)
+    chunks = [flat[i : i + QUANTIZE_CHUNK] for i in range(0, flat.numel(), QUANTIZE_CHUNK)]
+    amax = torch.stack([c.abs().amax().to(torch.float32) for c in chunks]).amax() if chunks else torch.zeros(())
+    scale = torch.where(amax > 0, amax / finfo.max, torch.ones_like(amax)).to(torch.float32).reshape(())
+    quantized = torch.empty(weight.shape, dtype=fp8_dtype, device=weight.device)
+    out = quantized.view(-1)
+    for i, chunk in enumerate(chunks):
+        out[i * QUANTIZE_CHUNK : i * QUANTIZE_CHUNK + chunk.numel()] = (chunk.to(torch.float32) / scale).clamp_(
+            finfo.min, finfo.max
+        )
+    return quantized, scale
+
+
+def dequantize(weight: torch.Tensor, scale: torch.Tensor | None, dtype: torch.dtype) -> torch.Tensor:
+    """``weight * scale`` in ``dtype`` (computed in float32 when there is a scale)."""
+    if scale is None:
+        return weight.to(dtype)
+    return (weight.to(torch.float32) * scale.to(weight.device, torch.float32)).to(dtype)
+
+
+class FP8Linear(nn.Linear):
+    """``nn.Linear`` whose weight may be stored in fp8 with a per-tensor ``scale_weight``.
+
+    Any stored weight dtype works (a layer a scaled file kept in bf16 has scale 1); the forward pass computes
+    in the input's dtype.
+    """
+
+    def __init__(self, in_features: int, out_features: int, bias: bool = True, device=None, dtype=None) -> None:
+        super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
+        self.weight.requires_grad_(False)
+        self.register_buffer("scale_weight", torch.ones((), dtype=torch.float32, device=device))
+
+    def reset_parameters(self) -> None:  # weights always come from a checkpoint
+        return None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # the scale is applied in float32: rounded to bf16 it would bias the whole tensor by up to 0.4 %
+        weight = dequantize(self.weight, self.scale_weight, x.dtype)
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        return F.linear(x, weight, bias)
+
+    def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+        return dequantize(self.weight, self.scale_weight, dtype)
+
+    def set_weight(self, weight: torch.Tensor) -> None:
+        """Store ``weight`` (any float dtype, the real values) in this layer's storage format, re-scaled."""
+        if is_fp8(self.weight.dtype):
+            quantized, scale = quantize_fp8(weight, self.weight.dtype)
+            self.weight.data = quantized.to(self.weight.device)
+            self.scale_weight = scale.to(self.scale_weight.device)
+        else:
+            self.weight.data = weight.to(self.weight.device, self.weight.dtype)
+            self.scale_weight = torch.ones((), dtype=torch.float32, device=self.scale_weight.device)
+
+
+class FP8Operations:
+    """The ``operations`` namespace for fp8 weight storage (Linear layers only; the rest is ``torch.nn``)."""
+
+    Linear = FP8Linear
+    Conv3d = nn.Conv3d
+    LayerNorm = nn.LayerNorm
+    RMSNorm = nn.RMSNorm

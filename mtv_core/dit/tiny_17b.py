@@ -1,0 +1,156 @@
+"""Tiny MV-DiT-17B checkpoints with the real key names, for tests and integration checks.
+
+The tiny model has the structure of the release (Wan I2V blocks, motion attention in blocks 0 and 4, 36 -> 16
+channels, 257 CLIP tokens of 1280) at width 256 = 2 heads x 128, 5 layers, ffn 512, text width 64 (or 4096) and
+192-wide motion tokens: the configuration of the reference cases in ``../shared/reference/mvdit17b``. Files can
+be written as the released folder (Wan ``config.json`` + shards + index), single files with a ComfyUI prefix,
+plain or scaled fp8, or split into a Wan base and a motion adapter.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from pathlib import Path
+
+import torch
+
+from ..tokenizer.testing import random_weights
+from .config_17b import MVDiT17BConfig
+from .fp8_ops import quantize_fp8
+from .transformer_17b import MVDiT17B
+
+WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
+INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
+_ADAPTER_KEY = re.compile(r"blocks\.\d+\.(motion_attn|norm4)\.")
+
+
+def tiny_mvdit17b_config(text_dim: int = 64, **overrides) -> MVDiT17BConfig:
+    """The reference cases' tiny configuration (width 256 = 2 x 128, 5 layers, motion tokens 192 wide)."""
+    values = dict(dim=256, ffn_dim=512, num_heads=2, num_layers=5, text_dim=text_dim, motion_token_dim=192)
+    values.update(overrides)
+    return MVDiT17BConfig(**values)
+
+
+def tiny_tokenizer_config_for_17b(config: MVDiT17BConfig | None = None):
+    """The tiny 4DMoT configuration whose motion tokens fit ``tiny_mvdit17b_config`` (code size = token width)."""
+    from ..tokenizer.testing import TINY_CONFIG
+
+    config = config or tiny_mvdit17b_config()
+    return dataclasses.replace(TINY_CONFIG, code_dim=config.motion_token_dim or config.dim)
+
+
+def random_state_dict_17b(config: MVDiT17BConfig, seed: int = 0) -> dict[str, torch.Tensor]:
+    """Deterministic random weights of a healthy scale (``tokenizer.testing.random_weights``), float32."""
+    with torch.device("meta"):
+        model = MVDiT17B(config)
+    return random_weights(model, seed)
+
+
+def split_adapter(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
+    """(Wan base without motion layers, motion adapter with ``blocks.N.motion_attn.*`` / ``blocks.N.norm4.*``)."""
+    adapter = {k: v for k, v in state_dict.items() if _ADAPTER_KEY.match(k)}
+    return {k: v for k, v in state_dict.items() if k not in adapter}, adapter
+
+
+def to_fp8(
+    state_dict: dict[str, torch.Tensor], scaled: bool = True, fp8_dtype: torch.dtype = torch.float8_e4m3fn
+) -> dict[str, torch.Tensor]:
+    """The block Linear weights (2-D ``blocks.*.weight``) in fp8 as ComfyUI / kijai files store them.
+
+    ``scaled``: per-tensor ``<layer>.scale_weight`` float32 scalars and a ``scaled_fp8`` marker tensor;
+    otherwise a plain cast (scale 1). Other tensors are left as they are.
+    """
+    out: dict[str, torch.Tensor] = {}
+    for key, tensor in state_dict.items():
+        if key.startswith("blocks.") and key.endswith(".weight") and tensor.ndim == 2:
+            if scaled:
+                out[key], out[key[: -len("weight")] + "scale_weight"] = quantize_fp8(tensor, fp8_dtype)
+            else:
+                out[key] = tensor.to(fp8_dtype)
+        else:
+            out[key] = tensor
+    if scaled:
+        out["scaled_fp8"] = torch.empty(0, dtype=fp8_dtype)
+    return out
+
+
+def save_mvdit17b(
+    state_dict: dict[str, torch.Tensor],
+    path: str | Path,
+    config: MVDiT17BConfig | None = None,
+    as_folder: bool = False,
+    dtype: torch.dtype | None = None,
+    prefix: str = "",
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write a state dict as one safetensors file, or as a Wan folder (``config.json`` + shards + index).
+
+    ``dtype`` converts the non-fp8 floating tensors; ``prefix`` is prepended to every key (e.g.
+    ``model.diffusion_model.``).
+    """
+    from safetensors.torch import save_file
+
+    def convert(t: torch.Tensor) -> torch.Tensor:
+        keep = dtype is None or not t.is_floating_point() or t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
+        return (t if keep else t.to(dtype)).contiguous()
+
+    path = Path(path)
+    tensors = {prefix + k: convert(v) for k, v in state_dict.items()}
+    if not as_folder:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        save_file(tensors, str(path))
+        return path
+    path.mkdir(parents=True, exist_ok=True)
+    if config is not None:
+        (path / "config.json").write_text(json.dumps(config.to_wan_config(), indent=2))
+    if max_shard_bytes is None:
+        save_file(tensors, str(path / WEIGHTS_NAME))
+        return path
+    shards: list[dict[str, torch.Tensor]] = [{}]
+    size = 0
+    for key, tensor in tensors.items():
+        nbytes = tensor.numel() * tensor.element_size()
+        if shards[-1] and size + nbytes > max_shard_bytes:
+            shards.append({})
+            size = 0
+        shards[-1][key] = tensor
+        size += nbytes
+    weight_map = {}
+    for i, shard in enumerate(shards):
+        name = f"diffusion_pytorch_model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
+        save_file(shard, str(path / name))
+        weight_map.update({key: name for key in shard})
+    total = sum(t.numel() * t.element_size() for t in tensors.values())
+    (path / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
+    return path
+
+
+def write_tiny_mvdit17b(
+    path: str | Path,
+    seed: int = 0,
+    *,
+    config: MVDiT17BConfig | None = None,
+    as_folder: bool = False,
+    dtype: torch.dtype = torch.float32,
+    fp8: str | None = None,
+    prefix: str = "",
+    part: str = "full",
+    max_shard_bytes: int | None = None,
+) -> Path:
+    """Write a tiny random MV-DiT-17B checkpoint with the real key names.
+
+    ``fp8``: None, "plain" or "scaled" (block Linear weights in fp8 e4m3fn, the rest in ``dtype``);
+    ``part``: "full", "base" (the Wan transformer without motion layers) or "adapter" (motion layers only).
+    """
+    config = config or tiny_mvdit17b_config()
+    state = {k: v.to(dtype) for k, v in random_state_dict_17b(config, seed).items()}
+    if part != "full":
+        base, adapter = split_adapter(state)
+        state = {"base": base, "adapter": adapter}[part]
+    if fp8 is not None:
+        if fp8 not in ("plain", "scaled"):
+            raise ValueError(f"fp8 must be None, 'plain' or 'scaled', got {fp8!r}")
+        state = to_fp8(state, scaled=fp8 == "scaled")
+    return save_mvdit17b(state, path, config, as_folder=as_folder, prefix=prefix, max_shard_bytes=max_shard_bytes)
