@@ -13,9 +13,9 @@ six modulation chunks of ``norm1``/``norm2`` are used (shift, scale, gate), as u
 Every layer with weights (Linear, Conv2d, LayerNorm) is built from an ``operations`` namespace, ``torch.nn`` by
 default, as ComfyUI's own ``comfy/ldm`` models are: a host that places weights itself passes its casting layers
 (``comfy.ops``) so that the model can be loaded partially, offloaded, or stored in another dtype than it computes
-in. Weights are only ever used inside their own layer's forward (the one free parameter,
-``unconditional_motion_token``, is cast by the sampler where it is used); ``device`` and ``dtype`` say where and in what the model
-computes: the weights' by default, else what such a host sets (``device``, ``compute_dtype``).
+in. Weights are only used inside their own layer's forward (the one free parameter, ``unconditional_motion_token``,
+is cast by the sampler where it is used); ``device`` and ``dtype`` say where and in what the model computes: the
+weights' by default, else what such a host sets (``device``, ``compute_dtype``).
 """
 
 from __future__ import annotations
