@@ -22,7 +22,9 @@ CogVideoX VAE (diffusers ``AutoencoderKLCogVideoX``, which decodes 2 latent fram
     encode bytes = 1400 * min(9, frames) * area * itemsize
 
 with ``area`` the pixel area of one tile (the whole frame without tiling): the per-pixel factors ComfyUI uses
-for its own CogVideoX VAE (``comfy/sd.py``), plus the decoded output (frames x 3 x H x W floats).
+for its own CogVideoX VAE (``comfy/sd.py``), plus the decoded output (frames x 3 x H x W floats). Measured for
+diffusers' implementation (``benchmarks/bench_vae_memory.py``, CPU fp32, 120 x 184): 2156 values per pixel and
+frame decoding, 1023 encoding, so these factors hold with about 30 % to spare.
 
 4DMoT tokenizer, one window of ``frames`` frames: a residual block's few live feature maps at the widest width,
 the im2col matrix of the widest 3x3 conv, and one block of the code search::
@@ -85,19 +87,26 @@ def vae_tile(vae_module) -> tuple[int, int] | None:
     return int(vae_module.tile_sample_min_height), int(vae_module.tile_sample_min_width)
 
 
-def sample_7b_activation_bytes(model, vae, window_frames: int, width: int, height: int, guidance: float) -> int:
+def sample_7b_activation_bytes(model, vae, motion, width: int, height: int, guidance: float) -> int:
     """The most ``pipeline_7b.sample_7b`` holds besides the weights: the larger of one MV-DiT-7B forward (batch 2
-    with motion guidance) and the VAE encoding or decoding one window. ``model`` an MVDiT7B, ``vae`` a VideoVAE."""
+    with motion guidance) and the VAE encoding or decoding one window. ``model`` an MVDiT7B, ``vae`` a VideoVAE,
+    ``motion`` the MotionTokens to sample."""
     from .dit.vae import SPATIAL_COMPRESSION, latent_frames
 
+    windows, plan = getattr(motion, "windows", None) or [], getattr(motion, "plan", None)
+    frames = plan.window if plan is not None else windows[0].num_frames if windows else 0  # 0: sample_7b reports
     s = SPATIAL_COMPRESSION
-    dit = dit7b_activation_bytes(model.config, latent_frames(window_frames), height // s, width // s,
+    dit = dit7b_activation_bytes(model.config, latent_frames(frames), height // s, width // s,
                                  batch=1 if guidance == 1.0 else 2, dtype=model.dtype)
-    return max(dit, decode_7b_activation_bytes(vae, window_frames, width, height),
-               cogvideox_vae_activation_bytes(window_frames, height, width, dtype=vae.dtype,
-                                              tile=vae_tile(vae.vae), decode=False))
+    encode = cogvideox_vae_activation_bytes(frames, height, width, dtype=vae.dtype, tile=vae_tile(vae.vae),
+                                            decode=False)
+    decode = cogvideox_vae_activation_bytes(frames, height, width, dtype=vae.dtype, tile=vae_tile(vae.vae))
+    return max(dit, encode, decode)
 
 
-def decode_7b_activation_bytes(vae, window_frames: int, width: int, height: int) -> int:
-    """What decoding one window of sampler latents holds besides the VAE's weights; ``vae`` a VideoVAE."""
-    return cogvideox_vae_activation_bytes(window_frames, height, width, dtype=vae.dtype, tile=vae_tile(vae.vae))
+def decode_7b_activation_bytes(vae, latents) -> int:
+    """What decoding the sampler's latents (the MTV_LATENT dict) holds besides the VAE's weights, one window at a
+    time; ``vae`` a VideoVAE. A malformed dict is left to ``decode_7b`` to report (the 7B defaults are used)."""
+    info = latents if isinstance(latents, dict) else {}
+    frames, width, height = (int(info.get(k, d)) for k, d in (("window", 49), ("width", 512), ("height", 512)))
+    return cogvideox_vae_activation_bytes(frames, height, width, dtype=vae.dtype, tile=vae_tile(vae.vae))

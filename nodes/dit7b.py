@@ -206,8 +206,7 @@ class MTVSampler7B(io.ComfyNode):
                 max_windows: int = 0, latent_preview: bool = True) -> io.NodeOutput:
         motion = limit_windows(motion, max_windows)
         bar = progress(len(motion.windows) * steps)
-        frames = motion.plan.window if motion.plan is not None else motion.windows[0].num_frames
-        need = sample_7b_activation_bytes(model.model, vae.model, frames, width, height, motion_guidance)
+        need = sample_7b_activation_bytes(model.model, vae.model, motion, width, height, motion_guidance)
         with loaded(model, vae, memory_required=need) as (dit, video_vae):
             latents = sample_7b(dit, video_vae, reference, motion, width=width, height=height, num_steps=steps,
                                 guidance=motion_guidance, seed=seed, callback=bar, preview=latent_preview)
@@ -240,9 +239,7 @@ class MTVDecode7B(io.ComfyNode):
     def execute(cls, vae, latents: dict) -> io.NodeOutput:
         samples = latents.get("samples") if isinstance(latents, dict) else None
         bar = progress(int(samples.shape[0]) if samples is not None else 1)
-        need = decode_7b_activation_bytes(vae.model, int(latents.get("window", 49)), int(latents.get("width", 512)),
-                                          int(latents.get("height", 512)))
-        with loaded(vae, memory_required=need) as (video_vae,):
+        with loaded(vae, memory_required=decode_7b_activation_bytes(vae.model, latents)) as (video_vae,):
             frames = decode_7b(video_vae, latents, callback=bar)
         return io.NodeOutput(frames, float(latents["fps"]))
 
