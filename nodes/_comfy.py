@@ -341,14 +341,16 @@ def loaded(*models: ManagedModel, memory_required: int = 0) -> Iterator[tuple[An
     ones with ``force_full_load`` (this also re-loads one that an eviction left partly offloaded). Models placed
     with ``unload_after`` go back to their offload device when the block ends, also on error or Cancel.
     """
-    mm = _model_management()
     try:
-        if mm is None:
-            for managed in models:
+        comfy_managed = [m for m in models if not isinstance(m.patcher, StandalonePatcher)]
+        for managed in models:
+            if isinstance(managed.patcher, StandalonePatcher):
                 managed.patcher.load()
-        else:
-            split = [m.patcher for m in models if not m.whole]
-            whole = [m.patcher for m in models if m.whole]
+        if comfy_managed:
+            import comfy.model_management as mm  # type: ignore[import-not-found]
+
+            split = [m.patcher for m in comfy_managed if not m.whole]
+            whole = [m.patcher for m in comfy_managed if m.whole]
             room_for_whole = sum(p.model_size() - _loaded_bytes(p) for p in whole)
             if split:
                 mm.load_models_gpu(split, memory_required=memory_required + room_for_whole)
@@ -363,10 +365,11 @@ def loaded(*models: ManagedModel, memory_required: int = 0) -> Iterator[tuple[An
 
 def unload(managed: ManagedModel) -> None:
     """Move a model back to its offload device now, the way ComfyUI unloads its own under memory pressure."""
-    mm = _model_management()
-    if mm is None:
+    if isinstance(managed.patcher, StandalonePatcher):
         managed.patcher.unload()
         return
+    import comfy.model_management as mm  # type: ignore[import-not-found]
+
     for index, entry in enumerate(mm.current_loaded_models):
         if entry.model is managed.patcher:
             if entry.model_unload():
