@@ -1,8 +1,9 @@
-"""The only place that touches ComfyUI: its V3 API, model folders, progress and Cancel.
+"""The only place that touches ComfyUI: its V3 API, model folders, model management, progress and Cancel.
 
 Everything degrades gracefully when ComfyUI is not importable (unit tests, the CLI): the
 V3 ``io`` module is replaced by ``_standalone_io``, model folders come from ``MTV_MODELS_DIR``
-(default ``./models``), and progress/cancel become no-ops.
+(default ``./models``), models are built from ``torch.nn`` and moved whole by ``StandalonePatcher``,
+and progress/cancel become no-ops.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -196,87 +198,181 @@ def parse_dtype(name: str, device: Any = None):
     return resolve_dtype(name, device)
 
 
-def compute_device(choice: str = "auto"):
-    """A device widget value -> torch device: ``cpu`` is the CPU, anything else ComfyUI's compute device."""
-    import torch
-
-    return torch.device("cpu") if choice == "cpu" else torch.device(torch_device())
-
-
-def make_room(nbytes: int, device: Any) -> None:
-    """Ask ComfyUI to unload its own models until ``nbytes`` (plus headroom) fit on a CUDA ``device``.
-
-    Our models live outside ComfyUI's model management, so without this a MODEL left on the GPU by an
-    earlier workflow could make our load run out of memory. No-op outside ComfyUI or off CUDA.
-    """
-    import torch
-
-    if torch.device(device).type != "cuda":
-        return
-    try:
-        import comfy.model_management as mm  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    mm.free_memory(int(nbytes * 1.2) + (1 << 30), torch.device(device))
-
-
-def model_bytes(model: Any) -> int:
-    """Bytes held by a module's parameters and buffers."""
-    return sum(t.numel() * t.element_size() for t in list(model.parameters()) + list(model.buffers()))
-
-
-def checkpoint_bytes(path: str, dtype: Any) -> int:
-    """Bytes the tensors of checkpoint ``path`` take in ``dtype`` (read from the file headers only)."""
-    import math
-
-    from ..mtv_core.checkpoint import open_checkpoint
-
-    numel = sum(math.prod(shape) for shape in open_checkpoint(path).shapes().values())
-    return numel * dtype.itemsize
-
-
-@contextlib.contextmanager
-def model_on(model: Any, device: Any) -> Iterator[Any]:
-    """Move ``model`` to ``device`` for the block, then back to the offload device (also on error or Cancel)."""
-    import torch
-
-    make_room(model_bytes(model), device)
-    model.to(device)
-    try:
-        yield model
-    finally:
-        model.to(offload_device())
-        if torch.device(device).type == "cuda" and torch.cuda.is_available():
-            torch.cuda.empty_cache()
-
-
-def load_target(compute: Any, park: bool) -> Any:
-    """Where a loader puts a model: the offload device if it waits there between runs (``park``), else ``compute``."""
-    return offload_device() if park else compute
-
-
-def mark_placement(model: Any, compute: Any, park: bool) -> Any:
-    """Record for ``in_use`` where ``model`` runs and whether it waits on the offload device between runs."""
-    model.mtv_offload = park
-    model.mtv_compute_device = compute
-    return model
-
-
-def in_use(model: Any):
-    """Context for running ``model``: a model loaded offloaded (``mtv_offload`` True) is moved to its
-    ``mtv_compute_device`` for the block and back to the offload device after; others stay where they are."""
-    if not getattr(model, "mtv_offload", False):
-        return contextlib.nullcontext(model)
-    return model_on(model, getattr(model, "mtv_compute_device", None) or torch_device())
-
-
 def offload_device():
     """Where idle models wait: ComfyUI's offload device, else CPU."""
     import torch
 
+    mm = _model_management()
+    return mm.unet_offload_device() if mm is not None else torch.device("cpu")
+
+
+# -- model management ------------------------------------------------------------------------------------------
+#
+# Every model of the pack is loaded into RAM (or memory-mapped) on its offload device and handed to ComfyUI's
+# model management as a ``comfy.model_patcher.ModelPatcher``; a node that runs a model first asks
+# ``comfy.model_management.load_models_gpu`` for it with an estimate of the activation memory it will need, so
+# ComfyUI evicts, offloads or partially loads models (its own and ours) as it does for native ones, honours
+# --lowvram / --novram / --reserve-vram / --highvram, and "Unload Models" frees ours too. The DiT and the
+# tokenizer are built from ``comfy.ops`` layers, so they can be loaded partially (the rest is cast to the GPU
+# layer by layer); the CogVideoX VAE (a diffusers model of plain torch layers) is always loaded whole.
+# Outside ComfyUI (unit tests) ``StandalonePatcher`` moves a model whole to its load device instead.
+
+
+def _model_management():
     try:
         import comfy.model_management as mm  # type: ignore[import-not-found]
-
-        return mm.unet_offload_device()
     except ImportError:
-        return torch.device("cpu")
+        return None
+    return mm
+
+
+@dataclass(frozen=True)
+class Placement:
+    """Where a model computes (``load_device``) and waits between runs (``offload_device``); ``unload_after``:
+    back to the offload device as soon as the node that ran it is done, instead of when ComfyUI needs the room."""
+
+    load_device: Any
+    offload_device: Any
+    unload_after: bool = False
+
+
+def model_placement(choice: str = "auto", kind: str = "diffusion") -> Placement:
+    """A loader's device widget -> Placement. ``auto``: ComfyUI's compute device, waiting on its offload device
+    for ``kind`` ("diffusion" or "vae"), kept loaded while there is room; ``offload``: the same, but unloaded
+    after every run; ``cpu``: computes and waits on the CPU. Outside ComfyUI: CUDA when available, else CPU."""
+    import torch
+
+    cpu = torch.device("cpu")
+    if choice == "cpu":
+        return Placement(cpu, cpu)
+    mm = _model_management()
+    if mm is None:
+        load = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return Placement(load, cpu, unload_after=choice == "offload")
+    if kind == "vae":
+        load, offload = mm.vae_device(), mm.vae_offload_device()
+    else:
+        load, offload = mm.get_torch_device(), mm.unet_offload_device()
+    if choice == "offload":
+        return Placement(load, cpu, unload_after=True)
+    return Placement(load, offload)
+
+
+def operations_for(weight_dtype: Any, compute_dtype: Any, load_device: Any):
+    """The layers a model is built from: ComfyUI's ``comfy.ops.pick_operations`` for the weight and compute dtype
+    (casting layers that ComfyUI can load partially), ``torch.nn`` outside ComfyUI."""
+    try:
+        import comfy.ops  # type: ignore[import-not-found]
+    except ImportError:
+        import torch
+
+        return torch.nn
+    return comfy.ops.pick_operations(weight_dtype, compute_dtype, load_device=load_device)
+
+
+class StandalonePatcher:
+    """Outside ComfyUI: moves ``model`` (anything with ``.to``) whole to the load device for a run."""
+
+    def __init__(self, model: Any, load_device: Any, offload_device: Any) -> None:
+        self.model, self.load_device, self.offload_device = model, load_device, offload_device
+
+    def load(self) -> None:
+        self.model.to(self.load_device)
+
+    def unload(self) -> None:
+        self.model.to(self.offload_device)
+
+
+def _whole_module(module: Any):
+    """``module`` inside a plain container, for ComfyUI's ModelPatcher: it sets ``.device`` on what it holds, which
+    diffusers models refuse (read-only property)."""
+    import torch
+
+    container = torch.nn.Module()
+    container.inner = module
+    return container
+
+
+class ManagedModel:
+    """A loaded model between nodes (the MTV_DIT, MTV_VAE and MTV_TOKENIZER wire types): the core object
+    ``model`` and the ``patcher`` that places it (ComfyUI's ModelPatcher, else a StandalonePatcher).
+
+    ``whole``: the model cannot be split between devices (plain torch layers), so it is always loaded whole.
+    """
+
+    def __init__(self, model: Any, patcher: Any, placement: Placement, whole: bool = False) -> None:
+        self.model, self.patcher, self.placement, self.whole = model, patcher, placement, whole
+
+    def __repr__(self) -> str:
+        return (f"ManagedModel({type(self.model).__name__}, load={self.placement.load_device}, "
+                f"offload={self.placement.offload_device}, {type(self.patcher).__name__})")
+
+
+def manage(model: Any, placement: Placement, module: Any = None, whole: bool = False) -> ManagedModel:
+    """Hand ``model`` (whose weights are ``module``, default ``model`` itself) to ComfyUI's model management.
+
+    In ComfyUI it is wrapped in ``comfy.model_patcher.ModelPatcher(module, load_device, offload_device, size)``;
+    a ``whole`` model is wrapped in a container first (see ``_whole_module``).
+    """
+    module = model if module is None else module
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+        import comfy.model_patcher  # type: ignore[import-not-found]
+    except ImportError:
+        return ManagedModel(model, StandalonePatcher(model, placement.load_device, placement.offload_device),
+                            placement, whole)
+    held = _whole_module(module) if whole else module
+    patcher = comfy.model_patcher.ModelPatcher(held, load_device=placement.load_device,
+                                               offload_device=placement.offload_device, size=mm.module_size(held))
+    return ManagedModel(model, patcher, placement, whole)
+
+
+def _loaded_bytes(patcher: Any) -> int:
+    loaded = getattr(patcher, "loaded_size", None)
+    return int(loaded()) if loaded is not None else 0
+
+
+@contextlib.contextmanager
+def loaded(*models: ManagedModel, memory_required: int = 0) -> Iterator[tuple[Any, ...]]:
+    """Load ``models`` for a node's run and yield their core objects.
+
+    ComfyUI's ``load_models_gpu`` loads them, keeping ``memory_required`` bytes (the run's activation estimate,
+    ``mtv_core.memory``) free: models that can be split first, leaving room for the whole ones, then the whole
+    ones with ``force_full_load`` (this also re-loads one that an eviction left partly offloaded). Models placed
+    with ``unload_after`` go back to their offload device when the block ends, also on error or Cancel.
+    """
+    try:
+        comfy_managed = [m for m in models if not isinstance(m.patcher, StandalonePatcher)]
+        for managed in models:
+            if isinstance(managed.patcher, StandalonePatcher):
+                managed.patcher.load()
+        if comfy_managed:
+            import comfy.model_management as mm  # type: ignore[import-not-found]
+
+            split = [m.patcher for m in comfy_managed if not m.whole]
+            whole = [m.patcher for m in comfy_managed if m.whole]
+            room_for_whole = sum(p.model_size() - _loaded_bytes(p) for p in whole)
+            if split:
+                mm.load_models_gpu(split, memory_required=memory_required + room_for_whole)
+            if whole:
+                mm.load_models_gpu(whole, memory_required=memory_required, force_full_load=True)
+        yield tuple(m.model for m in models)
+    finally:
+        for managed in models:
+            if managed.placement.unload_after:
+                unload(managed)
+
+
+def unload(managed: ManagedModel) -> None:
+    """Move a model back to its offload device now, the way ComfyUI unloads its own under memory pressure."""
+    if isinstance(managed.patcher, StandalonePatcher):
+        managed.patcher.unload()
+        return
+    import comfy.model_management as mm  # type: ignore[import-not-found]
+
+    for index, entry in enumerate(mm.current_loaded_models):
+        if entry.model is managed.patcher:
+            if entry.model_unload():
+                mm.current_loaded_models.pop(index)
+            break
+    mm.soft_empty_cache()

@@ -18,21 +18,19 @@ from ..mtv_core.dit.pipeline_7b import (
     limit_windows,
     sample_7b,
 )
+from ..mtv_core.memory import decode_7b_activation_bytes, sample_7b_activation_bytes
 from ..mtv_core.tokenizer.tokens import MotionTokens
 from . import types
 from ._comfy import (
     DTYPE_CHOICES,
     MODEL_HELP_URL,
     MTV_FOLDER,
-    checkpoint_bytes,
-    compute_device,
-    in_use,
     io,
-    load_target,
-    make_room,
-    mark_placement,
+    loaded,
+    manage,
     model_choices,
-    offload_device,
+    model_placement,
+    operations_for,
     parse_dtype,
     progress,
     resolve_model,
@@ -91,9 +89,10 @@ class MTVLoadDiT7B(io.ComfyNode):
                 ),
                 io.Combo.Input(
                     "device", options=list(DIT_DEVICES), default="auto",
-                    tooltip="auto = load onto ComfyUI's GPU and keep it there; offload = keep it in system RAM and "
-                    "move it to the GPU only while sampling (frees ~14 GB of VRAM between runs, slower start); "
-                    "cpu = load and run on the CPU (very slow).",
+                    tooltip="auto = run on ComfyUI's GPU under its memory management: it stays loaded while there "
+                    "is room and is offloaded or partially loaded (--lowvram) like ComfyUI's own models; offload = "
+                    "the same, but back to system RAM after every sampler run (frees ~14 GB of VRAM between runs, "
+                    "slower start); cpu = load and run on the CPU (very slow).",
                 ),
             ],
             outputs=[types.DiT.Output(display_name="model", tooltip="The loaded MV-DiT-7B, for MTV Sampler (7B).")],
@@ -108,12 +107,12 @@ class MTVLoadDiT7B(io.ComfyNode):
         if device not in DIT_DEVICES:
             raise ValueError(f"device must be one of {list(DIT_DEVICES)}, got {device!r}")
         path = resolve_model(DIT_FOLDERS, model, hint=f"MV-DiT-7B comes from {MODEL_HELP_URL} (MV-DiT/CogVideoX)")
-        compute = compute_device(device)
-        park = device == "offload"
-        torch_dtype = parse_dtype(dtype, compute)
-        make_room(checkpoint_bytes(path, torch_dtype), load_target(compute, park))
-        dit = load_mvdit7b(path, dtype=torch_dtype, device=load_target(compute, park), attention=attention)
-        return io.NodeOutput(mark_placement(dit, compute, park))
+        placement = model_placement(device)
+        torch_dtype = parse_dtype(dtype, placement.load_device)
+        # read onto the offload device (memory-mapped where the file's dtype matches); ComfyUI moves it per run
+        dit = load_mvdit7b(path, dtype=torch_dtype, device=placement.offload_device, attention=attention,
+                           operations=operations_for(torch_dtype, torch_dtype, placement.load_device))
+        return io.NodeOutput(manage(dit, placement))
 
 
 class MTVLoadCogVideoXVAE(io.ComfyNode):
@@ -126,8 +125,8 @@ class MTVLoadCogVideoXVAE(io.ComfyNode):
             description=(
                 "Loads CogVideoX-5B's video VAE (scaling factor 0.7) for MV-DiT-7B: the vae folder of "
                 f"THUDM/CogVideoX-5b ({VAE_URL}) or a single safetensors file with diffusers key names, from "
-                "models/vae. Without a config.json the pack's CogVideoX-5B config is used. On a GPU it waits in system RAM "
-                "and moves to the GPU only while the 7B nodes run."
+                "models/vae. Without a config.json the pack's CogVideoX-5B config is used. It runs on ComfyUI's VAE "
+                "device under its memory management (always loaded whole)."
             ),
             inputs=[
                 io.Combo.Input(
@@ -153,12 +152,11 @@ class MTVLoadCogVideoXVAE(io.ComfyNode):
         if vae == NO_VAE:
             raise FileNotFoundError(f"no CogVideoX VAE selected: {NO_VAE} (download from {VAE_URL})")
         path = resolve_model(VAE_FOLDERS, vae, hint=f"the CogVideoX-5B VAE comes from {VAE_URL}")
-        compute = compute_device()
-        # On a GPU it waits on the offload device and moves to the GPU only while the 7B nodes run.
-        offload = compute != torch.device(offload_device())
-        video_vae = load_vae(path, dtype=parse_dtype(dtype, compute), device=load_target(compute, offload),
+        placement = model_placement(kind="vae")
+        video_vae = load_vae(path, dtype=parse_dtype(dtype, placement.load_device), device=placement.offload_device,
                              tiling=tiling)
-        return io.NodeOutput(mark_placement(video_vae, compute, offload))
+        # a diffusers model of plain torch layers: ComfyUI may move it, but only whole
+        return io.NodeOutput(manage(video_vae, placement, module=video_vae.vae, whole=True))
 
 
 class MTVSampler7B(io.ComfyNode):
@@ -208,8 +206,9 @@ class MTVSampler7B(io.ComfyNode):
                 max_windows: int = 0, latent_preview: bool = True) -> io.NodeOutput:
         motion = limit_windows(motion, max_windows)
         bar = progress(len(motion.windows) * steps)
-        with in_use(model), in_use(vae):
-            latents = sample_7b(model, vae, reference, motion, width=width, height=height, num_steps=steps,
+        need = sample_7b_activation_bytes(model.model, vae.model, motion, width, height, motion_guidance)
+        with loaded(model, vae, memory_required=need) as (dit, video_vae):
+            latents = sample_7b(dit, video_vae, reference, motion, width=width, height=height, num_steps=steps,
                                 guidance=motion_guidance, seed=seed, callback=bar, preview=latent_preview)
         return io.NodeOutput(latents)
 
@@ -240,8 +239,8 @@ class MTVDecode7B(io.ComfyNode):
     def execute(cls, vae, latents: dict) -> io.NodeOutput:
         samples = latents.get("samples") if isinstance(latents, dict) else None
         bar = progress(int(samples.shape[0]) if samples is not None else 1)
-        with in_use(vae):
-            frames = decode_7b(vae, latents, callback=bar)
+        with loaded(vae, memory_required=decode_7b_activation_bytes(vae.model, latents)) as (video_vae,):
+            frames = decode_7b(video_vae, latents, callback=bar)
         return io.NodeOutput(frames, float(latents["fps"]))
 
 

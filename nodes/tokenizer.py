@@ -7,8 +7,7 @@ from __future__ import annotations
 
 import logging
 
-import torch
-
+from ..mtv_core.memory import tokenizer_activation_bytes
 from ..mtv_core.motion.sequence import JointSequence
 from ..mtv_core.tokenizer.encode import decode_motion, encode_windows, reconstruction_report
 from ..mtv_core.tokenizer.loading import load_tokenizer
@@ -17,13 +16,12 @@ from . import types
 from ._comfy import (
     MODEL_HELP_URL,
     MTV_FOLDER,
-    compute_device,
-    in_use,
     io,
-    load_target,
-    mark_placement,
+    loaded,
+    manage,
     model_choices,
-    offload_device,
+    model_placement,
+    operations_for,
     parse_dtype,
     progress,
     resolve_model,
@@ -66,8 +64,9 @@ class MTVLoadMotionTokenizer(io.ComfyNode):
                                tooltip="Precision of the encoder/decoder convolutions. The codebook search is always "
                                        "fp32; fp32 reproduces upstream's tokens exactly."),
                 io.Combo.Input("device", options=list(DEVICES), default="auto",
-                               tooltip="auto = ComfyUI's compute device while encoding/decoding (the model, ~0.3 GB, "
-                                       "waits in system RAM in between); cpu = always on the CPU."),
+                               tooltip="auto = ComfyUI's compute device under its memory management (the model, "
+                                       "~0.3 GB, is loaded for Encode/Decode and offloaded when the room is needed); "
+                                       "cpu = always on the CPU."),
             ],
             outputs=[types.Tokenizer.Output(display_name="tokenizer", tooltip="The 4DMoT tokenizer, for Encode/Decode Motion.")],
         )
@@ -81,12 +80,12 @@ class MTVLoadMotionTokenizer(io.ComfyNode):
         if device not in DEVICES:
             raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
         path = resolve_model(FOLDERS, tokenizer_file, hint=f"4DMoT comes from {MODEL_HELP_URL}")
-        compute = compute_device(device)
-        # On a GPU it waits on the offload device and moves to the GPU only while encoding/decoding.
-        offload = device == "auto" and compute != torch.device(offload_device())
-        model = load_tokenizer(path, dtype=parse_dtype(dtype), device=load_target(compute, offload))
+        placement = model_placement(device)
+        torch_dtype = parse_dtype(dtype)
+        model = load_tokenizer(path, dtype=torch_dtype, device=placement.offload_device,
+                               operations=operations_for(torch_dtype, torch_dtype, placement.load_device))
         model.source_name = tokenizer_file
-        return io.NodeOutput(mark_placement(model, compute, offload))
+        return io.NodeOutput(manage(model, placement))
 
 
 class MTVEncodeMotion(io.ComfyNode):
@@ -128,10 +127,12 @@ class MTVEncodeMotion(io.ComfyNode):
         def on_decode(step, total, preview=None):
             bar(total + step, 2 * total, None)
 
-        with in_use(tokenizer):
-            motion = encode_windows(tokenizer, joints, window=window, overlap=overlap, callback=on_encode)
-            motion.meta["tokenizer"] = getattr(tokenizer, "source_name", "")
-            recon = decode_motion(tokenizer, motion, callback=on_decode)
+        frames = window or joints.num_frames
+        need = tokenizer_activation_bytes(tokenizer.model.config, frames, dtype=tokenizer.model.dtype)
+        with loaded(tokenizer, memory_required=need) as (model,):
+            motion = encode_windows(model, joints, window=window, overlap=overlap, callback=on_encode)
+            motion.meta["tokenizer"] = getattr(model, "source_name", "")
+            recon = decode_motion(model, motion, callback=on_decode)
         text = reconstruction_report(motion, recon)
         logger.info("encoded %d frames: %s", motion.joints.num_frames, text)
         return io.NodeOutput(motion, recon, text)
@@ -155,8 +156,10 @@ class MTVDecodeMotionTokens(io.ComfyNode):
     @classmethod
     def execute(cls, tokenizer, motion: MotionTokens) -> io.NodeOutput:
         bar = progress(len(motion.windows))
-        with in_use(tokenizer):
-            return io.NodeOutput(decode_motion(tokenizer, motion, callback=bar))
+        frames = max((w.num_frames for w in motion.windows), default=1)
+        need = tokenizer_activation_bytes(tokenizer.model.config, frames, dtype=tokenizer.model.dtype)
+        with loaded(tokenizer, memory_required=need) as (model,):
+            return io.NodeOutput(decode_motion(model, motion, callback=bar))
 
 
 NODES = [MTVLoadMotionTokenizer, MTVEncodeMotion, MTVDecodeMotionTokens]

@@ -12,6 +12,7 @@ from mtv_core.motion.sequence import JointSequence
 from mtv_core.tokenizer.tokens import MotionTokens, TokenWindow
 from mtv_core.windows import plan_windows
 from mtv_pack.nodes import dit7b
+from mtv_pack.nodes._comfy import StandalonePatcher
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -65,8 +66,11 @@ def test_missing_models_give_clear_errors(tmp_path, monkeypatch):
 
 def test_nodes_end_to_end_with_offload(models_dir):
     model = dit7b.MTVLoadDiT7B.execute("MTVCrafter/MV-DiT/CogVideoX", dtype="fp32", device="offload").args[0]
-    assert model.mtv_offload and model.device.type == "cpu"
+    # outside ComfyUI: plain torch layers, a stand-in patcher, waiting on the CPU and unloaded after each run
+    assert isinstance(model.patcher, StandalonePatcher) and model.placement.unload_after
+    assert model.model.device.type == "cpu" and type(model.model.proj_out) is torch.nn.Linear
     vae = dit7b.MTVLoadCogVideoXVAE.execute("cogvideox_vae_tiny.safetensors", dtype="fp32", tiling=True).args[0]
+    assert vae.whole and not vae.placement.unload_after
     plan = plan_windows(89)
     gen = torch.Generator().manual_seed(0)
     windows = [TokenWindow(s, 49, torch.randn(1, 312, 128, generator=gen), torch.zeros(1, 312, dtype=torch.long))

@@ -11,6 +11,7 @@ from mtv_pack.mtv_core.motion import JointSequence
 from mtv_pack.mtv_core.tokenizer.tokens import MotionTokens
 from mtv_pack.mtv_core.tokenizer.testing import write_tiny_checkpoint
 from mtv_pack.nodes import tokenizer as nodes
+from mtv_pack.nodes._comfy import ManagedModel, Placement
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -66,18 +67,18 @@ def test_errors(models_dir):
         nodes.MTVLoadMotionTokenizer.execute(tokenizer_file="nope.safetensors", device="cpu")
 
 
-def test_offloaded_tokenizer_moves_to_compute_only_while_used(models_dir, monkeypatch):
+def test_tokenizer_is_loaded_for_each_run_and_offloaded_after_when_placed_so(models_dir):
     (tokenizer,) = nodes.MTVLoadMotionTokenizer.execute(tokenizer_file="4dmot_tiny.safetensors", device="cpu").args
-    assert tokenizer.mtv_offload is False  # cpu: stays where it is
+    assert tokenizer.placement == Placement(torch.device("cpu"), torch.device("cpu"))
     moves = []
-    real_to = tokenizer.to
-    monkeypatch.setattr(tokenizer, "to", lambda device: moves.append(str(device)) or real_to(device))
-    nodes.MTVDecodeMotionTokens.execute(
-        tokenizer=tokenizer, motion=nodes.MTVEncodeMotion.execute(tokenizer=tokenizer, joints=_joints(49)).args[0])
-    assert moves == []
-    tokenizer.mtv_offload, tokenizer.mtv_compute_device = True, torch.device("cpu")  # as loaded on a GPU machine
-    with pytest.raises(ValueError, match="window to 0"):  # also moved back when the node fails
-        nodes.MTVEncodeMotion.execute(tokenizer=tokenizer, joints=_joints(20))
-    assert moves == ["cpu", "cpu"]  # to the compute device, then back to the offload device
-    nodes.MTVEncodeMotion.execute(tokenizer=tokenizer, joints=_joints(49))
-    assert len(moves) == 4
+    real_to = tokenizer.model.to
+    tokenizer.model.to = lambda device: moves.append(str(device)) or real_to(device)
+    motion = nodes.MTVEncodeMotion.execute(tokenizer=tokenizer, joints=_joints(49)).args[0]
+    nodes.MTVDecodeMotionTokens.execute(tokenizer=tokenizer, motion=motion)
+    assert moves == ["cpu", "cpu"]  # onto the load device for each node; it stays there (not unload_after)
+    moves.clear()
+    offloaded = ManagedModel(tokenizer.model, tokenizer.patcher,
+                             Placement(torch.device("cpu"), torch.device("cpu"), unload_after=True))
+    with pytest.raises(ValueError, match="window to 0"):  # also unloaded when the node fails
+        nodes.MTVEncodeMotion.execute(tokenizer=offloaded, joints=_joints(20))
+    assert moves == ["cpu", "cpu"]  # to the load device, then back to the offload device

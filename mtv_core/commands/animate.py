@@ -132,12 +132,20 @@ def animate_frames(
     device: str = "auto",
     dtype: str = "auto",
     attention: str = "auto",
+    offload: str = "none",
+    weight_dtype: str | None = None,
     callback: ProgressCallback | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """Tokenize ``joints`` (JointSequence), sample with MV-DiT-7B and decode: ((T, H, W, 3) float32 0..1, fps)."""
+    """Tokenize ``joints`` (JointSequence), sample with MV-DiT-7B and decode: ((T, H, W, 3) float32 0..1, fps).
+
+    ``offload`` ("none", "group", "leaf") and ``weight_dtype`` (None, "fp8_e4m3fn", "fp8_e5m2") fit MV-DiT-7B into
+    less GPU memory with diffusers' hooks (``mtv_core.offload``); ``dtype`` stays the compute dtype.
+    """
     from ..dit.loading import load_mvdit7b, resolve_dtype
     from ..dit.pipeline_7b import animate_7b, snap_size
     from ..dit.vae import load_vae
+    from ..offload import OFFLOAD_MODES, place_dit
+    from ..offload import weight_dtype as parse_weight_dtype
     from ..tokenizer.encode import encode_windows
     from ..tokenizer.loading import load_tokenizer
 
@@ -145,6 +153,9 @@ def animate_frames(
     width, height = snap_size(width, height)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
+    storage_dtype = parse_weight_dtype(weight_dtype)
+    if offload not in OFFLOAD_MODES:
+        raise ValueError(f"offload must be one of {', '.join(OFFLOAD_MODES)}, got {offload!r}")
     if torch_device.type == "cpu":
         # denormal floats (frequent with random test weights) slow CPU math down several times
         torch.set_flush_denormal(True)
@@ -153,7 +164,10 @@ def animate_frames(
     motion = encode_windows(tokenizer, joints, window=WINDOW, overlap=OVERLAP)
     del tokenizer
     logger.info("motion: %d frames in %d window(s) of %d", motion.joints.num_frames, len(motion.windows), WINDOW)
-    model = load_mvdit7b(paths.dit, dtype=torch_dtype, device=torch_device, attention=attention)
+    # straight onto the device unless hooks must see it in CPU RAM first (offloading, fp8 storage)
+    hooked = offload != "none" or storage_dtype is not None
+    model = load_mvdit7b(paths.dit, dtype=torch_dtype, device="cpu" if hooked else torch_device, attention=attention)
+    place_dit(model, torch_device, offload=offload, storage_dtype=storage_dtype)
     vae = load_vae(paths.vae, dtype=torch_dtype, device=torch_device)
     frames, fps = animate_7b(model, vae, reference, motion, width=width, height=height, num_steps=steps,
                              guidance=guidance, seed=seed, callback=callback)
@@ -210,6 +224,12 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="DiT/VAE dtype; auto = bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--attention", default="auto", choices=("auto", "sdpa", "xformers"),
                         help="attention backend (default: auto)")
+    parser.add_argument("--offload", default="none", choices=("none", "group", "leaf"),
+                        help="MV-DiT-7B weights in CPU RAM, brought to the GPU block by block (group, prefetched on "
+                             "CUDA) or layer by layer (leaf) with diffusers' group offloading (default: none)")
+    parser.add_argument("--weight-dtype", default=None, choices=("fp8_e4m3fn", "fp8_e5m2"),
+                        help="store MV-DiT-7B's Linear/Conv weights in fp8 and compute in --dtype (diffusers' "
+                             "layerwise casting): half the memory of bf16, slightly different results")
     parser.set_defaults(func=run_animate)
     return parser
 
@@ -232,7 +252,8 @@ def run_animate(args: argparse.Namespace) -> int:
         paths = find_models(args.models, args.tokenizer, args.dit, args.vae)
         animate(joints, reference, paths, args.out, steps=args.steps, guidance=args.guidance, seed=args.seed,
                 width=args.width, height=args.height, device=args.device, dtype=args.dtype,
-                attention=args.attention, callback=_log_progress())
+                attention=args.attention, offload=args.offload, weight_dtype=args.weight_dtype,
+                callback=_log_progress())
     except (FileNotFoundError, ValueError, IndexError, CheckpointError, MotionFormatError) as exc:
         logger.error("%s", exc)
         return 2

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -81,15 +82,19 @@ def load_mvdit7b(
     dtype: torch.dtype | str = torch.bfloat16,
     device: torch.device | str = "cpu",
     attention: str = "auto",
+    operations: Any = torch.nn,
 ) -> MVDiT7B:
-    """Load MV-DiT-7B from a diffusers folder or a single safetensors file, in ``dtype`` on ``device``."""
+    """Load MV-DiT-7B from a diffusers folder or a single safetensors file, in ``dtype`` on ``device``.
+
+    ``operations``: the namespace its layers are built from (``torch.nn``; ComfyUI passes ``comfy.ops``).
+    """
     dtype = resolve_dtype(dtype, device)
     check_backend(attention)  # before reading gigabytes of weights
     ckpt = strip_key_prefix(open_checkpoint(path), KEY_PREFIXES)
     check_variant(ckpt.keys(), ckpt.path)
     config = config_for(ckpt)
     with torch.device("meta"):
-        model = MVDiT7B(config)
+        model = MVDiT7B(config, operations=operations)
     load_into(
         model, ckpt, dtype=dtype, device=device, what="MV-DiT-7B",
         hint="expected the MTVCrafter MV-DiT/CogVideoX transformer (diffusers folder or single safetensors)",

@@ -127,7 +127,8 @@ def denoise_7b(
     ref = ref_latents.to(device, sample_dtype)
     motion = motion_tokens.to(device, model.dtype)
     if do_cfg:
-        uncond = model.unconditional_motion_token[None].expand(batch, -1, -1)
+        # cast where used: the weights (this one included) may be stored elsewhere or in another dtype
+        uncond = model.unconditional_motion_token.to(device, model.dtype)[None].expand(batch, -1, -1)
         motion = torch.cat([uncond, motion])
         ref = torch.cat([ref, ref])
     known = known_latents[:, :known_frames].to(device, sample_dtype) if known_latents is not None and known_frames else None

@@ -9,6 +9,13 @@ motion attention ``attn0`` (query = the un-normalised residual stream, keys/valu
 hidden size, per-head LayerNorm on q and k, vision RoPE on q, 4D motion RoPE on k) added with no gate and
 no norm; AdaLN-zero (``norm2``) -> GELU-tanh feed-forward -> gated residual. Only the first three of the
 six modulation chunks of ``norm1``/``norm2`` are used (shift, scale, gate), as upstream.
+
+Every layer with weights (Linear, Conv2d, LayerNorm) is built from an ``operations`` namespace, ``torch.nn`` by
+default, as ComfyUI's own ``comfy/ldm`` models are: a host that places weights itself passes its casting layers
+(``comfy.ops``) so that the model can be loaded partially, offloaded, or stored in another dtype than it computes
+in. Weights are only used inside their own layer's forward (the one free parameter, ``unconditional_motion_token``,
+is cast by the sampler where it is used); ``device`` and ``dtype`` say where and in what the model computes: the
+weights' by default, else what such a host sets (``device``, ``compute_dtype``).
 """
 
 from __future__ import annotations
@@ -18,6 +25,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+from typing import Any
+
 from torch import nn
 
 from ..attention import attention, check_backend
@@ -27,6 +36,7 @@ from .rope import apply_rope
 logger = logging.getLogger(__name__)
 
 RopeTables = tuple[torch.Tensor, torch.Tensor]
+Operations = Any  # a namespace with Linear, Conv2d and LayerNorm classes: torch.nn, comfy.ops.manual_cast, ...
 
 
 def timestep_sinusoids(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool = True, shift: float = 0.0) -> torch.Tensor:
@@ -43,10 +53,10 @@ def timestep_sinusoids(timesteps: torch.Tensor, dim: int, flip_sin_to_cos: bool 
 
 
 class TimestepEmbedding(nn.Module):
-    def __init__(self, in_dim: int, out_dim: int) -> None:
+    def __init__(self, in_dim: int, out_dim: int, operations: Operations = nn) -> None:
         super().__init__()
-        self.linear_1 = nn.Linear(in_dim, out_dim)
-        self.linear_2 = nn.Linear(out_dim, out_dim)
+        self.linear_1 = operations.Linear(in_dim, out_dim)
+        self.linear_2 = operations.Linear(out_dim, out_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.linear_2(F.silu(self.linear_1(x)))
@@ -55,10 +65,11 @@ class TimestepEmbedding(nn.Module):
 class PatchEmbed(nn.Module):
     """Per-frame Conv2d patchify; ``text_proj`` is kept only for key compatibility (unused)."""
 
-    def __init__(self, patch_size: int, in_channels: int, embed_dim: int, text_embed_dim: int) -> None:
+    def __init__(self, patch_size: int, in_channels: int, embed_dim: int, text_embed_dim: int,
+                 operations: Operations = nn) -> None:
         super().__init__()
-        self.proj = nn.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size, bias=True)
-        self.text_proj = nn.Linear(text_embed_dim, embed_dim)
+        self.proj = operations.Conv2d(in_channels, embed_dim, kernel_size=patch_size, stride=patch_size, bias=True)
+        self.text_proj = operations.Linear(text_embed_dim, embed_dim)
 
     def forward(self, latents: torch.Tensor) -> torch.Tensor:
         """(B, F, C, h, w) -> (B, F*h/p*w/p, dim), token order frame, row, column."""
@@ -70,10 +81,10 @@ class PatchEmbed(nn.Module):
 class LayerNormZero(nn.Module):
     """AdaLN-zero of CogVideoX: SiLU(temb) -> Linear -> 6 chunks, of which (shift, scale, gate) are used."""
 
-    def __init__(self, conditioning_dim: int, dim: int, eps: float) -> None:
+    def __init__(self, conditioning_dim: int, dim: int, eps: float, operations: Operations = nn) -> None:
         super().__init__()
-        self.linear = nn.Linear(conditioning_dim, 6 * dim)
-        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=True)
+        self.linear = operations.Linear(conditioning_dim, 6 * dim)
+        self.norm = operations.LayerNorm(dim, eps=eps, elementwise_affine=True)
 
     def forward(self, hidden: torch.Tensor, temb: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         shift, scale, gate = self.linear(F.silu(temb)).chunk(6, dim=1)[:3]
@@ -83,10 +94,10 @@ class LayerNormZero(nn.Module):
 class AdaLayerNormOut(nn.Module):
     """Output AdaLN (diffusers ``AdaLayerNorm`` with chunk_dim 1: shift first, then scale)."""
 
-    def __init__(self, conditioning_dim: int, dim: int, eps: float) -> None:
+    def __init__(self, conditioning_dim: int, dim: int, eps: float, operations: Operations = nn) -> None:
         super().__init__()
-        self.linear = nn.Linear(conditioning_dim, 2 * dim)
-        self.norm = nn.LayerNorm(dim, eps=eps, elementwise_affine=True)
+        self.linear = operations.Linear(conditioning_dim, 2 * dim)
+        self.norm = operations.LayerNorm(dim, eps=eps, elementwise_affine=True)
 
     def forward(self, hidden: torch.Tensor, temb: torch.Tensor) -> torch.Tensor:
         shift, scale = self.linear(F.silu(temb)).chunk(2, dim=1)
@@ -96,18 +107,19 @@ class AdaLayerNormOut(nn.Module):
 class Attention(nn.Module):
     """Multi-head attention with per-head LayerNorm on q and k (diffusers ``Attention`` key names)."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, bias: bool, qk_eps: float) -> None:
+    def __init__(self, dim: int, heads: int, head_dim: int, bias: bool, qk_eps: float,
+                 operations: Operations = nn) -> None:
         super().__init__()
         self.heads = heads
         self.head_dim = head_dim
         self.backend: str | None = None  # None: the pack-wide default of mtv_core.attention
         inner = heads * head_dim
-        self.norm_q = nn.LayerNorm(head_dim, eps=qk_eps, elementwise_affine=True)
-        self.norm_k = nn.LayerNorm(head_dim, eps=qk_eps, elementwise_affine=True)
-        self.to_q = nn.Linear(dim, inner, bias=bias)
-        self.to_k = nn.Linear(dim, inner, bias=bias)
-        self.to_v = nn.Linear(dim, inner, bias=bias)
-        self.to_out = nn.ModuleList([nn.Linear(inner, dim, bias=True)])
+        self.norm_q = operations.LayerNorm(head_dim, eps=qk_eps, elementwise_affine=True)
+        self.norm_k = operations.LayerNorm(head_dim, eps=qk_eps, elementwise_affine=True)
+        self.to_q = operations.Linear(dim, inner, bias=bias)
+        self.to_k = operations.Linear(dim, inner, bias=bias)
+        self.to_v = operations.Linear(dim, inner, bias=bias)
+        self.to_out = nn.ModuleList([operations.Linear(inner, dim, bias=True)])
 
     def _heads(self, x: torch.Tensor) -> torch.Tensor:
         return x.unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)  # (B, heads, L, head_dim)
@@ -134,32 +146,33 @@ class Attention(nn.Module):
 class FeedForward(nn.Module):
     """GELU(tanh) MLP with diffusers key names ``net.0.proj`` / ``net.2``."""
 
-    def __init__(self, dim: int, inner_dim: int) -> None:
+    def __init__(self, dim: int, inner_dim: int, operations: Operations = nn) -> None:
         super().__init__()
-        self.net = nn.ModuleList([_GeluProj(dim, inner_dim), nn.Identity(), nn.Linear(inner_dim, dim)])
+        self.net = nn.ModuleList([_GeluProj(dim, inner_dim, operations), nn.Identity(),
+                                  operations.Linear(inner_dim, dim)])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net[2](self.net[0](x))
 
 
 class _GeluProj(nn.Module):
-    def __init__(self, dim: int, inner_dim: int) -> None:
+    def __init__(self, dim: int, inner_dim: int, operations: Operations = nn) -> None:
         super().__init__()
-        self.proj = nn.Linear(dim, inner_dim)
+        self.proj = operations.Linear(dim, inner_dim)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.gelu(self.proj(x), approximate="tanh")
 
 
 class MVDiT7BBlock(nn.Module):
-    def __init__(self, config: MVDiT7BConfig) -> None:
+    def __init__(self, config: MVDiT7BConfig, operations: Operations = nn) -> None:
         super().__init__()
         dim, heads, head_dim = config.inner_dim, config.num_attention_heads, config.attention_head_dim
-        self.attn0 = Attention(dim, heads, head_dim, config.attention_bias, config.qk_norm_eps)
-        self.norm1 = LayerNormZero(config.time_embed_dim, dim, config.norm_eps)
-        self.attn1 = Attention(dim, heads, head_dim, config.attention_bias, config.qk_norm_eps)
-        self.norm2 = LayerNormZero(config.time_embed_dim, dim, config.norm_eps)
-        self.ff = FeedForward(dim, config.ff_dim)
+        self.attn0 = Attention(dim, heads, head_dim, config.attention_bias, config.qk_norm_eps, operations)
+        self.norm1 = LayerNormZero(config.time_embed_dim, dim, config.norm_eps, operations)
+        self.attn1 = Attention(dim, heads, head_dim, config.attention_bias, config.qk_norm_eps, operations)
+        self.norm2 = LayerNormZero(config.time_embed_dim, dim, config.norm_eps, operations)
+        self.ff = FeedForward(dim, config.ff_dim, operations)
 
     def forward(
         self,
@@ -177,19 +190,25 @@ class MVDiT7BBlock(nn.Module):
 
 
 class MVDiT7B(nn.Module):
-    """MV-DiT-7B denoiser (v-prediction). See the module docstring for the block layout."""
+    """MV-DiT-7B denoiser (v-prediction). See the module docstring for the block layout.
 
-    def __init__(self, config: MVDiT7BConfig | None = None) -> None:
+    ``operations``: the namespace the layers with weights come from (``torch.nn``; ComfyUI passes ``comfy.ops``).
+    """
+
+    def __init__(self, config: MVDiT7BConfig | None = None, operations: Operations = nn) -> None:
         super().__init__()
         self.config = config = config or MVDiT7BConfig()
         dim = config.inner_dim
         self.unconditional_motion_token = nn.Parameter(torch.empty(config.num_unconditional_tokens, dim))
-        self.patch_embed = PatchEmbed(config.patch_size, config.in_channels, dim, config.text_embed_dim)
-        self.time_embedding = TimestepEmbedding(dim, config.time_embed_dim)
-        self.transformer_blocks = nn.ModuleList([MVDiT7BBlock(config) for _ in range(config.num_layers)])
-        self.norm_final = nn.LayerNorm(dim, eps=config.norm_eps, elementwise_affine=True)
-        self.norm_out = AdaLayerNormOut(config.time_embed_dim, dim, config.norm_eps)
-        self.proj_out = nn.Linear(dim, config.patch_size**2 * config.out_channels)
+        self.patch_embed = PatchEmbed(config.patch_size, config.in_channels, dim, config.text_embed_dim, operations)
+        self.time_embedding = TimestepEmbedding(dim, config.time_embed_dim, operations)
+        self.transformer_blocks = nn.ModuleList([MVDiT7BBlock(config, operations) for _ in range(config.num_layers)])
+        self.norm_final = operations.LayerNorm(dim, eps=config.norm_eps, elementwise_affine=True)
+        self.norm_out = AdaLayerNormOut(config.time_embed_dim, dim, config.norm_eps, operations)
+        self.proj_out = operations.Linear(dim, config.patch_size**2 * config.out_channels)
+        # Where and in what it computes when that is not where/what the weights are (see ``device``, ``dtype``).
+        self._execution_device: torch.device | None = None
+        self.compute_dtype: torch.dtype | None = None
         if self.unconditional_motion_token.device.type != "meta":
             nn.init.normal_(self.unconditional_motion_token)
 
@@ -203,11 +222,19 @@ class MVDiT7B(nn.Module):
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.proj_out.weight.dtype
+        """The dtype it computes in: ``compute_dtype`` when set (weights stored in another dtype, e.g. fp8), else
+        the weights' dtype."""
+        return self.compute_dtype or self.proj_out.weight.dtype
 
     @property
     def device(self) -> torch.device:
-        return self.proj_out.weight.device
+        """The device it computes on: the one set by whoever places the weights (ComfyUI's ModelPatcher, the
+        CLI's group offloading), else the weights' device."""
+        return self._execution_device if self._execution_device is not None else self.proj_out.weight.device
+
+    @device.setter
+    def device(self, value: torch.device | str | None) -> None:
+        self._execution_device = None if value is None else torch.device(value)
 
     def forward(
         self,

@@ -72,28 +72,30 @@ def config_from_checkpoint(ckpt: Checkpoint, metadata: Mapping[str, str], **over
         raise CheckpointError(f"{ckpt.path}: {exc}") from exc
 
 
-def build_empty(config: TokenizerConfig) -> MotionVQVAE:
-    """The model on the meta device (no memory), ready for :func:`load_into`."""
+def build_empty(config: TokenizerConfig, operations: Any = torch.nn) -> MotionVQVAE:
+    """The model on the meta device (no memory), ready for :func:`load_into`; layers from ``operations``."""
     with torch.device("meta"):
-        return MotionVQVAE(config)
+        return MotionVQVAE(config, operations=operations)
 
 
 def load_tokenizer(
     path: str | Path,
     dtype: torch.dtype = torch.float32,
     device: torch.device | str = "cpu",
+    operations: Any = torch.nn,
     **config_overrides: Any,
 ) -> MotionVQVAE:
     """Load a 4DMoT checkpoint strictly, in eval mode without gradients.
 
-    The networks run in ``dtype``; the codebook stays fp32 (code selection is always fp32).
+    The networks run in ``dtype``; the codebook stays fp32 (code selection is always fp32). ``operations``: the
+    namespace the layers are built from (``torch.nn``; ComfyUI passes ``comfy.ops``).
     Raises FileNotFoundError for a missing path and CheckpointError naming the file and what was
     expected for any other checkpoint (e.g. a DiT) or a mis-shaped one.
     """
     ckpt = open_checkpoint(path)
     metadata = ckpt.metadata
     config = config_from_checkpoint(ckpt, metadata, **config_overrides)
-    model = build_empty(config)
+    model = build_empty(config, operations)
     load_into(model, ckpt, dtype=None, device=device, what="4DMoT motion tokenizer", hint=f"Expected {EXPECTED}.")
     model.encoder.to(dtype=dtype)
     model.decoder.to(dtype=dtype)

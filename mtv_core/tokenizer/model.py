@@ -10,6 +10,12 @@ frame-major / joint-minor (index = f * J' + j).
 Upstream runs the encoder over chunks of 8 frames (the first chunk absorbing T mod 8) and the
 decoder over chunks of 2 latent frames (the first absorbing the remainder); chunks never see
 each other. The chunks are independent, so equal-sized chunks run here as one batch.
+
+Every layer with weights (Conv1d, Conv2d, GroupNorm) is built from an ``operations`` namespace, ``torch.nn`` by
+default; a host that places weights itself (ComfyUI) passes its casting layers (``comfy.ops``). The fast paths
+that use a layer's weight directly (``_joint_conv``, ``conv3x3_merged``) do so only for layers that run torch's own
+forward; a layer whose class brings its own forward (which may move, cast or patch its weight per call) is called
+as a layer. The codebook search runs where the codebook is.
 """
 
 from __future__ import annotations
@@ -19,11 +25,24 @@ import weakref
 
 import torch
 import torch.nn.functional as F
+from typing import Any
+
 from torch import nn
 
 from .config import TokenizerConfig, chunk_sizes
 
 logger = logging.getLogger(__name__)
+
+Operations = Any  # a namespace with Conv1d, Conv2d and GroupNorm classes: torch.nn, comfy.ops.disable_weight_init, ...
+
+
+def runs_torch_forward(layer: nn.Module, base: type[nn.Module]) -> bool:
+    """Whether ``layer`` computes with ``base``'s own forward, so that its weight may be used directly.
+
+    Layers of a casting operations namespace (ComfyUI's ``comfy.ops``) override ``forward`` to bring their weight
+    to the input's device and dtype, or to patch it, on every call; such layers must be called as layers.
+    """
+    return type(layer).forward is base.forward
 
 
 _PACKED_LINEAR_OK = True
@@ -81,18 +100,20 @@ def _dilation(out_channels: int, base: int) -> int:
 class ResBlock(nn.Module):
     """GroupNorm -> SiLU -> 3x3 dilated conv -> GroupNorm -> SiLU -> 1x1 conv, plus a residual."""
 
-    def __init__(self, in_channels: int, out_channels: int, groups: int = 32, dilation_base: int = 512) -> None:
+    def __init__(self, in_channels: int, out_channels: int, groups: int = 32, dilation_base: int = 512,
+                 operations: Operations = nn) -> None:
         super().__init__()
         d = _dilation(out_channels, dilation_base)
+        ops = operations
         self.block = nn.Sequential(
-            nn.GroupNorm(groups, in_channels, eps=1e-6, affine=True),
+            ops.GroupNorm(groups, in_channels, eps=1e-6, affine=True),
             nn.SiLU(),
-            nn.Conv2d(in_channels, out_channels, kernel_size=3, padding=d, dilation=d),
-            nn.GroupNorm(groups, out_channels, eps=1e-6, affine=True),
+            ops.Conv2d(in_channels, out_channels, kernel_size=3, padding=d, dilation=d),
+            ops.GroupNorm(groups, out_channels, eps=1e-6, affine=True),
             nn.SiLU(),
-            nn.Conv2d(out_channels, out_channels, kernel_size=1),
+            ops.Conv2d(out_channels, out_channels, kernel_size=1),
         )
-        self.conv_short = nn.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
+        self.conv_short = ops.Conv2d(in_channels, out_channels, kernel_size=1) if in_channels != out_channels else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = self.block(x)
@@ -102,17 +123,25 @@ class ResBlock(nn.Module):
 
 
 def _joint_conv(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
-    """Apply a Conv1d over the joint axis of every frame of (B, C, T, J) without reshaping."""
-    return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]), padding=(0, conv.padding[0]))
+    """Apply a Conv1d over the joint axis of every frame of (B, C, T, J): as a (1, k) conv2d with the layer's
+    weight, without reshaping, or through the layer on (B*T, C, J) when it brings its own forward."""
+    if runs_torch_forward(conv, nn.Conv1d):
+        return F.conv2d(x, conv.weight.unsqueeze(2), conv.bias, stride=(1, conv.stride[0]),
+                        padding=(0, conv.padding[0]))
+    batch, frames = x.shape[0], x.shape[2]
+    out = conv(x.transpose(1, 2).flatten(0, 1))  # (B*T, C', J')
+    return out.unflatten(0, (batch, frames)).transpose(1, 2)
 
 
 class Downsample(nn.Module):
     """Causal time downsampling (frame 0 kept when T is odd) then a joint Conv1d (k=3)."""
 
-    def __init__(self, in_channels: int, out_channels: int, time_rate: int, joint_rate: int) -> None:
+    def __init__(self, in_channels: int, out_channels: int, time_rate: int, joint_rate: int,
+                 operations: Operations = nn) -> None:
         super().__init__()
         self.time_rate = int(time_rate)
-        self.joint_downsample = nn.Conv1d(in_channels, out_channels, kernel_size=3, stride=joint_rate, padding=1)
+        self.joint_downsample = operations.Conv1d(in_channels, out_channels, kernel_size=3, stride=joint_rate,
+                                                  padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.time_rate > 1:
@@ -132,10 +161,11 @@ class Downsample(nn.Module):
 class Upsample(nn.Module):
     """Bilinear time upsampling (frame 0 kept when T is odd, align_corners) then a joint Conv1d (k=3)."""
 
-    def __init__(self, in_channels: int, out_channels: int, time_rate: float, joint_rate: float) -> None:
+    def __init__(self, in_channels: int, out_channels: int, time_rate: float, joint_rate: float,
+                 operations: Operations = nn) -> None:
         super().__init__()
         self.scale = (float(time_rate), float(joint_rate))
-        self.upsampler = nn.Conv1d(in_channels, out_channels, kernel_size=3, padding=1)
+        self.upsampler = operations.Conv1d(in_channels, out_channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         frames = x.shape[2]
@@ -154,7 +184,10 @@ def conv3x3_merged(conv: nn.Conv2d, inputs: list[torch.Tensor]) -> list[torch.Te
 
     Used for the wide 512 <-> 3072 convs: oneDNN is slow on their small spatial extent and
     re-packs the 57 MB weight on every call, while im2col + one GEMM over all chunks is not.
+    A conv that brings its own forward (see ``runs_torch_forward``) is called on each input instead.
     """
+    if not runs_torch_forward(conv, nn.Conv2d):
+        return [conv(x) for x in inputs]
     weight = conv.weight.reshape(conv.out_channels, -1)  # (out, in*9), a view
     # rows = output positions (n, h, w), columns = (in, 3, 3) patch values
     cols = [F.unfold(x, kernel_size=3, padding=1).transpose(1, 2).reshape(-1, weight.shape[1]) for x in inputs]
@@ -172,17 +205,17 @@ def conv3x3_merged(conv: nn.Conv2d, inputs: list[torch.Tensor]) -> list[torch.Te
 class Encoder(nn.Module):
     """(B, 3, T, J) -> (B, code_dim, T', J')."""
 
-    def __init__(self, config: TokenizerConfig) -> None:
+    def __init__(self, config: TokenizerConfig, operations: Operations = nn) -> None:
         super().__init__()
         c0, c1 = config.encoder_channels
-        g, base, n = config.norm_groups, config.dilation_base, config.num_res_blocks
-        self.conv_in = nn.Conv2d(config.in_channels, c0, kernel_size=3, padding=1)
-        self.resnet1 = nn.ModuleList([ResBlock(c0, c0, g, base) for _ in range(n)])
-        self.downsample1 = Downsample(c0, c0, config.downsample_time[0], config.downsample_joint[0])
-        self.resnet2 = ResBlock(c0, c1, g, base)
-        self.resnet3 = nn.ModuleList([ResBlock(c1, c1, g, base) for _ in range(n)])
-        self.downsample2 = Downsample(c1, c1, config.downsample_time[1], config.downsample_joint[1])
-        self.conv_out = nn.Conv2d(c1, config.code_dim, kernel_size=3, padding=1)
+        g, base, n, ops = config.norm_groups, config.dilation_base, config.num_res_blocks, operations
+        self.conv_in = ops.Conv2d(config.in_channels, c0, kernel_size=3, padding=1)
+        self.resnet1 = nn.ModuleList([ResBlock(c0, c0, g, base, ops) for _ in range(n)])
+        self.downsample1 = Downsample(c0, c0, config.downsample_time[0], config.downsample_joint[0], ops)
+        self.resnet2 = ResBlock(c0, c1, g, base, ops)
+        self.resnet3 = nn.ModuleList([ResBlock(c1, c1, g, base, ops) for _ in range(n)])
+        self.downsample2 = Downsample(c1, c1, config.downsample_time[1], config.downsample_joint[1], ops)
+        self.conv_out = ops.Conv2d(c1, config.code_dim, kernel_size=3, padding=1)
 
     def body(self, x: torch.Tensor) -> torch.Tensor:
         """Everything before ``conv_out``."""
@@ -202,17 +235,17 @@ class Encoder(nn.Module):
 class Decoder(nn.Module):
     """(B, code_dim, T', J') -> (B, 3, T, J); the encoder in reverse."""
 
-    def __init__(self, config: TokenizerConfig) -> None:
+    def __init__(self, config: TokenizerConfig, operations: Operations = nn) -> None:
         super().__init__()
         c0, c1 = config.decoder_channels
-        g, base, n = config.norm_groups, config.dilation_base, config.num_res_blocks
-        self.conv_in = nn.Conv2d(config.code_dim, c0, kernel_size=3, padding=1)
-        self.resnet1 = nn.ModuleList([ResBlock(c0, c0, g, base) for _ in range(n)])
-        self.upsample1 = Upsample(c0, c0, config.upsample_time[0], config.upsample_joint[0])
-        self.resnet2 = ResBlock(c0, c1, g, base)
-        self.resnet3 = nn.ModuleList([ResBlock(c1, c1, g, base) for _ in range(n)])
-        self.upsample2 = Upsample(c1, c1, config.upsample_time[1], config.upsample_joint[1])
-        self.conv_out = nn.Conv2d(c1, config.in_channels, kernel_size=3, padding=1)
+        g, base, n, ops = config.norm_groups, config.dilation_base, config.num_res_blocks, operations
+        self.conv_in = ops.Conv2d(config.code_dim, c0, kernel_size=3, padding=1)
+        self.resnet1 = nn.ModuleList([ResBlock(c0, c0, g, base, ops) for _ in range(n)])
+        self.upsample1 = Upsample(c0, c0, config.upsample_time[0], config.upsample_joint[0], ops)
+        self.resnet2 = ResBlock(c0, c1, g, base, ops)
+        self.resnet3 = nn.ModuleList([ResBlock(c1, c1, g, base, ops) for _ in range(n)])
+        self.upsample2 = Upsample(c1, c1, config.upsample_time[1], config.upsample_joint[1], ops)
+        self.conv_out = ops.Conv2d(c1, config.in_channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(self.conv_in(x))
@@ -300,16 +333,20 @@ class VectorQuantizer(nn.Module):
 
 
 class MotionVQVAE(nn.Module):
-    """The 4DMoT VQ-VAE (upstream ``SMPL_VQVAE``) with chunked, batched encode/decode."""
+    """The 4DMoT VQ-VAE (upstream ``SMPL_VQVAE``) with chunked, batched encode/decode.
 
-    def __init__(self, config: TokenizerConfig | None = None) -> None:
+    ``operations``: the namespace the layers with weights come from (``torch.nn``; ComfyUI passes ``comfy.ops``).
+    """
+
+    def __init__(self, config: TokenizerConfig | None = None, operations: Operations = nn) -> None:
         super().__init__()
         self.config = config or TokenizerConfig()
-        self.encoder = Encoder(self.config)
-        self.decoder = Decoder(self.config)
+        self.encoder = Encoder(self.config, operations)
+        self.decoder = Decoder(self.config, operations)
         self.vq = VectorQuantizer(self.config.num_codes, self.config.code_dim)
         # (mean, std) (24, 3) mm the checkpoint was trained with; None = the released statistics
         self.stats = None
+        self._execution_device: torch.device | None = None  # see ``device``
 
     @property
     def dtype(self) -> torch.dtype:
@@ -317,7 +354,13 @@ class MotionVQVAE(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.encoder.conv_in.weight.device
+        """The device it computes on: the one set by whoever places the weights (ComfyUI's ModelPatcher), else the
+        weights' device."""
+        return self._execution_device if self._execution_device is not None else self.encoder.conv_in.weight.device
+
+    @device.setter
+    def device(self, value: torch.device | str | None) -> None:
+        self._execution_device = None if value is None else torch.device(value)
 
     # -- chunked networks -------------------------------------------------------------------------
     @staticmethod
@@ -352,8 +395,10 @@ class MotionVQVAE(nn.Module):
         """(B, C, T', J') features -> tokens (B, T'*J', C) fp32, indices (B, T'*J') int64, commit loss ()."""
         b, c, t, j = features.shape
         flat = features.float().permute(0, 2, 3, 1).reshape(-1, c)
-        indices, _ = self.vq.nearest(flat)
-        tokens = self.vq.lookup(indices)
+        # the search runs where the codebook is (a partially loaded model may keep it off the compute device)
+        indices, _ = self.vq.nearest(flat.to(self.vq.codebook.device))
+        tokens = self.vq.lookup(indices).to(flat.device)
+        indices = indices.to(flat.device)
         commit = (flat - tokens).square().mean()  # upstream's commitment MSE (reported as "vq loss")
         return tokens.view(b, t * j, c), indices.view(b, t * j), commit
 

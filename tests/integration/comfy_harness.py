@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -25,6 +26,10 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 PACK_FOLDER = "mtvcrafter"  # folder name the pack is installed under (the registry id)
+PACK_ROOT = Path(__file__).resolve().parents[2]
+# Test-only custom node folder installed next to the pack: reports ComfyUI's loaded models (GET /mtv_test/...).
+PROBE_FOLDER = "mtv_test_probe"
+PROBE_SOURCE = Path(__file__).resolve().parent / "probe_pack"
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never send 127.0.0.1 through a proxy
 
 
@@ -40,6 +45,26 @@ def comfyui_version(comfyui_dir: Path) -> str:
         if line.startswith("__version__"):
             return line.split("=", 1)[1].strip().strip("\"'")
     return "unknown"
+
+
+def install_custom_nodes(base: Path) -> tuple[str, ...]:
+    """The pack (a folder named after its registry id, as users have it) and the probe under base/custom_nodes;
+    returns the folder names to whitelist."""
+    custom_nodes = base / "custom_nodes"
+    custom_nodes.mkdir(exist_ok=True)
+    (custom_nodes / PACK_FOLDER).symlink_to(PACK_ROOT, target_is_directory=True)
+    shutil.copytree(PROBE_SOURCE, custom_nodes / PROBE_FOLDER, ignore=shutil.ignore_patterns("__pycache__"))
+    return PACK_FOLDER, PROBE_FOLDER
+
+
+def start_server_like(env: Any, base: Path, extra_args: tuple[str, ...] = (), cpu: bool = True) -> "ComfyServer":
+    """Another server in ``base`` with the models and inputs of ``env`` (conftest's ComfyEnv), started with
+    ``extra_args`` (e.g. --lowvram, which needs ``cpu=False``: a GPU). The caller stops it."""
+    (base / "input").symlink_to(env.input_dir, target_is_directory=True)
+    server = ComfyServer(env.server.comfyui_dir, base, extra_paths_yaml=env.base / "extra_model_paths.yaml",
+                         whitelist=install_custom_nodes(base), extra_args=extra_args, cpu=cpu)
+    server.start()
+    return server
 
 
 class ComfyError(RuntimeError):
@@ -83,13 +108,14 @@ class ComfyServer:
 
     def __init__(self, comfyui_dir: Path, base_dir: Path, extra_paths_yaml: Path | None = None,
                  python: str | None = None, whitelist: tuple[str, ...] = (PACK_FOLDER,),
-                 extra_args: tuple[str, ...] = ()) -> None:
+                 extra_args: tuple[str, ...] = (), cpu: bool = True) -> None:
         self.comfyui_dir = Path(comfyui_dir)
         self.base_dir = Path(base_dir)
         self.extra_paths_yaml = extra_paths_yaml
         self.python = python or os.environ.get("COMFYUI_PYTHON") or sys.executable
         self.whitelist = whitelist
         self.extra_args = extra_args
+        self.cpu = cpu  # --cpu; ComfyUI refuses it together with its VRAM flags (--lowvram, --novram, ...)
         self.port = free_port()
         self.proc: subprocess.Popen | None = None
         self.log_path = self.base_dir / "comfyui.log"
@@ -101,7 +127,8 @@ class ComfyServer:
         return f"http://127.0.0.1:{self.port}"
 
     def command(self) -> list[str]:
-        cmd = [self.python, "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [self.python, "main.py", *(["--cpu"] if self.cpu else []),
+               "--listen", "127.0.0.1", "--port", str(self.port),
                "--base-directory", str(self.base_dir), "--disable-all-custom-nodes",
                "--whitelist-custom-nodes", *self.whitelist, "--database-url", "sqlite:///:memory:",
                "--preview-method", "none", "--disable-api-nodes"]

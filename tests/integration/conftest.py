@@ -17,12 +17,10 @@ from typing import Any
 
 import pytest
 
-from .comfy_harness import PACK_FOLDER, ComfyServer
+from .comfy_harness import ComfyServer, install_custom_nodes
 from .workflow_assets import prepare_workflow_assets, workflow_files
 
 logger = logging.getLogger(__name__)
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def comfyui_dir_or_skip() -> Path:
@@ -63,6 +61,11 @@ class ComfyEnv:
             self._object_info = self.server.object_info()
         return self._object_info
 
+    def loaded_models(self, server: ComfyServer | None = None) -> dict[str, Any]:
+        """``comfy.model_management`` as the probe folder sees it: vram_state and current_loaded_models."""
+        return (server or self.server).get_json("/mtv_test/loaded_models")
+
+
 
 def _write_extra_paths(path: Path, models_root: Path, keys: set[str]) -> None:
     lines = ["mtvcrafter_integration:", f"    base_path: {models_root.as_posix()}"]
@@ -74,9 +77,7 @@ def _write_extra_paths(path: Path, models_root: Path, keys: set[str]) -> None:
 def comfy(tmp_path_factory: pytest.TempPathFactory) -> ComfyEnv:
     comfyui_dir = comfyui_dir_or_skip()
     base = tmp_path_factory.mktemp("comfyui_base")
-    (base / "custom_nodes").mkdir()
-    # The pack is installed the way users have it: a folder named after its registry id.
-    (base / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
+    whitelist = install_custom_nodes(base)
     models_root = base / "extra_models"
     input_dir = base / "input"
     output_dir = base / "output"
@@ -88,7 +89,7 @@ def comfy(tmp_path_factory: pytest.TempPathFactory) -> ComfyEnv:
     yaml_path = base / "extra_model_paths.yaml"
     _write_extra_paths(yaml_path, models_root, model_keys)
     assets_seconds = time.monotonic() - started
-    server = ComfyServer(comfyui_dir, base, extra_paths_yaml=yaml_path)
+    server = ComfyServer(comfyui_dir, base, extra_paths_yaml=yaml_path, whitelist=whitelist)
     server.start()
     env = ComfyEnv(server, base, models_root, input_dir, output_dir, assets,
                    timings={"assets_s": assets_seconds, "startup_s": server.startup_seconds})
