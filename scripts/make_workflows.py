@@ -309,7 +309,7 @@ def _note(g: Graph, text: str, height: int = 700, width: int = 600) -> float:
 def _nlf(g: Graph, x: float) -> tuple[float, dict, dict, dict]:
     """Group 1: LoadVideo -> GetVideoComponents -> NLF; returns (next x, components, extract, its members)."""
     c_video, c_nlf = _columns(g, x, TOP, [320, 320])
-    video = c_video.last("LoadVideo", 420, title="Driving video", file="dance.mp4")
+    video = c_video.last("LoadVideo", 600, title="Driving video", file="dance.mp4")  # room for a portrait video
     comps = c_nlf.add("GetVideoComponents", 70)
     g.link(video, "VIDEO", comps, "video")
     loader = c_nlf.add("MTVLoadNLFModel", 90, model_name=NLF_FILE)
@@ -375,7 +375,7 @@ def _animate(g: Graph, x: float, encoder: dict) -> list[dict]:
     create = c_out.add("CreateVideo", 80)
     g.link(dec, "images", create, "images")
     g.link(dec, "fps", create, "fps")
-    save = c_out.last("SaveVideo", 560, filename_prefix="video/MTVCrafter")
+    save = c_out.last("SaveVideo", 600, filename_prefix="video/MTVCrafter")  # a 512 x 512 video at full width
     g.link(create, "VIDEO", save, "video")
     return [dit, vae, ref, sampler, dec, create, save]
 
