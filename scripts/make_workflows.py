@@ -13,7 +13,12 @@ What the web frontend does with a template (tests/integration/frontend_rules.py)
   "Missing Models" dialog stays away once they are installed and its Download button works. Model
   folders (MV-DiT-7B), NLF (a GitHub release, a ``.torchscript`` ComfyUI never lists) and SMPL are
   named in the note with their links.
-* Text results reach the canvas through the core ``PreviewAny`` ("Preview as Text") node.
+* Text results reach the canvas through the core ``PreviewAny`` ("Preview as Text") node, wired to the
+  nodes' STRING outputs, rather than through a web extension of ours drawing their ``text`` UI output:
+  it is in ComfyUI 0.3.64 and 0.8.0, the frontend itself maintains how it shows text (selectable,
+  copyable), and the pack carries no JavaScript against a frontend API that changes with every release.
+  The price is one extra node per text, and a node that should show text needs a STRING output
+  (outputs are only ever appended, see tests/test_node_contract.py).
 * Nodes are laid out in columns; a node that grows when it shows a picture or video (inputs,
   previews, the sampler's latent preview) ends its column, so it never grows over another node.
   Groups enclose their nodes' title bars below their own title; ``extra.ds`` opens the view on the

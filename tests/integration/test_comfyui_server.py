@@ -14,6 +14,7 @@ from mtv_pack.mtv_core.motion import load_motion
 from mtv_pack.nodes import all_nodes
 
 from .comfy_harness import PACK_FOLDER
+from .frontend_rules import MODEL_FOLDERS
 from .node_specs import node_info, ordered_inputs, spec_options, spec_type
 from .run_checks import (
     FAST_INPUTS,
@@ -144,6 +145,7 @@ def test_models_are_listed_where_the_frontend_looks(comfy):
     # The "Missing Models" check of the web frontend: every models[] entry (and each loader's properties.models)
     # must be a file in the server's listing of its folder once installed, under exactly its name.
     folders = {f["name"] for f in comfy.server.get_json("/experiment/models")}
+    assert MODEL_FOLDERS <= folders, f"frontend_rules.MODEL_FOLDERS names folders this server lacks: {MODEL_FOLDERS - folders}"
     checked = 0
     for path in WORKFLOWS:
         wf = load_workflow(path)
