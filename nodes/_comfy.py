@@ -89,10 +89,20 @@ def files_under(root: str | Path, suffixes: tuple[str, ...] | None = None, inclu
     return sorted(names)
 
 
+def _model_paths(keys: tuple[str, ...], suffixes: tuple[str, ...] | None, include_dirs: bool) -> dict[str, tuple[str, Path]]:
+    """name -> (folder key, path) of the files (and model folders) under folder ``keys``; the first folder
+    holding a name wins, as in ``resolve_model``."""
+    found: dict[str, tuple[str, Path]] = {}
+    for key in keys:
+        for base in folder_dirs(key):
+            for name in files_under(base, suffixes, include_dirs):
+                found.setdefault(name, (key, Path(base) / name))
+    return found
+
+
 def list_models(*keys: str, suffixes: tuple[str, ...] | None = None, include_dirs: bool = False) -> list[str]:
     """Files (and, with ``include_dirs``, model sub-folders holding a config.json) under folder keys."""
-    names = {name for key in keys for base in folder_dirs(key) for name in files_under(base, suffixes, include_dirs)}
-    return sorted(names)
+    return sorted(_model_paths(keys, suffixes, include_dirs))
 
 
 def model_choices(
@@ -102,17 +112,38 @@ def model_choices(
     hints: tuple[str, ...] = (),
     include_dirs: bool = False,
     skip: Callable[[str], bool] | None = None,
+    kinds: tuple[str, ...] | None = None,
 ) -> list[str]:
     """A loader's combo options: model files (and, with ``include_dirs``, model folders) under ``keys``.
 
     Files inside a listed model folder are hidden (they are its shards), names for which ``skip`` is
     true are left out, names containing one of ``hints`` come first, and ``[empty]`` stands in for
     an empty list (running the node with it then explains where to put the file).
+
+    With ``kinds`` (``mtv_core.model_kinds``), only models whose tensor names say they are one of those
+    kinds are offered: a safetensors header or a diffusers folder's index is read once per (path, size,
+    mtime), never the tensors. Files whose names cannot be read cheaply (pickles) are offered when they sit
+    in the pack's own folder or their name contains a hint.
     """
-    names = list_models(*keys, suffixes=suffixes, include_dirs=include_dirs)
-    dirs = [n for n in names if not n.lower().endswith(suffixes)]
-    names = [n for n in names if not any(n.startswith(d + "/") for d in dirs) and not (skip and skip(n))]
-    names.sort(key=lambda n: (not any(h in n.lower() for h in hints), n))
+    from ..mtv_core.model_kinds import model_kind
+
+    paths = _model_paths(keys, suffixes, include_dirs)
+    dirs = [n for n in paths if not n.lower().endswith(suffixes)]
+    names = [n for n in paths if not any(n.startswith(d + "/") for d in dirs) and not (skip and skip(n))]
+
+    def hinted(name: str) -> bool:
+        return any(h in name.lower() for h in hints)
+
+    def offered(name: str) -> bool:
+        if kinds is None:
+            return True
+        key, path = paths[name]
+        kind = model_kind(path)
+        if kind == "unknown":
+            return key == MTV_FOLDER or hinted(name)
+        return kind in kinds
+
+    names = sorted((n for n in names if offered(n)), key=lambda n: (not hinted(n), n))
     return names or [empty]
 
 

@@ -53,9 +53,10 @@ _VAE_HINTS = ("cogvideox", "cogvideo", "5b")
 MAX_SEED = 2**63 - 1
 
 
-def _choices(folders: tuple[str, ...], hints: tuple[str, ...], empty: str) -> list[str]:
-    """Safetensors files and model folders (with config.json); files inside a listed folder are hidden."""
-    return model_choices(folders, SUFFIXES, empty, hints=hints, include_dirs=True)
+def _choices(folders: tuple[str, ...], hints: tuple[str, ...], empty: str, kind: str) -> list[str]:
+    """Safetensors files and model folders (with config.json) whose tensor names are of ``kind``
+    (``mtv_core.model_kinds``); files inside a listed folder are hidden."""
+    return model_choices(folders, SUFFIXES, empty, hints=hints, include_dirs=True, kinds=(kind,))
 
 
 class MTVLoadDiT7B(io.ComfyNode):
@@ -73,7 +74,7 @@ class MTVLoadDiT7B(io.ComfyNode):
             ),
             inputs=[
                 io.Combo.Input(
-                    "model", options=_choices(DIT_FOLDERS, _DIT_HINTS, NO_DIT),
+                    "model", options=_choices(DIT_FOLDERS, _DIT_HINTS, NO_DIT, "mvdit7b"),
                     tooltip="MV-DiT-7B folder (holding config.json) or single .safetensors file in models/mtvcrafter "
                     "or models/diffusion_models.",
                 ),
@@ -130,7 +131,7 @@ class MTVLoadCogVideoXVAE(io.ComfyNode):
             ),
             inputs=[
                 io.Combo.Input(
-                    "vae", options=_choices(VAE_FOLDERS, _VAE_HINTS, NO_VAE),
+                    "vae", options=_choices(VAE_FOLDERS, _VAE_HINTS, NO_VAE, "cogvideox-vae"),
                     tooltip="CogVideoX-5B VAE folder (config.json + safetensors) or .safetensors file in models/vae.",
                 ),
                 io.Combo.Input(

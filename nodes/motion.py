@@ -327,14 +327,17 @@ class MTVMotionInfo(io.ComfyNode):
             node_id="MTVMotionInfo", display_name="Motion Info (MTV)", category=CATEGORY,
             description="Shows frames, fps, valid %, extent in metres, depth and estimated height of a motion.",
             inputs=[_joints_in("Joint sequence to describe.")],
-            outputs=[io.String.Output(display_name="info", tooltip="The same facts as text.")],
+            # Outputs are only ever appended (saved workflows link them by index).
+            outputs=[io.String.Output(display_name="info", tooltip="The same facts as text (connect Preview as "
+                                                                   "Text to show them on the canvas)."),
+                     io.Float.Output(display_name="fps", tooltip="The motion's frame rate, e.g. for Create Video.")],
             is_output_node=True,
         )
 
     @classmethod
     def execute(cls, joints: JointSequence) -> io.NodeOutput:
         text = motion_summary(joints)
-        return io.NodeOutput(text, ui=_ui_text(text))
+        return io.NodeOutput(text, float(joints.fps), ui=_ui_text(text))
 
 
 class MTVProceduralMotion(io.ComfyNode):

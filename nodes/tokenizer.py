@@ -39,10 +39,10 @@ _HINTS = ("4dmot", "vqvae", "mp_rank")
 
 
 def tokenizer_file_choices() -> list[str]:
-    """Checkpoint files of models/mtvcrafter and models/vae, likely 4DMoT files first."""
-    # leave out motion/SMPL sub-folders and the shards of diffusers model folders (the DiTs, video VAEs)
-    return model_choices(FOLDERS, SUFFIXES, NO_FILES, hints=_HINTS,
-                         skip=lambda n: n.startswith(("motions/", "smpl/")) or "diffusion_pytorch_model" in n)
+    """4DMoT checkpoints in models/mtvcrafter and models/vae (by their tensor names; pickles by folder and
+    name), likely 4DMoT files first."""
+    return model_choices(FOLDERS, SUFFIXES, NO_FILES, hints=_HINTS, kinds=("4dmot",),
+                         skip=lambda n: n.startswith(("motions/", "smpl/")))
 
 
 class MTVLoadMotionTokenizer(io.ComfyNode):

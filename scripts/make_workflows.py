@@ -6,8 +6,23 @@ Widget order, defaults, socket types and output slots come from our node schemas
     .venv/bin/python scripts/make_workflows.py          # rewrite workflows/mtvcrafter_*.json
     .venv/bin/python scripts/make_workflows.py --check  # exit 1 if a committed file differs
 
-Model widgets name the files/folders listed in each workflow's ``models[]`` (download URL + models folder);
-the motion preview starter loads no model, so its ``models[]`` is empty.
+What the web frontend does with a template (tests/integration/frontend_rules.py) shapes the files:
+
+* ``models[]`` (and each loader's ``properties.models``) lists only single ``.safetensors`` files on
+  Hugging Face, each with its models folder and a URL whose file name is the listed name, so the
+  "Missing Models" dialog stays away once they are installed and its Download button works. Model
+  folders (MV-DiT-7B), NLF (a GitHub release, a ``.torchscript`` ComfyUI never lists) and SMPL are
+  named in the note with their links.
+* Text results reach the canvas through the core ``PreviewAny`` ("Preview as Text") node, wired to the
+  nodes' STRING outputs, rather than through a web extension of ours drawing their ``text`` UI output:
+  it is in ComfyUI 0.3.64 and 0.8.0, the frontend itself maintains how it shows text (selectable,
+  copyable), and the pack carries no JavaScript against a frontend API that changes with every release.
+  The price is one extra node per text, and a node that should show text needs a STRING output
+  (outputs are only ever appended, see tests/test_node_contract.py).
+* Nodes are laid out in columns; a node that grows when it shows a picture or video (inputs,
+  previews, the sampler's latent preview) ends its column, so it never grows over another node.
+  Groups enclose their nodes' title bars below their own title; ``extra.ds`` opens the view on the
+  note and the first group.
 """
 
 from __future__ import annotations
@@ -22,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import conftest  # noqa: E402,F401  (imports the pack as ``mtv_pack``)
+from integration.frontend_rules import GROUP_TITLE_HEIGHT, NODE_TITLE_HEIGHT  # noqa: E402
 from integration.node_specs import (  # noqa: E402
     core_object_info,
     ordered_inputs,
@@ -37,45 +53,107 @@ CORE_VERSION = "0.8.0"
 PACK_ID = pack_project()["name"]  # the registry id: cnr_id of our nodes
 PACK_VERSION = pack_project()["version"]
 
+# Single files the frontend can check and download (frontend_rules.model_entry_problems).
 MODELS = {
-    "nlf": {
-        "name": "nlf_l_multi_0.3.2.torchscript",
-        "url": "https://github.com/isarandi/nlf/releases/download/v0.3.2/nlf_l_multi_0.3.2.torchscript",
-        "directory": "nlf",
-    },
     "tokenizer": {
         "name": "WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors",
         "url": "https://huggingface.co/Kijai/WanVideo_comfy/resolve/main/MTVCrafter/"
                "WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors",
         "directory": "mtvcrafter",
     },
-    "dit": {
-        # a diffusers folder (config.json + shards): download the whole folder
-        "name": "MV-DiT/CogVideoX",
-        "url": "https://huggingface.co/yanboding/MTVCrafter/tree/main/MV-DiT/CogVideoX",
-        "directory": "mtvcrafter",
-    },
     "vae": {
-        "name": "cogvideox5b_vae.safetensors",
-        "url": "https://huggingface.co/THUDM/CogVideoX-5b/resolve/main/vae/diffusion_pytorch_model.safetensors",
+        # the CogVideoX VAE as one bf16 file with diffusers key names (what MTVCrafter runs it in)
+        "name": "cogvideox_vae_bf16.safetensors",
+        "url": "https://huggingface.co/Kijai/CogVideoX-comfy/resolve/main/cogvideox_vae_bf16.safetensors",
         "directory": "vae",
     },
 }
+# Models the frontend cannot check or download: named in the note with their links.
+DIT_FOLDER = "MV-DiT/CogVideoX"  # a diffusers folder (config.json + safetensors shards) in models/mtvcrafter
+NLF_FILE = "nlf_l_multi_0.3.2.torchscript"
 
-DOWNLOAD_NOTE = """## MTVCrafter 7B: models
+MODEL_NOTE = """### Model files
 
-| Node | File | Put it in |
+Downloaded from the *Missing Models* dialog (or the links):
+
+| Node | File | Folder |
 |---|---|---|
-| Load MV-DiT (7B) | folder `MV-DiT/CogVideoX` of [yanboding/MTVCrafter](https://huggingface.co/yanboding/MTVCrafter) (config.json + safetensors shards, ~14 GB) | `models/mtvcrafter/MV-DiT/CogVideoX/` |
-| Load CogVideoX VAE | [CogVideoX-5b vae/diffusion_pytorch_model.safetensors](https://huggingface.co/THUDM/CogVideoX-5b/tree/main/vae), saved as `cogvideox5b_vae.safetensors` (or the whole `vae` folder) | `models/vae/` |
-| Load Motion Tokenizer | [WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors](https://huggingface.co/Kijai/WanVideo_comfy/tree/main/MTVCrafter) or upstream `4DMoT/mp_rank_00_model_states.pt` | `models/mtvcrafter/` |
-%s
-`huggingface-cli download yanboding/MTVCrafter --include "MV-DiT/CogVideoX/*" --local-dir models/mtvcrafter`
+| Load Motion Tokenizer | [WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors](https://huggingface.co/Kijai/WanVideo_comfy/tree/main/MTVCrafter) (or upstream `4DMoT/mp_rank_00_model_states.pt`) | `models/mtvcrafter/` |
+| Load CogVideoX VAE | [cogvideox_vae_bf16.safetensors](https://huggingface.co/Kijai/CogVideoX-comfy/tree/main) (or the whole [vae folder](https://huggingface.co/THUDM/CogVideoX-5b/tree/main/vae) of CogVideoX-5b) | `models/vae/` |
 
-Motion longer than 49 frames is generated in overlapping 49-frame windows (see the README). 512 x 512, 50 steps and motion guidance 3 are upstream's settings; upstream reports the 7B model running on one 24 GB RTX 4090 in bf16 (device = offload frees its VRAM between runs)."""
+Download yourself (the dialog cannot fetch these):
 
-NLF_ROW = ("| Load NLF Model | [nlf_l_multi_0.3.2.torchscript](https://github.com/isarandi/nlf/releases) "
-           "(non-commercial licence, CUDA only) | `models/nlf/` |\n")
+| Node | What | Folder |
+|---|---|---|
+%s"""
+
+DIT_ROW = ("| Load MV-DiT (7B) | the folder [MV-DiT/CogVideoX](https://huggingface.co/yanboding/MTVCrafter/tree/main/MV-DiT/"
+           "CogVideoX) (config.json + safetensors shards, 14.3 GB): "
+           "`huggingface-cli download yanboding/MTVCrafter --include \"MV-DiT/CogVideoX/*\" --local-dir models/mtvcrafter` "
+           "| `models/mtvcrafter/MV-DiT/CogVideoX/` |")
+NLF_ROW = (f"| Load NLF Model | [{NLF_FILE}](https://github.com/isarandi/nlf/releases) (non-commercial licence; "
+           "needs an NVIDIA GPU) | `models/nlf/` |")
+SMPL_ROW = ("| Load Motion (only SMPL-parameter files) | `SMPL_NEUTRAL.pkl` without chumpy, from "
+            "[smpl.is.tue.mpg.de](https://smpl.is.tue.mpg.de) (registration, non-commercial) | `models/mtvcrafter/smpl/` |")
+
+NOTE_7B_VIDEO = """## MTVCrafter 7B: animate a picture with a driving video's motion
+
+1. **Driving video -> 3D motion**: NLF extracts the person's SMPL joints (CUDA only).
+2. **Motion tokens**: 4DMoT encodes them; *MPJPE* shows how well the tokens keep the motion.
+3. **Motion check** (optional; select the group, Ctrl+B bypasses it): video with the NLF skeleton | NLF skeleton | the skeleton decoded from the tokens, i.e. what the DiT will follow.
+4. **Animate**: MV-DiT-7B animates the reference image, 49-frame windows, 512 x 512, 50 steps, motion guidance 3 (upstream's settings; 24 GB GPU in bf16, *device = offload* frees its VRAM between runs).
+
+Check the motion in seconds with the **mtvcrafter_motion_check** template before spending minutes here.
+
+""" + MODEL_NOTE % "\n".join([DIT_ROW, NLF_ROW])
+
+NOTE_7B_MOTION_FILE = """## MTVCrafter 7B: animate a picture with a saved motion file
+
+1. **Motion file** from `ComfyUI/input` or `models/mtvcrafter/motions` (.npz saved by *Save Motion*, upstream .pkl, SMPL parameters, .npy); *Motion Info* describes it.
+2. **Motion tokens**: 4DMoT encodes them; *MPJPE* shows how well the tokens keep the motion.
+3. **Motion check** (optional; select the group, Ctrl+B bypasses it): the loaded skeleton | the skeleton decoded from the tokens (what the DiT will follow).
+4. **Animate**: MV-DiT-7B animates the reference image, 49-frame windows, 512 x 512, 50 steps, motion guidance 3.
+
+""" + MODEL_NOTE % "\n".join([DIT_ROW, SMPL_ROW])
+
+NOTE_MOTION_CHECK = """## MTVCrafter: check a driving video's motion (seconds, before the DiT)
+
+1. **Driving video -> 3D motion**: NLF extracts the person's SMPL joints (CUDA only); *Motion Info* describes them.
+2. **Motion tokens**: 4DMoT encodes and decodes them; *MPJPE* is the reconstruction error in mm (below ~30 mm is good).
+3. **Side by side** (as MTVCrafter's own output strip): video with the NLF skeleton | NLF skeleton | the skeleton decoded from the tokens, i.e. what the MV-DiT will follow. Saved as `output/video/MTVCrafter_motion_check_*.mp4`.
+4. **Save the motion** (optional): copy the .npz to `ComfyUI/input` and drive **mtvcrafter_7b_motion_file** with it, without NLF.
+
+Lost limbs or jitter in the middle panel: try *person_policy*, *fov_degrees* or Smooth Motion; a right panel far from the middle one: the motion is unusual for 4DMoT (see MPJPE).
+
+### Model files
+
+| Node | File | Folder |
+|---|---|---|
+| Load Motion Tokenizer | [WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors](https://huggingface.co/Kijai/WanVideo_comfy/tree/main/MTVCrafter) (the *Missing Models* dialog downloads it) | `models/mtvcrafter/` |
+""" + NLF_ROW
+
+PREVIEW_NOTE = """## MTVCrafter: motion preview (no model files)
+
+A starter that needs **no downloads**: press **Run** to check that the pack is installed. It takes a few seconds, even on CPU.
+
+- **Procedural Motion** builds a demo dance: 49 frames (one MTVCrafter window) at 20 fps, from the motion tokenizer's mean pose.
+- **Render Skeleton** draws it with MTVCrafter's camera; **Create Video** + **Save Video** write `output/video/MTVCrafter_motion_preview_*.mp4`.
+- **Motion Info** describes the motion (frames, fps, extent, depth, height); *Preview as Text* shows it.
+- The optional group mirrors the motion (left and right swapped) and previews those frames.
+
+Next, in the template browser under `mtvcrafter`:
+
+- **mtvcrafter_motion_check**: driving video -> NLF 3D pose -> 4DMoT tokens, side by side, in seconds.
+- **mtvcrafter_7b**: driving video -> NLF 3D pose -> MV-DiT 7B -> mp4.
+- **mtvcrafter_7b_motion_file**: saved motion file (.npz / upstream .pkl) -> MV-DiT 7B -> mp4.
+
+Procedural Motion's `joints` output also fits their Encode Motion node, in place of the video or the motion file."""
+
+GAP = 30  # between a node's bottom and the next node's title bar
+COLUMN_GAP = 50
+GROUP_PAD = 20
+VIEW = {"scale": 0.65, "offset": [123, 192]}  # the note's title bar at about (80, 105) px: clear of the menus
+BLUE, GREEN, GREY, PURPLE = "#3f789e", "#3f7e5a", "#555555", "#6a4f8f"
 
 
 class Graph:
@@ -89,11 +167,12 @@ class Graph:
         self.links: list[list[Any]] = []
         self.groups: list[dict[str, Any]] = []
 
-    def add(self, ntype: str, pos: tuple[int, int], size: tuple[int, int] = (320, 130), title: str | None = None,
+    def add(self, ntype: str, pos: tuple[float, float], size: tuple[int, int] = (320, 130), title: str | None = None,
             models: list[dict[str, str]] | None = None, **widgets: Any) -> dict[str, Any]:
         node_id = len(self.nodes) + 1
+        pos, size = [round(pos[0]), round(pos[1])], list(size)
         if ntype == "MarkdownNote":
-            node = {"id": node_id, "type": ntype, "pos": list(pos), "size": list(size), "flags": {},
+            node = {"id": node_id, "type": ntype, "pos": pos, "size": size, "flags": {},
                     "order": node_id - 1, "mode": 0, "inputs": [], "outputs": [], "properties": {},
                     "widgets_values": [widgets["text"]], "color": "#432", "bgcolor": "#653"}
             self.nodes.append(node)
@@ -126,7 +205,7 @@ class Graph:
             properties.update(cnr_id="comfy-core", ver=CORE_VERSION)
         if models:
             properties["models"] = models
-        node = {"id": node_id, "type": ntype, "pos": list(pos), "size": list(size), "flags": {},
+        node = {"id": node_id, "type": ntype, "pos": pos, "size": size, "flags": {},
                 "order": node_id - 1, "mode": 0, "inputs": inputs, "outputs": outputs, "properties": properties,
                 "widgets_values": values}
         if title:
@@ -153,125 +232,246 @@ class Graph:
             dst["inputs"].append({"name": input_name, "type": spec_type(spec), "link": None,
                                   "widget": {"name": input_name}})
             dst_slot = len(dst["inputs"]) - 1
-        if dst["inputs"][dst_slot]["type"] != ltype:
+        if dst["inputs"][dst_slot]["type"] not in (ltype, "*"):
             raise TypeError(f"{src['type']}.{output} ({ltype}) -> {dst['type']}.{input_name} "
                             f"({dst['inputs'][dst_slot]['type']})")
         dst["inputs"][dst_slot]["link"] = link_id
         src["outputs"][slot]["links"].append(link_id)
         self.links.append([link_id, src["id"], slot, dst["id"], dst_slot, ltype])
 
-    def group(self, title: str, bounding: tuple[int, int, int, int], color: str = "#3f789e") -> None:
-        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": list(bounding), "color": color,
-                            "font_size": 24, "flags": {}})
+    def show_text(self, src: dict[str, Any], output: str, pos: tuple[float, float], title: str,
+                  size: tuple[int, int] = (320, 200)) -> dict[str, Any]:
+        """A core Preview as Text node showing ``src.output`` on the canvas."""
+        node = self.add("PreviewAny", pos, size=size, title=title)
+        self.link(src, output, node, "source")
+        return node
 
-    def workflow(self, models: list[dict[str, str]]) -> dict[str, Any]:
+    def group(self, title: str, members: list[dict[str, Any]], color: str = BLUE) -> None:
+        """A group around ``members`` (their title bars included), its own title bar above them."""
+        x0 = min(n["pos"][0] for n in members) - GROUP_PAD
+        y0 = min(n["pos"][1] - NODE_TITLE_HEIGHT for n in members) - GROUP_PAD - GROUP_TITLE_HEIGHT
+        x1 = max(n["pos"][0] + n["size"][0] for n in members) + GROUP_PAD
+        y1 = max(n["pos"][1] + n["size"][1] for n in members) + GROUP_PAD
+        self.groups.append({"id": len(self.groups) + 1, "title": title, "bounding": [x0, y0, x1 - x0, y1 - y0],
+                            "color": color, "font_size": 24, "flags": {}})
+
+    def workflow(self) -> dict[str, Any]:
+        models: list[dict[str, str]] = []
+        for node in self.nodes:
+            for entry in node["properties"].get("models", []):
+                if entry not in models:
+                    models.append(entry)
         return {
             "last_node_id": len(self.nodes), "last_link_id": len(self.links), "nodes": self.nodes,
             "links": self.links, "groups": self.groups, "config": {},
-            "extra": {"ds": {"scale": 0.8, "offset": [40, 40]}}, "version": 0.4, "models": models,
+            "extra": {"ds": {"scale": VIEW["scale"], "offset": list(VIEW["offset"])}}, "version": 0.4,
+            "models": models,
         }
 
 
-def _generation(g: Graph, motion_node: dict[str, Any], joints_output: str, x: int) -> None:
-    """Tokenizer -> sampler -> decode -> CreateVideo -> SaveVideo, and the skeleton preview branch."""
-    tok = g.add("MTVLoadMotionTokenizer", (x, 420), models=[MODELS["tokenizer"]],
-                tokenizer_file=MODELS["tokenizer"]["name"])
-    enc = g.add("MTVEncodeMotion", (x + 360, 300), size=(320, 150))
-    g.link(tok, "tokenizer", enc, "tokenizer")
-    g.link(motion_node, joints_output, enc, "joints")
-    skel = g.add("MTVRenderSkeleton", (x + 360, 560), size=(320, 180), title="Skeleton preview (what the DiT follows)")
-    g.link(enc, "reconstructed", skel, "joints")
-    preview = g.add("PreviewImage", (x + 360, 790), size=(320, 300))
-    g.link(skel, "images", preview, "images")
+class Column:
+    """Nodes stacked top to bottom at ``x``; a node that grows with its preview must be the last one."""
 
-    dit = g.add("MTVLoadDiT7B", (x + 720, 0), size=(340, 150), models=[MODELS["dit"]], model=MODELS["dit"]["name"])
-    vae = g.add("MTVLoadCogVideoXVAE", (x + 720, 200), size=(340, 110), models=[MODELS["vae"]],
-                vae=MODELS["vae"]["name"])
-    ref = g.add("LoadImage", (x + 720, 360), size=(340, 330), title="Reference image", image="reference.png")
-    sampler = g.add("MTVSampler7B", (x + 1100, 120), size=(340, 330))
+    def __init__(self, graph: Graph, x: float, y: float = 0, width: int = 320) -> None:
+        self.graph, self.x, self.y, self.width = graph, x, y, width
+        self.closed = False
+
+    def add(self, ntype: str, height: int, width: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        if self.closed:
+            raise ValueError(f"nothing may go below a growing preview ({ntype} at x={self.x})")
+        node = self.graph.add(ntype, (self.x, self.y + NODE_TITLE_HEIGHT), size=(width or self.width, height), **kwargs)
+        self.y += NODE_TITLE_HEIGHT + height + GAP
+        return node
+
+    def last(self, ntype: str, height: int, width: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        """The column's bottom node: one whose preview may grow it downwards."""
+        node = self.add(ntype, height, width, **kwargs)
+        self.closed = True
+        return node
+
+    @property
+    def right(self) -> float:
+        return self.x + self.width + COLUMN_GAP
+
+
+def _columns(graph: Graph, x: float, y: float, widths: list[int]) -> list[Column]:
+    cols = []
+    for width in widths:
+        cols.append(Column(graph, x, y, width))
+        x += width + COLUMN_GAP
+    return cols
+
+
+GROUP_GAP = 2 * GROUP_PAD + 40  # between the columns of neighbouring groups
+TOP = GROUP_TITLE_HEIGHT + GROUP_PAD  # first node's title bar below a group's title
+
+
+def _note(g: Graph, text: str, height: int = 700, width: int = 600) -> float:
+    g.add("MarkdownNote", (0, 0), size=(width, height), text=text)
+    return width + GROUP_GAP
+
+
+def _nlf(g: Graph, x: float) -> tuple[float, dict, dict, dict]:
+    """Group 1: LoadVideo -> GetVideoComponents -> NLF; returns (next x, components, extract, its members)."""
+    c_video, c_nlf = _columns(g, x, TOP, [320, 320])
+    video = c_video.last("LoadVideo", 600, title="Driving video", file="dance.mp4")  # room for a portrait video
+    comps = c_nlf.add("GetVideoComponents", 70)
+    g.link(video, "VIDEO", comps, "video")
+    loader = c_nlf.add("MTVLoadNLFModel", 90, model_name=NLF_FILE)
+    extract = c_nlf.add("MTVExtractSMPL", 260)
+    g.link(loader, "nlf_model", extract, "nlf_model")
+    g.link(comps, "images", extract, "images")
+    g.link(comps, "fps", extract, "fps")
+    return c_nlf.right + GROUP_GAP - COLUMN_GAP, comps, extract, [video, comps, loader, extract]
+
+
+def _tokens(g: Graph, x: float, joints: tuple[dict, str]) -> tuple[float, dict, list[dict]]:
+    """Group 2: tokenizer -> Encode Motion, MPJPE shown as text; returns (next x, encoder, members)."""
+    col = Column(g, x, TOP, 360)
+    tok = col.add("MTVLoadMotionTokenizer", 110, models=[MODELS["tokenizer"]], tokenizer_file=MODELS["tokenizer"]["name"])
+    enc = col.add("MTVEncodeMotion", 130, width=320)
+    g.link(tok, "tokenizer", enc, "tokenizer")
+    g.link(*joints, enc, "joints")
+    mpjpe = g.show_text(enc, "mpjpe", (col.x, col.y + NODE_TITLE_HEIGHT), "MPJPE: tokens vs. motion", size=(360, 110))
+    return col.right + GROUP_GAP - COLUMN_GAP, enc, [tok, enc, mpjpe]
+
+
+def _strip(g: Graph, x: float, first: tuple[dict, str] | None, source: tuple[dict, str], decoded: tuple[dict, str],
+           fps: tuple[dict, str], prefix: str) -> tuple[float, list[dict]]:
+    """Side by side (upstream's output strip): [first panel |] source skeleton | decoded skeleton -> mp4."""
+    c_draw, c_join, c_save = _columns(g, x, TOP, [320, 320, 440])
+    src = c_draw.add("MTVRenderSkeleton", 150, title="Source skeleton")
+    g.link(*source, src, "joints")
+    dec = c_draw.add("MTVRenderSkeleton", 150, title="Decoded from the tokens")
+    g.link(*decoded, dec, "joints")
+    members = [src, dec]
+    left = (src, "images")
+    if first is not None:
+        stitch = c_join.add("ImageStitch", 150, spacing_width=2)
+        g.link(*first, stitch, "image1")
+        g.link(src, "images", stitch, "image2")
+        left = (stitch, "IMAGE")
+        members.append(stitch)
+    stitch = c_join.add("ImageStitch", 150, spacing_width=2)
+    g.link(*left, stitch, "image1")
+    g.link(dec, "images", stitch, "image2")
+    create = c_join.add("CreateVideo", 80)
+    g.link(stitch, "IMAGE", create, "images")
+    g.link(*fps, create, "fps")
+    save = c_save.last("SaveVideo", 480, title="Motion check", filename_prefix=prefix)
+    g.link(create, "VIDEO", save, "video")
+    return c_save.right + GROUP_GAP - COLUMN_GAP, members + [stitch, create, save]
+
+
+def _animate(g: Graph, x: float, encoder: dict) -> list[dict]:
+    """The 7B stage: loaders + reference -> sampler -> decode -> CreateVideo -> SaveVideo."""
+    c_load, c_sample, c_out = _columns(g, x, TOP, [340, 340, 460])
+    dit = c_load.add("MTVLoadDiT7B", 140, model=DIT_FOLDER)
+    vae = c_load.add("MTVLoadCogVideoXVAE", 110, models=[MODELS["vae"]], vae=MODELS["vae"]["name"])
+    ref = c_load.last("LoadImage", 380, title="Reference image", image="reference.png")
+    sampler = c_sample.last("MTVSampler7B", 540)  # room for its latent preview
     g.link(dit, "model", sampler, "model")
     g.link(vae, "vae", sampler, "vae")
     g.link(ref, "IMAGE", sampler, "reference")
-    g.link(enc, "motion", sampler, "motion")
-    dec = g.add("MTVDecode7B", (x + 1100, 500), size=(340, 80))
+    g.link(encoder, "motion", sampler, "motion")
+    dec = c_out.add("MTVDecode7B", 60)
     g.link(vae, "vae", dec, "vae")
     g.link(sampler, "latents", dec, "latents")
-    create = g.add("CreateVideo", (x + 1480, 120), size=(300, 100))
+    create = c_out.add("CreateVideo", 80)
     g.link(dec, "images", create, "images")
     g.link(dec, "fps", create, "fps")
-    save = g.add("SaveVideo", (x + 1480, 280), size=(420, 420), filename_prefix="video/MTVCrafter")
+    save = c_out.last("SaveVideo", 600, filename_prefix="video/MTVCrafter")  # a 512 x 512 video at full width
     g.link(create, "VIDEO", save, "video")
+    return [dit, vae, ref, sampler, dec, create, save]
 
 
 def video_workflow() -> dict[str, Any]:
-    """Driving video -> NLF joints -> tokens -> 7B sampler -> mp4."""
+    """Driving video -> NLF joints -> tokens -> (check strip) -> 7B sampler -> mp4."""
     g = Graph()
-    g.add("MarkdownNote", (0, -420), size=(760, 380), text=DOWNLOAD_NOTE % NLF_ROW)
-    video = g.add("LoadVideo", (0, 0), size=(320, 380), title="Driving video", file="dance.mp4")
-    comps = g.add("GetVideoComponents", (0, 430), size=(320, 90))
-    g.link(video, "VIDEO", comps, "video")
-    nlf = g.add("MTVLoadNLFModel", (360, 0), size=(320, 100), models=[MODELS["nlf"]],
-                model_name=MODELS["nlf"]["name"])
-    extract = g.add("MTVExtractSMPL", (360, 150), size=(320, 260))
-    g.link(nlf, "nlf_model", extract, "nlf_model")
-    g.link(comps, "images", extract, "images")
-    g.link(comps, "fps", extract, "fps")
-    _generation(g, extract, "joints", 720)
-    g.group("1. Driving video -> 3D motion (NLF, CUDA)", (-20, -40, 720, 600))
-    return g.workflow([MODELS["nlf"], MODELS["tokenizer"], MODELS["dit"], MODELS["vae"]])
+    x = _note(g, NOTE_7B_VIDEO, height=820)
+    x, comps, extract, members = _nlf(g, x)
+    g.group("1. Driving video -> 3D motion (NLF)", members)
+    x, enc, members = _tokens(g, x, (extract, "joints"))
+    g.group("2. Motion tokens (4DMoT)", members)
+    x, members = _strip(g, x, (extract, "preview"), (extract, "joints"), (enc, "reconstructed"), (comps, "fps"),
+                        "video/MTVCrafter_motion_check")
+    g.group("3. Optional: motion check (Ctrl+B bypasses)", members, color=GREY)
+    g.group("4. Animate the reference (MV-DiT-7B)", _animate(g, x, enc), color=GREEN)
+    return g.workflow()
 
 
 def motion_file_workflow() -> dict[str, Any]:
-    """Saved motion file -> tokens -> 7B sampler -> mp4 (no NLF, no driving video)."""
+    """Saved motion file -> tokens -> (check strip) -> 7B sampler -> mp4 (no NLF, no driving video)."""
     g = Graph()
-    g.add("MarkdownNote", (0, -420), size=(760, 380), text=DOWNLOAD_NOTE % "")
-    motion = g.add("MTVLoadMotion", (0, 200), size=(320, 160), title="Motion file", motion_file="dance_motion.npz")
-    _generation(g, motion, "joints", 360)
-    return g.workflow([MODELS["tokenizer"], MODELS["dit"], MODELS["vae"]])
+    x = _note(g, NOTE_7B_MOTION_FILE, height=820)
+    col = Column(g, x, TOP, 320)
+    motion = col.add("MTVLoadMotion", 140, title="Motion file", motion_file="dance_motion.npz")
+    info = col.add("MTVMotionInfo", 50)
+    g.link(motion, "joints", info, "joints")
+    text = g.show_text(info, "info", (col.x, col.y + NODE_TITLE_HEIGHT), "Motion Info", size=(320, 220))
+    g.group("1. Motion file", [motion, info, text])
+    x, enc, members = _tokens(g, col.right + GROUP_GAP - COLUMN_GAP, (motion, "joints"))
+    g.group("2. Motion tokens (4DMoT)", members)
+    x, members = _strip(g, x, None, (motion, "joints"), (enc, "reconstructed"), (info, "fps"),
+                        "video/MTVCrafter_motion_check")
+    g.group("3. Optional: motion check (Ctrl+B bypasses)", members, color=GREY)
+    g.group("4. Animate the reference (MV-DiT-7B)", _animate(g, x, enc), color=GREEN)
+    return g.workflow()
 
 
-PREVIEW_NOTE = """## MTVCrafter: motion preview (no model files)
-
-A starter that needs **no downloads**: press **Run** to check that the pack is installed. It takes a few seconds, even on CPU.
-
-- **Procedural Motion** builds a demo dance: 49 frames (one MTVCrafter window) at 20 fps, from the motion tokenizer's mean pose.
-- **Render Skeleton** draws it with MTVCrafter's camera; **Create Video** + **Save Video** write `output/video/MTVCrafter_motion_preview_*.mp4`.
-- **Motion Info** shows frames, fps, extent, depth and height of the motion.
-- The lower branch mirrors the motion (left and right swapped) and previews those frames.
-
-To animate a picture, open the two 7B templates of this pack (template browser, under `mtvcrafter`); their notes list the model files to download:
-
-- **mtvcrafter_7b**: driving video -> NLF 3D pose -> MV-DiT 7B -> mp4.
-- **mtvcrafter_7b_motion_file**: saved motion file (.npz / upstream .pkl) -> MV-DiT 7B -> mp4.
-
-Procedural Motion's `joints` output also fits their Encode Motion node, in place of the video or the motion file."""
+def motion_check_workflow() -> dict[str, Any]:
+    """Driving video -> NLF -> tokens -> side by side strip + MPJPE, in seconds: no DiT."""
+    g = Graph()
+    x = _note(g, NOTE_MOTION_CHECK, height=760)
+    x, comps, extract, members = _nlf(g, x)
+    col = Column(g, x - GROUP_GAP + COLUMN_GAP, TOP, 320)
+    info = col.add("MTVMotionInfo", 50)
+    g.link(extract, "joints", info, "joints")
+    text = g.show_text(info, "info", (col.x, col.y + NODE_TITLE_HEIGHT), "Motion Info", size=(320, 220))
+    g.group("1. Driving video -> 3D motion (NLF)", members + [info, text])
+    x, enc, members = _tokens(g, col.right + GROUP_GAP - COLUMN_GAP, (extract, "joints"))
+    g.group("2. Motion tokens (4DMoT)", members)
+    x, members = _strip(g, x, (extract, "preview"), (extract, "joints"), (enc, "reconstructed"), (comps, "fps"),
+                        "video/MTVCrafter_motion_check")
+    g.group("3. Side by side: video | NLF skeleton | decoded tokens", members, color=GREEN)
+    col = Column(g, x, TOP, 360)
+    save = col.add("MTVSaveMotion", 60, filename_prefix="mtvcrafter/motion")
+    g.link(extract, "joints", save, "joints")
+    path = g.show_text(save, "path", (col.x, col.y + NODE_TITLE_HEIGHT), "Saved motion file", size=(360, 110))
+    g.group("4. Optional: save the motion", [save, path], color=GREY)
+    return g.workflow()
 
 
 def motion_preview_workflow() -> dict[str, Any]:
     """Procedural motion -> skeleton frames -> mp4, motion info, mirrored preview: no model files at all."""
     g = Graph()
-    g.add("MarkdownNote", (0, -400), size=(900, 360), text=PREVIEW_NOTE)
-    motion = g.add("MTVProceduralMotion", (0, 0), size=(320, 200), title="Demo motion (no model needed)",
-                   motion="dance", frames=49, fps=20.0)
-    info = g.add("MTVMotionInfo", (0, 250), size=(320, 240))
+    x = _note(g, PREVIEW_NOTE, height=700, width=520)
+    c_motion, c_draw, c_save = _columns(g, x, TOP, [320, 320, 380])
+    motion = c_motion.add("MTVProceduralMotion", 160, title="Demo motion (no model needed)", motion="dance",
+                          frames=49, fps=20.0)
+    info = c_motion.add("MTVMotionInfo", 50)
     g.link(motion, "joints", info, "joints")
-    skel = g.add("MTVRenderSkeleton", (360, 0), size=(320, 180), title="Skeleton frames")
+    text = g.show_text(info, "info", (c_motion.x, c_motion.y + NODE_TITLE_HEIGHT), "Motion Info", size=(320, 220))
+    skel = c_draw.add("MTVRenderSkeleton", 150, title="Skeleton frames")
     g.link(motion, "joints", skel, "joints")
-    create = g.add("CreateVideo", (720, 0), size=(300, 100), fps=20.0)
+    create = c_draw.add("CreateVideo", 80, fps=20.0)
     g.link(skel, "images", create, "images")
-    save = g.add("SaveVideo", (1060, 0), size=(420, 420), filename_prefix="video/MTVCrafter_motion_preview")
+    save = c_save.last("SaveVideo", 480, filename_prefix="video/MTVCrafter_motion_preview")
     g.link(create, "VIDEO", save, "video")
-    mirror = g.add("MTVMirrorMotion", (360, 510), size=(320, 90))
+    g.group("Procedural motion -> skeleton video", [motion, info, text, skel, create, save])
+    c_mirror, c_preview = _columns(g, c_save.right + GROUP_GAP - COLUMN_GAP, TOP, [320, 420])
+    mirror = c_mirror.add("MTVMirrorMotion", 60)
     g.link(motion, "joints", mirror, "joints")
-    skel_mirror = g.add("MTVRenderSkeleton", (720, 510), size=(300, 180), title="Mirrored skeleton")
+    skel_mirror = c_mirror.add("MTVRenderSkeleton", 150, title="Mirrored skeleton")
     g.link(mirror, "joints", skel_mirror, "joints")
-    preview = g.add("PreviewImage", (1060, 510), size=(420, 320))
+    preview = c_preview.last("PreviewImage", 420)
     g.link(skel_mirror, "images", preview, "images")
-    g.group("Optional: mirrored motion (left <-> right)", (340, 440, 1160, 420))
-    return g.workflow([])
+    g.group("Optional: mirrored motion (left <-> right)", [mirror, skel_mirror, preview], color=GREY)
+    return g.workflow()
 
 
 WORKFLOWS = {"mtvcrafter_7b.json": video_workflow, "mtvcrafter_7b_motion_file.json": motion_file_workflow,
+             "mtvcrafter_motion_check.json": motion_check_workflow,
              "mtvcrafter_motion_preview.json": motion_preview_workflow}
 
 

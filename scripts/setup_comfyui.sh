@@ -10,10 +10,12 @@
 #
 # Installs torch==2.14.1 torchvision==0.29.1 (a CUDA build that runs on CPU with --cpu), ComfyUI's
 # requirements without the torch lines, requests (0.8.0 imports it but does not list it), the test
-# tools (pytest, websocket-client, jsonschema, comfy-cli for its UI->API converter, pathspec) and this
-# pack's requirements.txt. About 2 minutes and 7 GB. Then run the tests with:
+# tools (pytest, websocket-client, jsonschema, comfy-cli for its UI->API converter, pathspec, selenium for
+# the browser tests) and this pack's requirements.txt. About 2 minutes and 7 GB. Then run the tests with:
 #
 #   COMFYUI_DIR=COMFYUI_DIR VENV/bin/python -m pytest -m integration tests
+#   COMFYUI_DIR=COMFYUI_DIR VENV/bin/python -m pytest -m browser tests   # also needs a Chromium and its
+#                                                    # driver (Debian: apt-get install chromium chromium-driver)
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 comfy="${1:?usage: scripts/setup_comfyui.sh COMFYUI_DIR [VENV]}"
@@ -46,9 +48,10 @@ req="$(mktemp)"
 grep -v -E '^\s*torch(vision|audio)?\s*([<>=!~].*)?$' "$comfy/requirements.txt" > "$req"
 "$pip" install -q -r "$req"
 rm -f "$req"
-"$pip" install -q requests pytest websocket-client jsonschema pathspec comfy-cli -r "$here/requirements.txt"
+"$pip" install -q requests pytest websocket-client jsonschema pathspec comfy-cli selenium -r "$here/requirements.txt"
 "$venv/bin/python" - "$comfy" <<'PY'
 import sys, torch, comfy_cli.workflow_to_api  # noqa: F401  (the converter the tests use)
 ver = open(sys.argv[1] + "/comfyui_version.py").read().split("__version__")[1].split("\"")[1]
 print(f"ComfyUI {ver} environment ready: torch {torch.__version__}")
 PY
+command -v chromedriver >/dev/null || echo "no chromedriver: the browser tests will be skipped (apt-get install chromium chromium-driver)"

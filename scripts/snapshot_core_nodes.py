@@ -25,7 +25,7 @@ from integration.node_specs import CORE_SNAPSHOT, UPLOAD_KEYS  # noqa: E402
 CORE_NODES = (
     "LoadImage", "LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo", "SaveWEBM", "PreviewImage",
     "SaveImage", "SaveAnimatedWEBP", "ImageScale", "ImageScaleBy", "ImageCrop", "ImageFromBatch",
-    "RepeatImageBatch", "ImageBatch", "ImageInvert", "EmptyImage",
+    "RepeatImageBatch", "ImageBatch", "ImageInvert", "EmptyImage", "ImageStitch", "PreviewAny",
 )
 KEEP = ("default", "min", "max", "step", "round", "control_after_generate", "forceInput", "multiline",
         "image_upload", "video_upload", "animated_image_upload", "socketless", "widgetType", "options")

@@ -59,3 +59,5 @@ def one_torch_thread():
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: needs a real ComfyUI checkout in COMFYUI_DIR")
+    config.addinivalue_line("markers", "browser: the real web frontend in a headless Chromium; needs COMFYUI_DIR, "
+                                       "selenium, chromium and chromedriver")

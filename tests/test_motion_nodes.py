@@ -123,7 +123,8 @@ def test_render_and_info_nodes(dirs):
                 background=background).args[0]
     assert over.shape == (6, 40, 40, 3) and abs(float(over[0, 0, 0, 0]) - 0.25) < 1 / 255
     out = _run(nodes.MTVMotionInfo, joints=seq)
-    text = out.args[0]
+    text, fps = out.args
+    assert fps == 20.0 and isinstance(fps, float)
     assert "frames: 6" in text and "fps: 20" in text and "valid: 100.0%" in text and "extent (m)" in text
     assert out.ui == {"text": [text]}
 

@@ -46,16 +46,16 @@ def models_dir(tmp_path, monkeypatch):
 
 
 def test_model_choices_list_folders_and_files(models_dir):
-    dit_choices = dit7b._choices(dit7b.DIT_FOLDERS, dit7b._DIT_HINTS, dit7b.NO_DIT)
+    dit_choices = dit7b._choices(dit7b.DIT_FOLDERS, dit7b._DIT_HINTS, dit7b.NO_DIT, "mvdit7b")
     assert "MTVCrafter/MV-DiT/CogVideoX" in dit_choices and "mvdit7b_tiny.safetensors" in dit_choices
     assert not any(c.startswith("MTVCrafter/MV-DiT/CogVideoX/") for c in dit_choices)  # shards hidden
-    vae_choices = dit7b._choices(dit7b.VAE_FOLDERS, dit7b._VAE_HINTS, dit7b.NO_VAE)
+    vae_choices = dit7b._choices(dit7b.VAE_FOLDERS, dit7b._VAE_HINTS, dit7b.NO_VAE, "cogvideox-vae")
     assert set(vae_choices) == {"CogVideoX-5b-vae", "cogvideox_vae_tiny.safetensors"}
 
 
 def test_missing_models_give_clear_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("MTV_MODELS_DIR", str(tmp_path))
-    assert dit7b._choices(dit7b.DIT_FOLDERS, dit7b._DIT_HINTS, dit7b.NO_DIT) == [dit7b.NO_DIT]
+    assert dit7b._choices(dit7b.DIT_FOLDERS, dit7b._DIT_HINTS, dit7b.NO_DIT, "mvdit7b") == [dit7b.NO_DIT]
     with pytest.raises(FileNotFoundError, match="huggingface.co/yanboding/MTVCrafter"):
         dit7b.MTVLoadDiT7B.execute(dit7b.NO_DIT)
     with pytest.raises(FileNotFoundError, match="CogVideoX-5b"):

@@ -3,9 +3,11 @@
 Each workflow must: validate against ComfyUI's workflow JSON schema v0.4 (``MTV_SCHEMA_DIR``, default
 ``../shared/schemas``); use only our nodes (input names, types and widget counts from our schemas,
 built with the stand-in io) or core nodes known to both ComfyUI 0.3.64 and 0.8.0 (snapshot in
-``tests/integration/core_nodes.json``); link only equal types; name no absolute path; list every
-model file it loads in ``models[]`` with a download URL and a models folder; convert to an API prompt
-with every required input filled (comfy-cli's converter, as the integration layer does).
+``tests/integration/core_nodes.json``); link only equal types; name no absolute path; list in ``models[]``
+only files the web frontend can check and download, and name every other model it loads in its note;
+show every picture and text our nodes compute; lay out nodes without overlaps, groups around their nodes
+below their titles and a view that opens on the note (``integration/frontend_rules.py``); convert to an
+API prompt with every required input filled (comfy-cli's converter, as the integration layer does).
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from typing import Any
 import pytest
 
 from conftest import ROOT
+from integration.frontend_rules import layout_problems, model_entry_problems, view_problems
 from integration.node_specs import (
     UI_ONLY_NODES,
     core_object_info,
@@ -35,10 +38,14 @@ from integration.workflow_assets import WORKFLOWS_DIR
 
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 # Workflows the pack promises (README); each is checked as soon as it exists.
-MANIFEST = ("mtvcrafter_7b.json", "mtvcrafter_7b_motion_file.json", "mtvcrafter_motion_preview.json")
+MANIFEST = ("mtvcrafter_7b.json", "mtvcrafter_7b_motion_file.json", "mtvcrafter_motion_check.json",
+            "mtvcrafter_motion_preview.json")
 MODEL_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt", ".torchscript", ".gguf")
-MODEL_FOLDERS = {"mtvcrafter", "nlf", "diffusion_models", "unet", "vae", "text_encoders", "clip", "checkpoints",
-                 "loras", "clip_vision"}
+# Our loaders and their model widget (a file or a model folder); each value must be in models[] or the note.
+LOADER_WIDGETS = {"MTVLoadNLFModel": "model_name", "MTVLoadMotionTokenizer": "tokenizer_file", "MTVLoadDiT7B": "model",
+                  "MTVLoadCogVideoXVAE": "vae"}
+# Outputs our nodes compute for the user to look at: a shipped workflow shows them (links them somewhere).
+SHOWN_TYPES = {"IMAGE", "STRING"}
 INPUT_SUFFIXES = (".npz", ".pkl", ".pickle", ".mp4", ".webm", ".mov", ".png", ".jpg", ".jpeg", ".webp")
 CONTROL_VALUES = {"fixed", "increment", "decrement", "randomize"}
 ABSOLUTE = re.compile(r"^(/|~|[A-Za-z]:[\\/]|\\\\)|(^|[\\/])\.\.([\\/]|$)")
@@ -84,7 +91,8 @@ def _strings(value: Any, where: str = ""):
             yield from _strings(v, f"{where}[{i}]")
 
 
-def _value_problem(name: str, spec: list[Any], value: Any, model_names: set[str], ours: bool) -> str | None:
+def _value_problem(name: str, spec: list[Any], value: Any, model_names: set[str], ours: bool,
+                   note: str = "") -> str | None:
     t = spec_type(spec)
     opts = spec_options(spec)
     if t == "INT" and not (isinstance(value, int) and not isinstance(value, bool)):
@@ -102,11 +110,11 @@ def _value_problem(name: str, spec: list[Any], value: Any, model_names: set[str]
         choices = spec[0] if isinstance(spec[0], list) else opts.get("options")
         if not isinstance(value, str):
             return f"{name}={value!r} is not a choice string"
-        if ours and value.lower().endswith(MODEL_SUFFIXES) and value not in model_names:
-            return f"{name}={value!r} names a model file that models[] does not list"
+        if ours and value.lower().endswith(MODEL_SUFFIXES) and value not in model_names and value not in note:
+            return f"{name}={value!r} names a model file that neither models[] nor the note lists"
         if ours and value.lower().endswith(INPUT_SUFFIXES):
             return None  # a file the user puts in ComfyUI's input folder (listed at run time)
-        if choices and value not in choices and value not in model_names:
+        if choices and value not in choices and value not in model_names and not (ours and value and value in note):
             return f"{name}={value!r} not among {choices}"
     return None
 
@@ -122,15 +130,23 @@ def check_workflow(wf: dict[str, Any], known: dict[str, dict[str, dict[str, Any]
         if ABSOLUTE.search(text) and not text.startswith(("http://", "https://")):
             problems.append(f"absolute or parent path {text!r} at {where}")
     models = wf.get("models") or []
+    node_models = [(f"node {n['id']} properties.models[{i}]", entry) for n in wf["nodes"]
+                   for i, entry in enumerate((n.get("properties") or {}).get("models") or [])]
     model_names = set()
-    for i, entry in enumerate(models):
+    for where, entry in [(f"models[{i}]", entry) for i, entry in enumerate(models)] + node_models:
         name, url, folder = entry.get("name"), entry.get("url"), entry.get("directory")
         model_names.add(name)
         if not name or not isinstance(url, str) or not url.startswith("https://") or not folder:
-            problems.append(f"models[{i}] needs name, https url and directory: {entry}")
-        elif folder not in MODEL_FOLDERS:
-            problems.append(f"models[{i}] directory {folder!r} is not a ComfyUI models folder {sorted(MODEL_FOLDERS)}")
+            problems.append(f"{where} needs name, https url and directory: {entry}")
+        else:
+            problems += [f"{where}: {p}" for p in model_entry_problems(entry)]
+    note = "\n".join(str(v) for n in wf["nodes"] if n["type"] in ("MarkdownNote", "Note")
+                     for v in n.get("widgets_values") or [])
     nodes = {str(n["id"]): n for n in wf["nodes"]}
+    linked_types = {}
+    for nid, node in nodes.items():
+        for out in node.get("outputs") or []:
+            linked_types.setdefault(nid, []).append((out.get("name"), out.get("type"), bool(out.get("links"))))
     pack_ids = set(pack_object_info())
     for version, infos in known.items():
         for nid, node in nodes.items():
@@ -176,7 +192,7 @@ def check_workflow(wf: dict[str, Any], known: dict[str, dict[str, dict[str, Any]
                     problems.append(f"{label}: {name} control_after_generate value {value!r}")
                 elif kind == "value":
                     linked = any(i.get("name") == name and i.get("link") is not None for i in node.get("inputs") or [])
-                    issue = None if linked else _value_problem(name, specs[name], value, model_names, ours)
+                    issue = None if linked else _value_problem(name, specs[name], value, model_names, ours, note)
                     if issue:
                         problems.append(f"{label}: {issue}")
     for link in wf.get("links", []):
@@ -195,6 +211,18 @@ def check_workflow(wf: dict[str, Any], known: dict[str, dict[str, dict[str, Any]
         if len(types) > 1:
             problems.append(f"link {lid}: {s['type']}.{outs[src_slot].get('name')} -> {d['type']}."
                             f"{ins[dst_slot].get('name')} joins different types {sorted(map(str, types))}")
+    for nid, node in nodes.items():
+        widget = LOADER_WIDGETS.get(node["type"])
+        values = node.get("widgets_values") or []
+        if widget and node.get("mode", 0) == 0 and values and values[0] not in model_names and values[0] not in note:
+            problems.append(f"node {nid} ({node['type']}): {widget}={values[0]!r} is neither in models[] nor named "
+                            "in the note, so users cannot tell where to get it")
+        if node["type"] in pack_ids and node.get("mode", 0) == 0:
+            for name, otype, is_linked in linked_types.get(nid, []):
+                if otype in SHOWN_TYPES and not is_linked:
+                    problems.append(f"node {nid} ({node['type']}): its {otype} output {name!r} is computed but "
+                                    "never shown")
+    problems += layout_problems(wf) + view_problems(wf)
     if not problems:
         problems += convert(wf, known[max(known, key=lambda v: tuple(map(int, v.split("."))))])[1]
     return problems
@@ -251,18 +279,22 @@ def _node(nid, ntype, inputs=(), outputs=(), values=None, pos=(0, 0)):
 
 def _good_workflow() -> dict[str, Any]:
     return {
-        "last_node_id": 4, "last_link_id": 2, "version": 0.4, "groups": [], "config": {}, "extra": {},
+        "last_node_id": 4, "last_link_id": 2, "version": 0.4, "config": {},
+        "extra": {"ds": {"scale": 0.65, "offset": [123, 192]}},
         "nodes": [
             _node(1, "LoadVideo", outputs=[{"name": "VIDEO", "type": "VIDEO", "links": [1]}],
-                  values=["dance.mp4", "image"]),
+                  values=["dance.mp4", "image"], pos=(700, 84)),
             _node(2, "GetVideoComponents", inputs=[{"name": "video", "type": "VIDEO", "link": 1}],
                   outputs=[{"name": "images", "type": "IMAGE", "links": [2]}, {"name": "audio", "type": "AUDIO",
-                           "links": []}, {"name": "fps", "type": "FLOAT", "links": []}]),
-            _node(3, "PreviewImage", inputs=[{"name": "images", "type": "IMAGE", "link": 2}], values=[]),
+                           "links": []}, {"name": "fps", "type": "FLOAT", "links": []}], pos=(950, 84)),
+            _node(3, "PreviewImage", inputs=[{"name": "images", "type": "IMAGE", "link": 2}], values=[],
+                  pos=(1200, 84)),
             _node(4, "MarkdownNote", values=["models go to models/mtvcrafter"]),
         ],
         "links": [[1, 1, 0, 2, 0, "VIDEO"], [2, 2, 0, 3, 0, "IMAGE"]],
-        "models": [{"name": "tiny.safetensors", "url": "https://example.org/tiny.safetensors",
+        "groups": [{"id": 1, "title": "Video", "bounding": [680, 0, 740, 204], "color": "#3f789e", "font_size": 24,
+                    "flags": {}}],
+        "models": [{"name": "tiny.safetensors", "url": "https://huggingface.co/org/repo/resolve/main/tiny.safetensors",
                     "directory": "mtvcrafter"}],
     }
 
@@ -286,6 +318,28 @@ def test_checker_accepts_a_good_workflow(known, validator):
     (lambda wf: wf["models"][0].pop("url"), "'url' is a required property"),
     (lambda wf: wf["models"][0].update(url="http://example.org/x"), "https url"),
     (lambda wf: wf["models"][0].update(directory="C:\\models"), "absolute"),
+    (lambda wf: wf["models"][0].update(name="MV-DiT/CogVideoX"), "names a folder"),
+    (lambda wf: wf["models"][0].update(url="https://huggingface.co/org/repo/tree/main/tiny.safetensors"), "web page"),
+    (lambda wf: wf["models"][0].update(url="https://github.com/org/repo/releases/download/v1/tiny.safetensors"),
+     "allowed host"),
+    (lambda wf: wf["models"][0].update(name="nlf.torchscript", url="https://huggingface.co/o/r/resolve/main/nlf.torchscript"),
+     "never lists .torchscript"),
+    (lambda wf: wf["models"][0].update(directory="unet"), "Invalid directory"),
+    (lambda wf: wf["nodes"][0]["properties"].update(models=[{"name": "tiny.pt", "directory": "mtvcrafter",
+                                                             "url": "https://huggingface.co/o/r/resolve/main/tiny.pt"}]),
+     "node 1 properties.models[0]"),
+    (lambda wf: wf["nodes"].append(_node(5, "MTVLoadDiT7B", outputs=[{"name": "model", "type": "MTV_DIT", "links": []}],
+                                         values=["MV-DiT/CogVideoX", "auto", "auto", "auto"], pos=(2000, 84))),
+     "neither in models[] nor named in the note"),
+    (lambda wf: wf["nodes"].append(_node(5, "MTVMotionInfo", outputs=[{"name": "info", "type": "STRING", "links": []}],
+                                         values=[], pos=(2000, 84))), "computed but never shown"),
+    (lambda wf: wf["nodes"][1].update(pos=[880, 100]), "overlap"),
+    (lambda wf: wf["nodes"].append(_node(5, "EmptyImage", values=[64, 64, 1, 0], pos=(1200, 400))),
+     "grows it downwards"),
+    (lambda wf: wf["groups"][0].update(bounding=[680, 40, 740, 204]), "covers its title"),
+    (lambda wf: wf["groups"][0].update(bounding=[680, 0, 300, 204]), "cut by its border"),
+    (lambda wf: wf["extra"].update(ds={"scale": 0.65, "offset": [40, 40]}), "note is not fully in view"),
+    (lambda wf: wf.pop("extra"), "extra.ds is missing"),
     (lambda wf: wf.pop("links"), "schema"),
     (_unlink_preview, "required input"),
     (lambda wf: wf["nodes"].append(_node(5, "MTVProceduralMotion", outputs=[], values=[])) or

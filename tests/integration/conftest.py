@@ -38,7 +38,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         return
     skip = pytest.mark.skip(reason="COMFYUI_DIR is not set (integration tests need a ComfyUI checkout)")
     for item in items:
-        if "integration" in item.keywords:
+        if "integration" in item.keywords or "browser" in item.keywords:
             item.add_marker(skip)
 
 

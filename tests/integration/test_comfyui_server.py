@@ -14,6 +14,7 @@ from mtv_pack.mtv_core.motion import load_motion
 from mtv_pack.nodes import all_nodes
 
 from .comfy_harness import PACK_FOLDER
+from .frontend_rules import MODEL_FOLDERS
 from .node_specs import node_info, ordered_inputs, spec_options, spec_type
 from .run_checks import (
     FAST_INPUTS,
@@ -23,7 +24,9 @@ from .run_checks import (
     node_with_defaults,
     probe_video,
     saved_files,
+    source,
     to_api,
+    upstream,
 )
 from .workflow_assets import WORKFLOWS_DIR, load_workflow, workflow_files, write_tiny_model
 
@@ -138,6 +141,40 @@ def test_template_browser_lists_our_workflows(comfy):
         assert body[:3] == b"\xff\xd8\xff", f"{thumb.name} is not a JPEG"
 
 
+def test_models_are_listed_where_the_frontend_looks(comfy):
+    # The "Missing Models" check of the web frontend: every models[] entry (and each loader's properties.models)
+    # must be a file in the server's listing of its folder once installed, under exactly its name.
+    folders = {f["name"] for f in comfy.server.get_json("/experiment/models")}
+    assert MODEL_FOLDERS <= folders, f"frontend_rules.MODEL_FOLDERS names folders this server lacks: {MODEL_FOLDERS - folders}"
+    checked = 0
+    for path in WORKFLOWS:
+        wf = load_workflow(path)
+        entries = list(wf.get("models") or [])
+        entries += [e for n in wf["nodes"] for e in (n.get("properties") or {}).get("models") or []]
+        for entry in entries:
+            assert entry["directory"] in folders, f"{path.name}: {entry} names a folder the server does not list"
+            listed = {m["name"] for m in comfy.server.get_json(f"/experiment/models/{entry['directory']}")}
+            assert entry["name"] in listed, f"{path.name}: {entry['name']} not in the listing {sorted(listed)}"
+            checked += 1
+    assert checked, "no models[] entry checked"
+
+
+def test_loader_lists_offer_only_their_own_kind(comfy):
+    # All tiny models of the templates sit side by side in models/mtvcrafter and models/vae.
+    info = comfy.object_info
+
+    def options(node, name):
+        return spec_options(dict((n, s) for n, s, _ in ordered_inputs(info[node]))[name])["options"]
+
+    dit, vae, tok = (options("MTVLoadDiT7B", "model"), options("MTVLoadCogVideoXVAE", "vae"),
+                     options("MTVLoadMotionTokenizer", "tokenizer_file"))
+    assert dit == ["MV-DiT/CogVideoX"], dit
+    assert vae == ["cogvideox_vae_bf16.safetensors"], vae
+    # (the edit/token graph below adds a tokenizer of its own)
+    assert "WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors" in tok, tok
+    assert set(tok) <= {"WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors", "it_tiny_4dmot.safetensors"}, tok
+
+
 def _problems(comfy, path: Path) -> list[str]:
     return comfy.assets["problems"].get(path.name, [])
 
@@ -172,9 +209,20 @@ def test_workflow_runs_end_to_end(comfy, path):
         if "frames" in expect:
             assert video["frames"] == expect["frames"], (video, expect)
         comfy.timings[f"video_{path.stem}_{node_id}"] = video
+        if any(api[n]["class_type"] == "ImageStitch" for n in upstream(api, node_id)):
+            # the side-by-side strip: two or three panels of the same height next to each other
+            assert video["size"][0] >= 2 * video["size"][1], (video, "is not a side-by-side strip")
     for node_id in (k for k, v in api.items() if v["class_type"] == "MTVMotionInfo"):
         text = (result.outputs.get(node_id) or {}).get("text") or []
         assert len(text) == 1 and "frames:" in text[0], f"Motion Info {node_id} showed {text!r}"
+    # Every text our nodes compute reaches the canvas through Preview as Text (PreviewAny).
+    expected_text = {"MTVEncodeMotion": "MPJPE", "MTVMotionInfo": "frames:", "MTVSaveMotion": ".npz"}
+    for node_id in (k for k, v in api.items() if v["class_type"] == "PreviewAny"):
+        src = source(api, node_id, "source")
+        text = (result.outputs.get(node_id) or {}).get("text") or []
+        assert src and len(text) == 1, f"Preview as Text {node_id} showed {text!r}"
+        assert expected_text.get(api[src[0]]["class_type"], "") in text[0], (api[src[0]]["class_type"], text)
+        comfy.timings.setdefault(f"text_{path.stem}", {})[api[src[0]]["class_type"]] = text[0][:200]
     previews = [k for k, v in api.items() if v["class_type"] == "PreviewImage"]
     for node_id in previews:
         assert node_id in executed, f"PreviewImage {node_id} did not run"
@@ -216,7 +264,8 @@ def test_cancel_during_sampling_then_next_prompt_runs(comfy):
     assert sent, f"no progress message from the sampler {step_nodes}; messages: {[m['type'] for m in result.messages]}"
     assert result.status == "interrupted", f"{result.status}: {result.error_text()}"
     assert not result.of_type("execution_error")
-    for save_id in (k for k, v in api.items() if v["class_type"] == "SaveVideo"):
+    # no video of the interrupted sampler (the motion check strip does not wait for it and may be saved)
+    for save_id in (k for k, v in api.items() if v["class_type"] == "SaveVideo" and step_nodes & set(upstream(api, k))):
         assert not saved_files(result.outputs, save_id), "an interrupted prompt saved a video"
     comfy.timings["cancel_run_s"] = round(result.seconds, 1)
     comfy.timings["cancel_interrupt_after_s"] = round(result.messages[-1]["_t"] - sent["t"], 2)

@@ -1,9 +1,10 @@
 """Everything a shipped workflow needs to run on CPU in a throw-away ComfyUI: tiny models, inputs.
 
-* Model files: every ``models[]`` entry of every workflow is written as a tiny random checkpoint with
-  the real key names, under the entry's ``directory`` and ``name`` — so the workflow runs with its own
-  widget values. Writers are the tiny-model test-support functions of ``mtv_core`` (and the NLF test
-  double); an entry with no writer is reported, and the workflow's test fails naming it.
+* Model files: every ``models[]`` entry of every workflow, and every model our loaders name that
+  ``models[]`` cannot list (the MV-DiT-7B folder, the NLF TorchScript; the note names them), is written
+  as a tiny random checkpoint with the real key names, under its folder and name — so the workflow runs
+  with its own widget values. Writers are the tiny-model test-support functions of ``mtv_core`` (and the
+  NLF test double); an entry with no writer is reported, and the workflow's test fails naming it.
 * Inputs: the files named by ``LoadImage``/``LoadVideo`` widgets (and motion files named by our nodes)
   are generated into ComfyUI's input folder: a small reference picture, a short synthetic video.
 """
@@ -30,6 +31,10 @@ INPUT_MOTION_FRAMES = 89  # two overlapping 49-frame windows
 INPUT_VIDEO_SIZE = (96, 128)  # (H, W)
 INPUT_IMAGE_SIZE = (160, 128)  # (H, W)
 MOTION_SUFFIXES = (".npz", ".pkl", ".pickle")
+# Our loaders: the tiny kind each one loads and the models folder its model goes to when models[] does not
+# say (the folders the templates' notes name).
+LOADERS = {"MTVLoadNLFModel": ("nlf", "nlf"), "MTVLoadMotionTokenizer": ("tokenizer", "mtvcrafter"),
+           "MTVLoadDiT7B": ("dit7b", "mtvcrafter"), "MTVLoadCogVideoXVAE": ("video_vae", "vae")}
 
 
 def workflow_files() -> list[Path]:
@@ -167,6 +172,18 @@ def _node_widget_files(workflow: dict[str, Any]) -> list[tuple[str, str]]:
     return files
 
 
+def loader_models(workflow: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(kind, directory, name) of the model each active loader of ours names (its first widget)."""
+    listed = {entry.get("name"): entry.get("directory") for entry in workflow.get("models") or []}
+    found = []
+    for node in workflow.get("nodes", []):
+        values = node.get("widgets_values")
+        if node.get("type") in LOADERS and node.get("mode", 0) not in (2, 4) and isinstance(values, list) and values:
+            kind, directory = LOADERS[node["type"]]
+            found.append((kind, listed.get(values[0]) or directory, values[0]))
+    return found
+
+
 def prepare_workflow_assets(workflows: list[Path], models_root: Path, input_dir: Path) -> dict[str, Any]:
     """Write tiny models and input files for ``workflows``; returns what was written and what failed."""
     written: dict[str, str] = {}
@@ -191,6 +208,16 @@ def prepare_workflow_assets(workflows: list[Path], models_root: Path, input_dir:
                 written[key] = kind
             except Exception as exc:
                 issues.append(f"models[] entry {key} ({kind}): {type(exc).__name__}: {exc}")
+        for kind, directory, name in loader_models(wf):
+            model_dirs.add(directory)
+            target = models_root / directory / name
+            if target.exists():
+                continue
+            try:
+                write_tiny_model(kind, target)
+                written[f"{directory}/{name}"] = kind
+            except Exception as exc:
+                issues.append(f"model {directory}/{name} ({kind}): {type(exc).__name__}: {exc}")
         for ntype, fname in _node_widget_files(wf):
             target = input_dir / fname
             if target.exists():

@@ -1,0 +1,164 @@
+"""What a model file holds, from its tensor names alone: which of the pack's loaders can use it.
+
+Loaders list only files of their own kind (a tokenizer is never offered to the DiT loader). Only
+cheap reads are made: the JSON header of a safetensors file (never its tensors), a diffusers folder's
+``config.json`` and ``*.safetensors.index.json`` (or its shards' headers). Pickled files (``.pt``,
+``.bin`` ...) cannot be read without unpickling them, so they are ``unknown`` and the caller decides
+by name and folder. Results are cached on (path, size, mtime), so a refresh re-reads only new or
+changed files.
+
+Kinds:
+
+* ``4dmot``: the 4DMoT motion tokenizer (``encoder.*``, ``decoder.*``, ``vq.codebook``)
+* ``mvdit7b``: MV-DiT-7B, CogVideoX naming with motion attention (``transformer_blocks.N.attn0.*``,
+  ``unconditional_motion_token``)
+* ``mvdit17b``: MV-DiT-17B, Wan2.1 naming (``blocks.N.self_attn.q.weight``, ``head.modulation``) with
+  motion attention (``blocks.N.motion_attn.*``)
+* ``cogvideox-vae``: the CogVideoX video VAE, diffusers naming (causal convolutions ``*.conv_in.conv.*``)
+* ``wan-vae``: the Wan2.1 video VAE, original (``encoder.downsamples.*``, ``decoder.middle.*``) or diffusers
+  naming (``quant_conv``, ``decoder.norm_out.gamma``)
+* ``other``: readable, but none of the above (a stock CogVideoX or Wan transformer, an image VAE ...)
+* ``unknown``: keys not readable cheaply (pickles, unreadable headers)
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import re
+import struct
+from pathlib import Path
+from typing import Iterable
+
+logger = logging.getLogger(__name__)
+
+KINDS = ("4dmot", "mvdit7b", "mvdit17b", "cogvideox-vae", "wan-vae", "other", "unknown")
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+# Prefixes ComfyUI and trainers put in front of every key; removed before classifying (as the loaders do).
+KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "module.", "first_stage_model.", "vae.")
+MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
+_FOLDER_CLASSES = {"AutoencoderKLCogVideoX": "cogvideox-vae", "AutoencoderKLWan": "wan-vae"}
+_BLOCK_INDEX = re.compile(r"\.\d+\.")
+
+
+def _strip_prefix(keys: list[str]) -> list[str]:
+    for prefix in KEY_PREFIXES:
+        if keys and all(k.startswith(prefix) for k in keys):
+            return [k[len(prefix):] for k in keys]
+    return keys
+
+
+def classify_keys(keys: Iterable[str]) -> str:
+    """The kind of a state dict from its key names (see the module docstring); never ``unknown``."""
+    keys = _strip_prefix([k for k in keys if k != "__metadata__"])
+    names = set(keys)
+    generic = {_BLOCK_INDEX.sub(".N.", k) for k in keys}  # blocks.3.x -> blocks.N.x
+    if "vq.codebook" in names and any(k.startswith("encoder.") for k in keys) \
+            and any(k.startswith("decoder.") for k in keys):
+        return "4dmot"
+    if any(k.startswith("transformer_blocks.N.attn0.") for k in generic):
+        return "mvdit7b"
+    if "head.modulation" in names and "blocks.N.self_attn.q.weight" in generic:
+        return "mvdit17b" if any(k.startswith("blocks.N.motion_attn.") for k in generic) else "other"
+    if "encoder.conv_in.conv.weight" in names and "decoder.conv_in.conv.weight" in names:
+        return "cogvideox-vae"
+    if any(k.startswith(("encoder.downsamples.", "decoder.middle.")) for k in keys):
+        return "wan-vae"
+    if "decoder.norm_out.gamma" in names and "post_quant_conv.weight" in names:
+        return "wan-vae"
+    return "other"
+
+
+def safetensors_keys(path: str | Path) -> list[str]:
+    """Tensor names in a safetensors file, read from its JSON header only (no tensor data).
+
+    Raises ValueError naming the file when the header is not a safetensors header.
+    """
+    path = Path(path)
+    with open(path, "rb") as fh:
+        head = fh.read(8)
+        if len(head) != 8:
+            raise ValueError(f"{path}: too short for a safetensors file")
+        (length,) = struct.unpack("<Q", head)
+        if length == 0 or length > MAX_HEADER_BYTES:
+            raise ValueError(f"{path}: safetensors header length {length} is out of range")
+        raw = fh.read(length)
+    if len(raw) != length:
+        raise ValueError(f"{path}: truncated safetensors header")
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: safetensors header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise ValueError(f"{path}: safetensors header is not a JSON object")
+    return [k for k in header if k != "__metadata__"]
+
+
+def _folder_kind(path: Path) -> str:
+    config = path / "config.json"
+    if config.is_file():
+        try:
+            kind = _FOLDER_CLASSES.get(json.loads(config.read_text()).get("_class_name", ""))
+        except (OSError, ValueError, AttributeError):
+            kind = None
+        if kind:
+            return kind
+    index = next(iter(sorted(path.glob("*.safetensors.index.json"))), None)
+    if index is not None:
+        try:
+            return classify_keys(json.loads(index.read_text()).get("weight_map", {}))
+        except (OSError, ValueError, AttributeError):
+            return "unknown"
+    shards = sorted(p for p in path.iterdir() if p.name.lower().endswith(SAFETENSORS_SUFFIXES))
+    if not shards:
+        return "unknown"
+    try:
+        return classify_keys(k for shard in shards for k in safetensors_keys(shard))
+    except (OSError, ValueError):
+        return "unknown"
+
+
+@functools.lru_cache(maxsize=4096)
+def _classify(path: str, size: int, mtime_ns: int) -> str:
+    """The kind of ``path``; ``size`` and ``mtime_ns`` only key the cache (a changed file is read again)."""
+    p = Path(path)
+    if p.is_dir():
+        return _folder_kind(p)
+    if not p.name.lower().endswith(SAFETENSORS_SUFFIXES):
+        return "unknown"
+    try:
+        return classify_keys(safetensors_keys(p))
+    except (OSError, ValueError) as exc:
+        logger.debug("cannot classify %s: %s", p, exc)
+        return "unknown"
+
+
+def _folder_stamp(path: Path) -> tuple[int, int]:
+    """(total size, newest mtime) of the files a folder's kind is read from."""
+    size, mtime = 0, 0
+    for child in path.iterdir():
+        if child.name == "config.json" or child.name.lower().endswith(SAFETENSORS_SUFFIXES + (".json",)):
+            st = child.stat()
+            size, mtime = size + st.st_size, max(mtime, st.st_mtime_ns)
+    return size, mtime
+
+
+def model_kind(path: str | Path) -> str:
+    """The kind of a model file or diffusers folder, cached on (path, size, mtime)."""
+    path = Path(path)
+    try:
+        if path.is_dir():
+            size, mtime = _folder_stamp(path)
+        else:
+            st = path.stat()
+            size, mtime = st.st_size, st.st_mtime_ns
+    except OSError:
+        return "unknown"
+    return _classify(os.fspath(path), size, mtime)
+
+
+def cache_info():
+    """Hits and misses of the classification cache (how many files were actually read)."""
+    return _classify.cache_info()
