@@ -114,17 +114,12 @@ def _on_cuda(q: torch.Tensor) -> bool:
     return q.device.type == "cuda"
 
 
-def check_available(name: str, device: torch.device | str) -> None:
+def check_available(name: str) -> None:
     """Warn now (e.g. while loading a model), not at the first step, when backend ``name`` asks for xformers
-    and xformers cannot run on ``device``."""
-    if check_backend(name) != "xformers":
-        return
-    if _xformers() is None:
+    and xformers cannot be imported. (Whether the tensors will be on CUDA is only known when attention runs.)"""
+    if check_backend(name) == "xformers" and _xformers() is None:
         _warn_once("requested", "attention backend 'xformers' was requested but xformers %s; using PyTorch SDPA",
                    _xformers_problem)
-    elif torch.device(device).type != "cuda":
-        _warn_once(f"device {torch.device(device).type}", "attention backend 'xformers' needs CUDA; on %s "
-                   "PyTorch SDPA is used", torch.device(device).type)
 
 
 def attention(
@@ -139,7 +134,10 @@ def attention(
     if name == "sdpa":
         return _sdpa(q, k, v, scale)
     if name == "xformers":
-        check_available(name, q.device)
+        check_available(name)
+        if not _on_cuda(q):
+            _warn_once(f"device {q.device.type}", "attention backend 'xformers' needs CUDA tensors, got tensors on "
+                       "%s; using PyTorch SDPA", q.device.type)
     if _on_cuda(q):
         ops = _xformers()
         key = (q.device.type, q.dtype, q.shape[-1])

@@ -82,7 +82,7 @@ def load_dit(
         model = found.build(config, operations)
     load_into(model, ckpt, dtype=dtype, device=device, what=found.title, hint=f"expected {found.expected}")
     finish_loading(model, device, ckpt.path)
-    check_available(attention, device)
+    check_available(attention)
     model.set_attention_backend(attention)
     model.eval().requires_grad_(False)
     logger.info("loaded %s from %s (%s on %s, attention %s)", found.title, path, dtype, device, attention)
