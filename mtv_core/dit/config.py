@@ -16,7 +16,7 @@ import re
 from dataclasses import dataclass, fields
 from typing import Mapping
 
-from ..constants import NUM_JOINTS, video_frames
+from ..constants import NUM_JOINTS, WINDOW_FRAMES, latent_frames, video_frames
 
 logger = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ class MVDiT7BConfig:
     freq_shift: int = 0
     attention_bias: bool = True
     ff_inner_dim: int | None = None  # None: 4 x inner_dim
-    num_unconditional_tokens: int = 13 * NUM_JOINTS
+    num_unconditional_tokens: int = latent_frames(WINDOW_FRAMES) * NUM_JOINTS  # 312
 
     @property
     def inner_dim(self) -> int:
