@@ -70,7 +70,7 @@ def _toy_config(config_json, shapes):
 TOY = variants.DiTVariant(
     name="toy17b", title="Toy-17B", signature_keys=("patch_embedding.weight", "blocks.0.motion_attn.weight"),
     key_prefixes=("model.diffusion_model.",), config_from_checkpoint=_toy_config, model_class=ToyWan,
-    latent_format="wan2.1", defaults=SamplingDefaults(steps=10, guidance=6.0, seed=42),
+    latent_format_name="wan2.1", defaults=SamplingDefaults(steps=10, guidance=6.0, seed=42),
     window_frames=lambda config: 49, conditioning=lambda model, **kw: None, load_vae=lambda *a, **k: None,
     expected="a toy Wan-layout file",
 )
@@ -281,3 +281,12 @@ def test_frames_decoded_while_sampling_are_reused_only_by_the_same_vae(sampled, 
     other = load_vae(root / "vae.safetensors", dtype=torch.float32)  # the same weights, another loaded VAE
     frames = decode_video(other, latent)
     assert len(calls) == 2 and torch.equal(frames, latent.frames)
+
+
+def test_the_sampler_refuses_a_vae_of_another_latent_format(tmp_path):
+    model = load_dit(write_tiny_mvdit7b(tmp_path / "dit.safetensors"), dtype="fp32")
+    motion = MotionTokens([TokenWindow(0, 49, torch.zeros(1, 312, 128), torch.zeros(1, 312, dtype=torch.long))],
+                          JointSequence(np.zeros((49, 24, 3), np.float32), fps=20.0))
+    with pytest.raises(ValueError, match=r"MV-DiT-7B works with cogvideox latents, but the VAE given "
+                                         r"\(wan_vae\.safetensors\) makes wan2\.1 latents"):
+        sample_7b(model, WanLikeVAE(), np.zeros((64, 64, 3), np.uint8), motion, width=64, height=64, num_steps=1)

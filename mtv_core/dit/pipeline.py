@@ -150,13 +150,13 @@ class Carried:
 class WindowConditioning(ABC):
     """What a DiT variant supplies to ``sample_video``: its conditioning and its guided denoiser.
 
-    ``variant`` and ``title`` name it (registry name and display name); ``latent_format`` names the VAE latent
-    format (``LatentFormat.name``) the model works in.
+    ``variant`` and ``title`` name it (registry name and display name); ``latent_format_name`` names the VAE
+    latent format (``LatentFormat.name``) the model works in.
     """
 
     variant: str
     title: str
-    latent_format: str
+    latent_format_name: str
 
     @property
     @abstractmethod
@@ -214,8 +214,8 @@ def sample_video(
     if num_steps < 1:
         raise ValueError(f"steps must be at least 1, got {num_steps}")
     fmt = vae.latent_format
-    if fmt.name != conditioning.latent_format:
-        raise ValueError(f"{conditioning.title} works with {conditioning.latent_format} latents, but the VAE given "
+    if fmt.name != conditioning.latent_format_name:
+        raise ValueError(f"{conditioning.title} works with {conditioning.latent_format_name} latents, but the VAE given "
                          f"({vae.source or type(vae).__name__}) makes {fmt.describe()}: use the VAE of {conditioning.title}")
     check_motion(motion, fmt)
     conditioning.check_motion(motion)

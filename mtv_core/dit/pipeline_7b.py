@@ -109,7 +109,7 @@ class MVDiT7BConditioning(WindowConditioning):
 
     variant = VARIANT
     title = TITLE
-    latent_format = LATENT_FORMAT_NAME
+    latent_format_name = LATENT_FORMAT_NAME
 
     def __init__(self, model: MVDiT7B, guidance: float = DEFAULTS.guidance,
                  denoise: Callable[..., torch.Tensor] | None = None) -> None:

@@ -40,7 +40,7 @@ class DiTVariant:
     key_prefixes: tuple[str, ...]  # prefixes single files may carry (stripped when every key has one)
     config_from_checkpoint: Callable[[Mapping | None, Mapping[str, tuple]], Any]
     model_class: type[nn.Module]
-    latent_format: str  # LatentFormat.name of the VAE the model works with
+    latent_format_name: str  # LatentFormat.name of the VAE the model works with
     defaults: SamplingDefaults
     window_frames: Callable[[Any], int]
     conditioning: Callable[..., Any]
