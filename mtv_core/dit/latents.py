@@ -9,8 +9,7 @@ constants; ``MTVLatent`` is what a sampler returns (the ``MTV_LATENT`` wire type
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
 import torch
 
@@ -123,7 +122,6 @@ class MTVLatent:
     seed: int
     frames: torch.Tensor | None = None
     decoded_by: str | None = None
-    meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.starts = tuple(int(s) for s in self.starts)

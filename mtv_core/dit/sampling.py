@@ -99,7 +99,9 @@ def sample_loop(
     sample_dtype = latents.dtype
     timesteps = scheduler.set_timesteps(num_steps, device=latents.device)
     total = len(timesteps)
-    clean = known.latents.narrow(known.frame_axis, 0, known.count).to(latents.device, sample_dtype) if known else None
+    clean = None
+    if known is not None:
+        clean = known.latents.narrow(known.frame_axis, 0, known.count).to(latents.device, sample_dtype)
     for i, t in enumerate(timesteps):
         prediction = predict(scheduler.scale_model_input(latents, i), t, i, total)
         latents, x0 = scheduler.step(prediction, i, latents, generator=generator)
