@@ -38,7 +38,8 @@ def measure(path: str, dtype: str) -> dict:
     """Load ``path`` in this process and return memory figures (bytes)."""
     import torch
 
-    from mtv_core.dit.loading import load_mvdit7b, resolve_dtype
+    from mtv_core.dit.loading import load_mvdit7b
+    from mtv_core.precision import resolve_dtype
 
     base_anon, base_rss = _status_kib("RssAnon"), _status_kib("VmRSS")
     peak = {"anon": base_anon, "rss": base_rss}

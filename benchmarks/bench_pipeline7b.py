@@ -47,6 +47,7 @@ def main() -> int:
     from mtv_core.dit.loading import load_mvdit7b
     from mtv_core.dit.pipeline_7b import animate_7b
     from mtv_core.dit.vae import load_vae, vae_config
+    from mtv_core.constants import OVERLAP_FRAMES, WINDOW_FRAMES
     from mtv_core.motion import procedural_motion
     from mtv_core.tokenizer.encode import encode_windows
     from mtv_core.tokenizer.loading import load_tokenizer
@@ -61,7 +62,8 @@ def main() -> int:
         print(f"tiny MV-DiT-7B (2 layers, 2 heads) + tiny VAE, {args.size}x{args.size}, {args.steps} steps, "
               f"guidance 3, {args.threads} threads, {device}")
         for frames in args.frames:
-            motion = encode_windows(tokenizer, procedural_motion("dance", frames=frames), window=49, overlap=9)
+            motion = encode_windows(tokenizer, procedural_motion("dance", frames=frames), window=WINDOW_FRAMES,
+                                    overlap=OVERLAP_FRAMES)
             start = _synced(device)
             video, _ = animate_7b(model, vae, reference, motion, width=args.size, height=args.size,
                                   num_steps=args.steps)
@@ -72,11 +74,11 @@ def main() -> int:
     if args.full_vae:
         from diffusers import AutoencoderKLCogVideoX
 
-        from mtv_core.dit.vae import VideoVAE
+        from mtv_core.dit.vae import CogVideoXVAE
 
         dtype = torch.bfloat16 if device.type == "cuda" else torch.float32
         config = {k: v for k, v in vae_config().items() if not k.startswith("_")}
-        full = VideoVAE(AutoencoderKLCogVideoX.from_config(config).to(device, dtype))
+        full = CogVideoXVAE(AutoencoderKLCogVideoX.from_config(config).to(device, dtype))
         pixels = torch.rand(1, 3, 49, 512, 512, device=device) * 2 - 1
         start = _synced(device)
         latents = full.encode(pixels, generator=torch.Generator().manual_seed(0))

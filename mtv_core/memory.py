@@ -91,11 +91,11 @@ def sample_7b_activation_bytes(model, vae, motion, width: int, height: int, guid
     """The most ``pipeline_7b.sample_7b`` holds besides the weights: the larger of one MV-DiT-7B forward (batch 2
     with motion guidance) and the VAE encoding or decoding one window. ``model`` an MVDiT7B, ``vae`` a VideoVAE,
     ``motion`` the MotionTokens to sample."""
-    from .dit.vae import SPATIAL_COMPRESSION, latent_frames
+    from .constants import latent_frames
 
-    windows, plan = getattr(motion, "windows", None) or [], getattr(motion, "plan", None)
+    windows, plan = motion.windows, motion.plan
     frames = plan.window if plan is not None else windows[0].num_frames if windows else 0  # 0: sample_7b reports
-    s = SPATIAL_COMPRESSION
+    s = vae.latent_format.spatial_compression
     dit = dit7b_activation_bytes(model.config, latent_frames(frames), height // s, width // s,
                                  batch=1 if guidance == 1.0 else 2, dtype=model.dtype)
     encode = cogvideox_vae_activation_bytes(frames, height, width, dtype=vae.dtype, tile=vae_tile(vae.vae),
@@ -105,8 +105,7 @@ def sample_7b_activation_bytes(model, vae, motion, width: int, height: int, guid
 
 
 def decode_7b_activation_bytes(vae, latents) -> int:
-    """What decoding the sampler's latents (the MTV_LATENT dict) holds besides the VAE's weights, one window at a
-    time; ``vae`` a VideoVAE. A malformed dict is left to ``decode_7b`` to report (the 7B defaults are used)."""
-    info = latents if isinstance(latents, dict) else {}
-    frames, width, height = (int(info.get(k, d)) for k, d in (("window", 49), ("width", 512), ("height", 512)))
+    """What decoding the sampler's latents (an ``MTVLatent``) holds besides the VAE's weights, one window at a
+    time; ``vae`` a CogVideoXVAE."""
+    frames, width, height = latents.window, latents.width, latents.height
     return cogvideox_vae_activation_bytes(frames, height, width, dtype=vae.dtype, tile=vae_tile(vae.vae))

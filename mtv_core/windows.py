@@ -1,6 +1,7 @@
 """Window layout for sequences longer than one DiT window.
 
-The MV-DiTs were trained on 49-frame windows (13 latent frames). Longer motion is generated
+The MV-DiTs were trained on 49-frame windows (13 latent frames; ``constants.WINDOW_FRAMES``; a model whose
+learned tokens cover F latent frames works on 4(F - 1) + 1). Longer motion is generated
 as overlapping windows; the tokenizer encodes each window on its own (as in training) and the
 sampler carries the overlap frames from one window into the next.
 
@@ -14,6 +15,8 @@ at least ``min_overlap`` and still of the form 4k + 1.
 from __future__ import annotations
 
 from dataclasses import dataclass
+
+from .constants import OVERLAP_FRAMES, TEMPORAL_COMPRESSION, WINDOW_FRAMES
 
 
 @dataclass(frozen=True)
@@ -31,19 +34,27 @@ class WindowPlan:
         return self.starts[index - 1] + self.window - self.starts[index]
 
 
-def plan_windows(num_frames: int, window: int = 49, min_overlap: int = 9) -> WindowPlan:
+def default_overlap(window: int) -> int:
+    """The overlap for ``window``-frame windows: ``OVERLAP_FRAMES`` (9), or the largest 4k + 1 below shorter
+    windows."""
+    return max(1, min(OVERLAP_FRAMES, window - TEMPORAL_COMPRESSION))
+
+
+def plan_windows(num_frames: int, window: int = WINDOW_FRAMES, min_overlap: int = OVERLAP_FRAMES) -> WindowPlan:
     """Plan overlapping windows over ``num_frames`` frames.
 
     Raises ValueError if the sequence is shorter than one window or the arguments do not fit
     the 4k + 1 frame grid.
     """
-    if window < 1 or (window - 1) % 4:
-        raise ValueError(f"window must be 4k+1 frames (e.g. 49), got {window}")
-    if min_overlap < 1 or (min_overlap - 1) % 4 or min_overlap >= window:
-        raise ValueError(f"overlap must be 4k+1 frames and smaller than the window (e.g. 9), got {min_overlap}")
+    grid = TEMPORAL_COMPRESSION
+    if window < 1 or (window - 1) % grid:
+        raise ValueError(f"window must be {grid}k+1 frames (e.g. {WINDOW_FRAMES}), got {window}")
+    if min_overlap < 1 or (min_overlap - 1) % grid or min_overlap >= window:
+        raise ValueError(f"overlap must be {grid}k+1 frames and smaller than the window (e.g. {OVERLAP_FRAMES}), "
+                         f"got {min_overlap}")
     if num_frames < window:
         raise ValueError(f"motion has {num_frames} frames, shorter than one window of {window} frames")
-    used = num_frames - (num_frames - 1) % 4
+    used = num_frames - (num_frames - 1) % grid
     starts = [0]
     stride = window - min_overlap
     while starts[-1] + window < used:

@@ -17,6 +17,8 @@ from typing import Any, Callable, Iterator
 
 import numpy as np
 
+from ..mtv_core import precision as _precision
+
 try:  # pragma: no cover - exercised inside ComfyUI only
     from comfy_api.latest import ComfyExtension, io, ui
 
@@ -219,12 +221,12 @@ def torch_device():
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-DTYPE_CHOICES = ("auto", "bf16", "fp16", "fp32")
+DTYPE_CHOICES = _precision.DTYPE_CHOICES
 
 
 def parse_dtype(name: str, device: Any = None):
     """A dtype widget value -> torch dtype (``auto``: bf16 on CUDA, fp16 where it has no bf16, else fp32)."""
-    from ..mtv_core.dit.loading import resolve_dtype
+    from ..mtv_core.precision import resolve_dtype
 
     return resolve_dtype(name, device)
 

@@ -1,7 +1,8 @@
 """MV-DiT-7B nodes: load the DiT and the CogVideoX VAE, sample a video from motion tokens, decode it.
 
-Thin wrappers over ``mtv_core.dit`` (model: ``loading.load_mvdit7b``; VAE: ``vae.load_vae``; sampling and
-long-video windows: ``pipeline_7b``). Connect the decoded IMAGE batch and fps to native CreateVideo/SaveVideo.
+Thin wrappers over ``mtv_core.dit`` (model: ``loading.load_dit`` with variant "7b"; VAE: ``vae.load_vae``;
+sampling and long-video windows: ``pipeline_7b`` over ``pipeline``). Connect the decoded IMAGE batch and fps to
+native CreateVideo/SaveVideo.
 """
 
 from __future__ import annotations
@@ -10,14 +11,11 @@ import logging
 
 import torch
 
-from ..mtv_core.dit.pipeline_7b import (
-    DEFAULT_GUIDANCE,
-    DEFAULT_SEED,
-    DEFAULT_STEPS,
-    decode_7b,
-    limit_windows,
-    sample_7b,
-)
+from ..mtv_core.attention import BACKENDS
+from ..mtv_core.constants import OVERLAP_FRAMES, WINDOW_FRAMES
+from ..mtv_core.dit.latents import MTVLatent
+from ..mtv_core.dit.pipeline import limit_windows
+from ..mtv_core.dit.pipeline_7b import DEFAULTS, VARIANT, decode_7b, sample_7b
 from ..mtv_core.memory import decode_7b_activation_bytes, sample_7b_activation_bytes
 from ..mtv_core.tokenizer.tokens import MotionTokens
 from . import types
@@ -43,7 +41,7 @@ DIT_FOLDERS = ("diffusion_models", MTV_FOLDER)
 VAE_FOLDERS = ("vae",)
 SUFFIXES = (".safetensors", ".sft")
 DTYPES = DTYPE_CHOICES
-ATTENTION = ("auto", "sdpa", "xformers")
+ATTENTION = BACKENDS
 DIT_DEVICES = ("auto", "offload", "cpu")
 VAE_URL = "https://huggingface.co/THUDM/CogVideoX-5b/tree/main/vae"
 NO_DIT = "(no MV-DiT-7B found: put MV-DiT/CogVideoX in models/mtvcrafter)"
@@ -101,7 +99,7 @@ class MTVLoadDiT7B(io.ComfyNode):
 
     @classmethod
     def execute(cls, model: str, dtype: str = "auto", attention: str = "auto", device: str = "auto") -> io.NodeOutput:
-        from ..mtv_core.dit.loading import load_mvdit7b
+        from ..mtv_core.dit.loading import load_dit
 
         if model == NO_DIT:
             raise FileNotFoundError(f"no MV-DiT-7B selected: {NO_DIT} (download from {MODEL_HELP_URL})")
@@ -110,9 +108,9 @@ class MTVLoadDiT7B(io.ComfyNode):
         path = resolve_model(DIT_FOLDERS, model, hint=f"MV-DiT-7B comes from {MODEL_HELP_URL} (MV-DiT/CogVideoX)")
         placement = model_placement(device)
         torch_dtype = parse_dtype(dtype, placement.load_device)
-        # read onto the offload device (memory-mapped where the file's dtype matches); ComfyUI moves it per run
-        dit = load_mvdit7b(path, dtype=torch_dtype, device=placement.offload_device, attention=attention,
-                           operations=operations_for(torch_dtype, torch_dtype, placement.load_device))
+        # read onto the offload device; ComfyUI moves it (whole or partially) to the GPU for each run
+        dit = load_dit(path, dtype=torch_dtype, device=placement.offload_device, attention=attention, variant=VARIANT,
+                       operations=operations_for(torch_dtype, torch_dtype, placement.load_device))
         return io.NodeOutput(manage(dit, placement))
 
 
@@ -169,8 +167,9 @@ class MTVSampler7B(io.ComfyNode):
             category=CATEGORY,
             description=(
                 "Animates the reference image with the motion tokens: CogVideoX DPM sampling with MTVCrafter's "
-                "learned-token motion guidance. Motion longer than 49 frames is generated as overlapping 49-frame "
-                "windows, each new window continuing from the last frames of the previous one. The reference is "
+                f"learned-token motion guidance. Motion longer than {WINDOW_FRAMES} frames is generated as overlapping "
+                f"{WINDOW_FRAMES}-frame windows, each new window continuing from the last frames of the previous one. "
+                "The reference is "
                 "resized to cover width x height and centre-cropped."
             ),
             inputs=[
@@ -180,20 +179,22 @@ class MTVSampler7B(io.ComfyNode):
                     "reference", tooltip="The person/character to animate (first image of the batch). Resized to "
                     "cover the output size and centre-cropped; at least 64 px on each side.",
                 ),
-                types.Motion.Input("motion", tooltip="Motion tokens from Encode Motion (MTV 4DMoT), 49-frame windows."),
+                types.Motion.Input("motion", tooltip=f"Motion tokens from Encode Motion (MTV 4DMoT), {WINDOW_FRAMES}-frame "
+                                   "windows."),
                 io.Int.Input("width", default=512, min=64, max=2048, step=16,
                              tooltip="Output width (multiple of 16; MTVCrafter was trained at 512 x 512)."),
                 io.Int.Input("height", default=512, min=64, max=2048, step=16,
                              tooltip="Output height (multiple of 16)."),
-                io.Int.Input("steps", default=DEFAULT_STEPS, min=1, max=200,
-                             tooltip="Denoising steps per window (upstream: 50)."),
-                io.Float.Input("motion_guidance", default=DEFAULT_GUIDANCE, min=1.0, max=20.0, step=0.1,
+                io.Int.Input("steps", default=DEFAULTS.steps, min=1, max=200,
+                             tooltip=f"Denoising steps per window (upstream: {DEFAULTS.steps})."),
+                io.Float.Input("motion_guidance", default=DEFAULTS.guidance, min=1.0, max=20.0, step=0.1,
                                tooltip="How strongly the video follows the motion (classifier-free guidance against "
-                               "learned 'no motion' tokens). 1 = off (half the compute); upstream uses 3."),
-                io.Int.Input("seed", default=DEFAULT_SEED, min=0, max=MAX_SEED, control_after_generate=True,
-                             tooltip="Noise seed (upstream: 6666). Same seed + inputs = same video."),
+                               f"learned 'no motion' tokens). 1 = off (half the compute); upstream uses {DEFAULTS.guidance:g}."),
+                io.Int.Input("seed", default=DEFAULTS.seed, min=0, max=MAX_SEED, control_after_generate=True,
+                             tooltip=f"Noise seed (upstream: {DEFAULTS.seed}). Same seed + inputs = same video."),
                 io.Int.Input("max_windows", default=0, min=0, max=1000,
-                             tooltip="Generate only the first N windows of the motion (49 frames, then +40 each); "
+                             tooltip=f"Generate only the first N windows of the motion ({WINDOW_FRAMES} frames, then "
+                             f"+{WINDOW_FRAMES - OVERLAP_FRAMES} each); "
                              "0 = the whole motion."),
                 io.Boolean.Input("latent_preview", default=True,
                                  tooltip="Show a rough false-colour preview of the current prediction on the node."),
@@ -203,14 +204,16 @@ class MTVSampler7B(io.ComfyNode):
 
     @classmethod
     def execute(cls, model, vae, reference: torch.Tensor, motion: MotionTokens, width: int = 512, height: int = 512,
-                steps: int = DEFAULT_STEPS, motion_guidance: float = DEFAULT_GUIDANCE, seed: int = DEFAULT_SEED,
+                steps: int = DEFAULTS.steps, motion_guidance: float = DEFAULTS.guidance, seed: int = DEFAULTS.seed,
                 max_windows: int = 0, latent_preview: bool = True) -> io.NodeOutput:
         motion = limit_windows(motion, max_windows)
         bar = progress(len(motion.windows) * steps)
         need = sample_7b_activation_bytes(model.model, vae.model, motion, width, height, motion_guidance)
         with loaded(model, vae, memory_required=need) as (dit, video_vae):
+            # keep_frames: every window but the last is decoded anyway; the decoder then reuses the frames
             latents = sample_7b(dit, video_vae, reference, motion, width=width, height=height, num_steps=steps,
-                                guidance=motion_guidance, seed=seed, callback=bar, preview=latent_preview)
+                                guidance=motion_guidance, seed=seed, callback=bar, preview=latent_preview,
+                                keep_frames=True)
         return io.NodeOutput(latents)
 
 
@@ -237,12 +240,15 @@ class MTVDecode7B(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, vae, latents: dict) -> io.NodeOutput:
-        samples = latents.get("samples") if isinstance(latents, dict) else None
-        bar = progress(int(samples.shape[0]) if samples is not None else 1)
-        with loaded(vae, memory_required=decode_7b_activation_bytes(vae.model, latents)) as (video_vae,):
-            frames = decode_7b(video_vae, latents, callback=bar)
-        return io.NodeOutput(frames, float(latents["fps"]))
+    def execute(cls, vae, latents: MTVLatent) -> io.NodeOutput:
+        bar = progress(int(latents.samples.shape[0]) if isinstance(latents, MTVLatent) else 1)
+        if isinstance(latents, MTVLatent) and latents.frames is not None and latents.decoded_by == vae.model.identity():
+            # the sampler decoded them with this VAE already: nothing to load
+            frames = decode_7b(vae.model, latents, callback=bar)
+        else:
+            with loaded(vae, memory_required=decode_7b_activation_bytes(vae.model, latents)) as (video_vae,):
+                frames = decode_7b(video_vae, latents, callback=bar)
+        return io.NodeOutput(frames, float(latents.fps))
 
 
 NODES = [MTVLoadDiT7B, MTVLoadCogVideoXVAE, MTVSampler7B, MTVDecode7B]

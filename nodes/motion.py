@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..mtv_core.constants import WINDOW_FRAMES
 from ..mtv_core.motion import edit
 from ..mtv_core.motion.io import MOTION_EXTENSIONS, load_motion, save_motion
 from ..mtv_core.motion.procedural import MOTIONS, procedural_motion
@@ -349,8 +350,8 @@ class MTVProceduralMotion(io.ComfyNode):
                         "for trying workflows without a driving video.",
             inputs=[
                 io.Combo.Input("motion", options=list(MOTIONS), default="dance", tooltip="Which demo motion."),
-                io.Int.Input("frames", default=49, min=1, max=MAX_FRAMES,
-                             tooltip="Number of frames (MTVCrafter windows are 49 frames)."),
+                io.Int.Input("frames", default=WINDOW_FRAMES, min=1, max=MAX_FRAMES,
+                             tooltip=f"Number of frames (MTVCrafter windows are {WINDOW_FRAMES} frames)."),
                 io.Float.Input("fps", default=20.0, min=1.0, max=240.0, step=0.5, tooltip="Frames per second."),
                 io.Float.Input("height_m", default=1.7, min=0.3, max=3.0, step=0.01, tooltip="Body height in metres."),
                 io.Float.Input("speed", default=1.0, min=0.05, max=10.0, step=0.05,
@@ -360,7 +361,7 @@ class MTVProceduralMotion(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, motion: str = "dance", frames: int = 49, fps: float = 20.0, height_m: float = 1.7,
+    def execute(cls, motion: str = "dance", frames: int = WINDOW_FRAMES, fps: float = 20.0, height_m: float = 1.7,
                 speed: float = 1.0) -> io.NodeOutput:
         return io.NodeOutput(procedural_motion(motion, frames=frames, fps=fps, height_m=height_m, speed=speed))
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import logging
 
+
+from ..mtv_core.constants import NUM_JOINTS, OVERLAP_FRAMES, WINDOW_FRAMES, latent_frames
 from ..mtv_core.memory import tokenizer_activation_bytes
 from ..mtv_core.motion.sequence import JointSequence
 from ..mtv_core.tokenizer.encode import decode_motion, encode_windows, reconstruction_report
@@ -96,17 +98,19 @@ class MTVEncodeMotion(io.ComfyNode):
             display_name="Encode Motion (MTV 4DMoT)",
             category=CATEGORY,
             description=(
-                "Turns a joint sequence into 4D motion tokens for the MV-DiTs: overlapping windows of 49 frames "
-                "(13 latent frames, 312 tokens each), each encoded on its own as in training. Also decodes the "
+                "Turns a joint sequence into 4D motion tokens for the MV-DiTs: overlapping windows of "
+                f"{WINDOW_FRAMES} frames ({latent_frames(WINDOW_FRAMES)} latent frames, "
+                f"{latent_frames(WINDOW_FRAMES) * NUM_JOINTS} tokens each), each encoded on its own as in training. "
+                "Also decodes the "
                 "tokens back so you can preview what the DiT will follow, and reports the error in mm."
             ),
             inputs=[
                 types.Tokenizer.Input("tokenizer", tooltip="From Load Motion Tokenizer."),
                 types.Joints.Input("joints", tooltip="SMPL-24 joints in camera-frame millimetres."),
-                io.Int.Input("window", default=49, min=0, max=10_001,
-                             tooltip="Frames per window (4k+1; the DiTs use 49). 0 encodes the whole sequence as "
-                                     "one window of any length (best as 8k+1 frames)."),
-                io.Int.Input("overlap", default=9, min=1, max=10_001,
+                io.Int.Input("window", default=WINDOW_FRAMES, min=0, max=10_001,
+                             tooltip=f"Frames per window (4k+1; the DiTs use {WINDOW_FRAMES}). 0 encodes the whole "
+                                     "sequence as one window of any length (best as 8k+1 frames)."),
+                io.Int.Input("overlap", default=OVERLAP_FRAMES, min=1, max=10_001,
                              tooltip="Frames shared by consecutive windows (4k+1)."),
             ],
             outputs=[
@@ -118,7 +122,8 @@ class MTVEncodeMotion(io.ComfyNode):
         )
 
     @classmethod
-    def execute(cls, tokenizer, joints: JointSequence, window: int = 49, overlap: int = 9) -> io.NodeOutput:
+    def execute(cls, tokenizer, joints: JointSequence, window: int = WINDOW_FRAMES,
+                overlap: int = OVERLAP_FRAMES) -> io.NodeOutput:
         bar = progress(2)  # the totals come with the callbacks: 2 x the number of windows
 
         def on_encode(step, total, preview=None):

@@ -14,7 +14,7 @@ from conftest import reference_dir
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mtv_core.tokenizer.testing import regenerate_from_manifest
+from mtv_pack.mtv_core.tokenizer.testing import regenerate_from_manifest
 
 WAN_DIR = reference_dir() / "wan"
 

@@ -1,11 +1,15 @@
 """Shared test fixtures.
 
 The pack root is imported as the package ``mtv_pack`` (as ComfyUI imports a custom-node folder
-as a package), so node modules use their relative imports exactly as in ComfyUI.
+as a package), so node modules use their relative imports exactly as in ComfyUI. Tests import the
+core as ``mtv_pack.mtv_core`` only: importing it also as top-level ``mtv_core`` (the pack folder is
+on ``sys.path`` for the command-line tests' subprocesses) would load a second copy of every module,
+whose classes the first copy's ``isinstance`` checks do not recognise. ``_OneName`` refuses that.
 """
 
 from __future__ import annotations
 
+import importlib.abc
 import importlib.util
 import os
 import sys
@@ -30,7 +34,19 @@ def _load_pack():
     return module
 
 
+class _OneName(importlib.abc.MetaPathFinder):
+    """Refuses ``import mtv_core...`` in the test process (see the module docstring)."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "mtv_core" or name.startswith("mtv_core."):
+            raise ImportError(f"import the core as mtv_pack.{name} in tests, not {name}: two names for one package "
+                              "load every module twice")
+        return None
+
+
 _load_pack()
+if not any(isinstance(finder, _OneName) for finder in sys.meta_path):
+    sys.meta_path.insert(0, _OneName())
 
 
 def reference_dir() -> Path:

@@ -1,12 +1,14 @@
 """mtv_core.attention: backend selection, CPU fallback, xformers/SDPA agreement where both can run."""
 
+import logging
 import math
+import sys
 
 import pytest
 import torch
 
-from mtv_core import attention as attn_mod
-from mtv_core.attention import attention, attention_backend, get_default_backend, set_default_backend
+from mtv_pack.mtv_core import attention as attn_mod
+from mtv_pack.mtv_core.attention import attention, attention_backend, get_default_backend, set_default_backend
 
 
 def _qkv(device="cpu", dtype=torch.float32, lq=37, lk=11):
@@ -44,18 +46,118 @@ def test_auto_without_xformers(monkeypatch):
     torch.testing.assert_close(attention(q, k, v), _naive(q, k, v), atol=1e-5, rtol=1e-5)
 
 
-def test_xformers_on_cpu_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(attn_mod, "_xformers_ops", _ExplodingOps())
-    q, k, v = _qkv()
-    with pytest.raises(RuntimeError, match="xformers.*CUDA"):
-        attention(q, k, v, backend="xformers")
+@pytest.fixture
+def fresh(monkeypatch):
+    """The dispatch's module state as after a fresh import (nothing imported, warned or failed yet)."""
+    monkeypatch.setattr(attn_mod, "_xformers_ops", None)
+    monkeypatch.setattr(attn_mod, "_xformers_problem", "")
+    monkeypatch.setattr(attn_mod, "_warned", set())
+    monkeypatch.setattr(attn_mod, "_xformers_failed", set())
+    return monkeypatch
 
 
-def test_xformers_missing_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(attn_mod, "_xformers_ops", False)
+def test_xformers_on_cpu_warns_once_and_uses_sdpa(fresh, caplog):
+    fresh.setattr(attn_mod, "_xformers_ops", _ExplodingOps())
     q, k, v = _qkv()
-    with pytest.raises(RuntimeError, match="not installed"):
+    with caplog.at_level(logging.WARNING, logger=attn_mod.__name__):
+        out = [attention(q, k, v, backend="xformers") for _ in range(2)]
+    torch.testing.assert_close(out[0], attention(q, k, v, backend="sdpa"))
+    assert caplog.text.count("needs CUDA") == 1
+
+
+def test_xformers_missing_when_requested_is_a_warning(fresh, caplog):
+    fresh.setattr(attn_mod, "_xformers_ops", False)
+    fresh.setattr(attn_mod, "_xformers_problem", "is not installed")
+    q, k, v = _qkv()
+    with caplog.at_level(logging.WARNING, logger=attn_mod.__name__):
+        out = attention(q, k, v, backend="xformers")
         attention(q, k, v, backend="xformers")
+    torch.testing.assert_close(out, _naive(q, k, v), atol=1e-5, rtol=1e-5)
+    assert caplog.text.count("'xformers' was requested but xformers is not installed") == 1
+
+
+def _fake_xformers(root, ops_source: str):
+    """A package ``xformers`` with an ``ops`` module of ``ops_source`` under ``root``."""
+    package = root / "xformers"
+    package.mkdir()
+    (package / "__init__.py").write_text("")
+    (package / "ops.py").write_text(ops_source)
+    return root
+
+
+@pytest.mark.parametrize("ops_source, expected", [
+    ("raise OSError('libcudart.so.13: cannot open shared object file')", "OSError: libcudart.so.13"),
+    ("import triton_missing_dependency_xyz", "triton_missing_dependency_xyz"),
+], ids=["broken_build", "missing_dependency"])
+def test_installed_but_unimportable_xformers_is_a_warning(fresh, tmp_path, caplog, ops_source, expected):
+    fresh.syspath_prepend(str(_fake_xformers(tmp_path, ops_source)))
+    for name in ("xformers", "xformers.ops"):
+        fresh.delitem(sys.modules, name, raising=False)
+    fresh.setattr(attn_mod, "_on_cuda", lambda q: True)
+    q, k, v = _qkv()
+    with caplog.at_level(logging.WARNING, logger=attn_mod.__name__):
+        out = attention(q, k, v)
+        available = attn_mod.xformers_available()
+    torch.testing.assert_close(out, _naive(q, k, v), atol=1e-5, rtol=1e-5)
+    assert not available
+    assert caplog.text.count("xformers is installed but cannot be imported") == 1 and expected in caplog.text
+
+
+def test_auto_without_xformers_installed_is_quiet(fresh, caplog):
+    fresh.setitem(sys.modules, "xformers", None)  # import xformers -> ModuleNotFoundError for 'xformers'
+    fresh.setattr(attn_mod, "_on_cuda", lambda q: True)
+    q, k, v = _qkv()
+    with caplog.at_level(logging.WARNING, logger=attn_mod.__name__):
+        attention(q, k, v)
+    assert caplog.text == "" and attn_mod._xformers_problem == "is not installed"
+
+
+class _FailingOps:
+    """xformers whose kernel call raises, as on a GPU it has no kernel for."""
+
+    def __init__(self, error: Exception) -> None:
+        self.error, self.calls = error, 0
+
+    def memory_efficient_attention(self, *args, **kwargs):
+        self.calls += 1
+        raise self.error
+
+
+@pytest.mark.parametrize("error", [
+    RuntimeError("CUDA error: no kernel image is available for execution on the device"),
+    TypeError("unexpected keyword argument 'scale'"),
+    NotImplementedError("No operator found for `memory_efficient_attention_forward`"),
+], ids=["no_kernel", "api_change", "unsupported_input"])
+@pytest.mark.parametrize("backend", ["auto", "xformers"])
+def test_xformers_error_at_run_time_falls_back_with_one_warning(fresh, caplog, error, backend):
+    ops = _FailingOps(error)
+    fresh.setattr(attn_mod, "_xformers_ops", ops)
+    fresh.setattr(attn_mod, "_on_cuda", lambda q: True)
+    q, k, v = _qkv()
+    with caplog.at_level(logging.WARNING, logger=attn_mod.__name__):
+        outs = [attention(q, k, v, backend=backend) for _ in range(3)]
+    for out in outs:
+        torch.testing.assert_close(out, _naive(q, k, v), atol=1e-5, rtol=1e-5)
+    assert ops.calls == 1  # an input xformers failed on is not given to it again
+    assert caplog.text.count("xformers failed") == 1 and str(error) in caplog.text
+
+
+def test_cuda_out_of_memory_is_not_swallowed(fresh):
+    fresh.setattr(attn_mod, "_xformers_ops", _FailingOps(torch.cuda.OutOfMemoryError("CUDA out of memory")))
+    fresh.setattr(attn_mod, "_on_cuda", lambda q: True)
+    q, k, v = _qkv()
+    with pytest.raises(torch.cuda.OutOfMemoryError):
+        attention(q, k, v)
+
+
+def test_loader_check_warns_before_sampling(fresh, caplog):
+    fresh.setattr(attn_mod, "_xformers_ops", False)
+    fresh.setattr(attn_mod, "_xformers_problem", "is not installed")
+    with caplog.at_level(logging.WARNING, logger=attn_mod.__name__):
+        attn_mod.check_available("auto")
+        assert caplog.text == ""
+        attn_mod.check_available("xformers")
+    assert "was requested but xformers is not installed" in caplog.text
 
 
 def test_unknown_backend():
@@ -66,15 +168,19 @@ def test_unknown_backend():
         set_default_backend("flash")
 
 
-def test_default_backend_and_context_manager(monkeypatch):
-    monkeypatch.setattr(attn_mod, "_xformers_ops", False)
+def test_default_backend_and_context_manager(fresh):
+    ops = _FailingOps(RuntimeError("no kernel"))
+    fresh.setattr(attn_mod, "_xformers_ops", ops)
+    fresh.setattr(attn_mod, "_on_cuda", lambda q: True)
     assert get_default_backend() == "auto"
     q, k, v = _qkv()
-    with attention_backend("xformers"):
-        assert get_default_backend() == "xformers"
-        with pytest.raises(RuntimeError):
-            attention(q, k, v)
+    with attention_backend("sdpa"):
+        assert get_default_backend() == "sdpa"
+        attention(q, k, v)
+        assert ops.calls == 0
     assert get_default_backend() == "auto"
+    attention(q, k, v)
+    assert ops.calls == 1
     set_default_backend("sdpa")
     try:
         assert get_default_backend() == "sdpa"

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mtv_core.checkpoint import CheckpointError, key_report, load_into, open_checkpoint, strip_key_prefix
+from mtv_pack.mtv_core.checkpoint import CheckpointError, key_report, load_into, open_checkpoint, strip_key_prefix
 
 
 class ZeroStage(enum.IntEnum):  # stands for a DeepSpeed config enum pickled into model_states.pt

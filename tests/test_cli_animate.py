@@ -8,10 +8,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from mtv_core.cli import main
-from mtv_core.commands.animate import find_models, write_tiny_models
-from mtv_core.motion import procedural_motion, save_motion
-from mtv_core.video import read_video
+from mtv_pack.mtv_core.cli import main
+from mtv_pack.mtv_core.commands.animate import find_models, write_tiny_models
+from mtv_pack.mtv_core.motion import procedural_motion, save_motion
+from mtv_pack.mtv_core.video import read_video
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -81,7 +81,7 @@ def test_bad_input_is_a_clear_error_and_writes_nothing(workspace, tmp_path, capl
 
 
 def test_reference_follows_exif_orientation(tmp_path):
-    from mtv_core.commands.animate import load_reference
+    from mtv_pack.mtv_core.commands.animate import load_reference
 
     image = Image.fromarray(np.zeros((30, 80, 3), np.uint8))  # landscape pixels ...
     exif = image.getexif()

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from conftest import ROOT
-from mtv_core import cli
-from mtv_core.motion import load_motion
+from mtv_pack.mtv_core import cli
+from mtv_pack.mtv_core.motion import load_motion
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -58,7 +58,7 @@ def test_demo_rejects_bad_options_and_writes_nothing(tmp_path, bad):
 
 
 def test_demo_leaves_nothing_when_a_step_fails(tmp_path, monkeypatch):
-    from mtv_core.commands import demo
+    from mtv_pack.mtv_core.commands import demo
 
     def broken_save(*args, **kwargs):
         raise OSError("disk full")

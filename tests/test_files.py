@@ -1,6 +1,6 @@
 import pytest
 
-from mtv_core.files import atomic_output
+from mtv_pack.mtv_core.files import atomic_output
 
 
 def test_atomic_output_moves_into_place_on_success(tmp_path):

@@ -3,8 +3,8 @@
 import pytest
 import torch
 
-from mtv_core.dit import fp8_ops
-from mtv_core.dit.fp8_ops import FP8Linear, dequantize, quantize_fp8
+from mtv_pack.mtv_core.dit import fp8_ops
+from mtv_pack.mtv_core.dit.fp8_ops import FP8Linear, dequantize, quantize_fp8
 
 
 @pytest.mark.parametrize("fp8_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])

@@ -7,20 +7,20 @@ import types
 import numpy as np
 import torch
 
-from mtv_core.dit.config import MVDiT7BConfig
-from mtv_core.dit.transformer_7b import MVDiT7B
-from mtv_core.dit.vae import VideoVAE, tiny_vae_config
-from mtv_core.memory import (
+from mtv_pack.mtv_core.dit.config import MVDiT7BConfig
+from mtv_pack.mtv_core.dit.transformer_7b import MVDiT7B
+from mtv_pack.mtv_core.dit.vae import CogVideoXVAE, tiny_vae_config
+from mtv_pack.mtv_core.memory import (
     cogvideox_vae_activation_bytes,
     decode_7b_activation_bytes,
     dit7b_activation_bytes,
     sample_7b_activation_bytes,
     tokenizer_activation_bytes,
 )
-from mtv_core.motion.sequence import JointSequence
-from mtv_core.tokenizer.config import TokenizerConfig
-from mtv_core.tokenizer.tokens import MotionTokens, TokenWindow
-from mtv_core.windows import plan_windows
+from mtv_pack.mtv_core.motion.sequence import JointSequence
+from mtv_pack.mtv_core.tokenizer.config import TokenizerConfig
+from mtv_pack.mtv_core.tokenizer.tokens import MotionTokens, TokenWindow
+from mtv_pack.mtv_core.windows import plan_windows
 
 
 def test_dit_estimate_is_tokens_times_width_times_dtype():
@@ -59,7 +59,8 @@ def test_sampler_estimate_takes_the_larger_need_and_halves_the_dit_without_guida
     windows = [TokenWindow(s, 49, torch.zeros(1, 312, 8), torch.zeros(1, 312, dtype=torch.long)) for s in plan.starts]
     motion = MotionTokens(windows, joints, plan)
     small_tiles = types.SimpleNamespace(use_tiling=True, tile_sample_min_height=16, tile_sample_min_width=16)
-    vae = types.SimpleNamespace(dtype=torch.bfloat16, vae=small_tiles)
+    vae = types.SimpleNamespace(dtype=torch.bfloat16, vae=small_tiles,
+                                latent_format=types.SimpleNamespace(spatial_compression=8))
     dit = dit7b_activation_bytes(model.config, 13, 64, 64, batch=2, dtype=model.dtype)
     assert sample_7b_activation_bytes(model, vae, motion, 512, 512, guidance=3.0) == dit  # the DiT needs more
     assert sample_7b_activation_bytes(model, vae, motion, 512, 512, guidance=1.0) == dit // 2
@@ -68,13 +69,13 @@ def test_sampler_estimate_takes_the_larger_need_and_halves_the_dit_without_guida
     assert decode > dit and sample_7b_activation_bytes(model, vae, motion, 512, 512, guidance=3.0) == decode
 
 
-def test_decode_estimate_reads_the_latent_dict_and_the_vaes_tiling():
+def test_decode_estimate_reads_the_latents_and_the_vaes_tiling():
     from diffusers import AutoencoderKLCogVideoX
 
     config = {k: v for k, v in tiny_vae_config().items() if not k.startswith("_")}
-    vae = VideoVAE(AutoencoderKLCogVideoX.from_config(config), tiling=True)
+    vae = CogVideoXVAE(AutoencoderKLCogVideoX.from_config(config), tiling=True)
     tile = (vae.vae.tile_sample_min_height, vae.vae.tile_sample_min_width)
-    latents = {"window": 49, "width": 640, "height": 480}
+    latents = types.SimpleNamespace(window=49, width=640, height=480)  # the MTVLatent fields it reads
     assert decode_7b_activation_bytes(vae, latents) == cogvideox_vae_activation_bytes(
         49, 480, 640, dtype=torch.float32, tile=tile)
     vae.set_tiling(False)

@@ -10,14 +10,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from mtv_core.dit.loading import load_mvdit7b
-from mtv_core.dit.rope import motion_rope_7b, vision_rope_7b
-from mtv_core.dit.tiny import random_state_dict_7b, tiny_mvdit7b_config, write_tiny_mvdit7b
-from mtv_core.dit.transformer_7b import MVDiT7B
-from mtv_core.tokenizer.encode import decode_to_mm, encode_joints
-from mtv_core.tokenizer.loading import load_tokenizer
-from mtv_core.tokenizer.model import MotionVQVAE
-from mtv_core.tokenizer.testing import TINY_CONFIG, random_state_dict, write_tiny_checkpoint
+from mtv_pack.mtv_core.dit.loading import load_mvdit7b
+from mtv_pack.mtv_core.dit.rope import motion_rope_7b, vision_rope_7b
+from mtv_pack.mtv_core.dit.tiny import random_state_dict_7b, tiny_mvdit7b_config, write_tiny_mvdit7b
+from mtv_pack.mtv_core.dit.transformer_7b import MVDiT7B
+from mtv_pack.mtv_core.tokenizer.encode import decode_to_mm, encode_joints
+from mtv_pack.mtv_core.tokenizer.loading import load_tokenizer
+from mtv_pack.mtv_core.tokenizer.model import MotionVQVAE
+from mtv_pack.mtv_core.tokenizer.testing import TINY_CONFIG, random_state_dict, write_tiny_checkpoint
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from mtv_core.motion import JointSequence, load_motion, procedural_motion
-from mtv_core.motion import edit
-from mtv_core.motion.stats import load_stats
+from mtv_pack.mtv_core.motion import JointSequence, load_motion, procedural_motion
+from mtv_pack.mtv_core.motion import edit
+from mtv_pack.mtv_core.motion.stats import load_stats
 
 
 @pytest.fixture(scope="module")

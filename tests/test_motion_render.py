@@ -7,10 +7,10 @@ import math
 import numpy as np
 import pytest
 
-from mtv_core.motion import JointSequence, procedural_motion, project, render_skeleton
-from mtv_core.motion.edit import body_height_m, mirror
-from mtv_core.motion.procedural import MOTIONS
-from mtv_core.motion.render import LIMBS, focal_length_px, intrinsics
+from mtv_pack.mtv_core.motion import JointSequence, procedural_motion, project, render_skeleton
+from mtv_pack.mtv_core.motion.edit import body_height_m, mirror
+from mtv_pack.mtv_core.motion.procedural import MOTIONS
+from mtv_pack.mtv_core.motion.render import LIMBS, focal_length_px, intrinsics
 
 
 def test_projection_follows_upstream_convention():

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-from mtv_core.motion.stats import DATA_DIR, denormalize, load_stats, normalize
+from mtv_pack.mtv_core.motion.stats import DATA_DIR, denormalize, load_stats, normalize
 
 
 def test_shipped_stats_equal_reference(reference):

@@ -9,13 +9,13 @@ import torch
 from conftest import reference_dir
 from safetensors.torch import save_file
 
-from mtv_core.checkpoint import CheckpointError
-from mtv_core.cli import main
-from mtv_core.dit.config_17b import MVDiT17BConfig
-from mtv_core.dit.fp8_ops import FP8Linear
-from mtv_core.dit.loading_17b import extract_adapter, load_mvdit17b
-from mtv_core.dit.rope_17b import motion_rope_17b
-from mtv_core.dit.tiny_17b import (
+from mtv_pack.mtv_core.checkpoint import CheckpointError
+from mtv_pack.mtv_core.cli import main
+from mtv_pack.mtv_core.dit.config_17b import MVDiT17BConfig
+from mtv_pack.mtv_core.dit.fp8_ops import FP8Linear
+from mtv_pack.mtv_core.dit.loading_17b import extract_adapter, load_mvdit17b
+from mtv_pack.mtv_core.dit.rope_17b import motion_rope_17b
+from mtv_pack.mtv_core.dit.tiny_17b import (
     random_state_dict_17b,
     save_mvdit17b,
     split_adapter,
@@ -23,7 +23,7 @@ from mtv_core.dit.tiny_17b import (
     to_fp8,
     write_tiny_mvdit17b,
 )
-from mtv_core.dit.transformer_17b import MVDiT17B
+from mtv_pack.mtv_core.dit.transformer_17b import MVDiT17B
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -206,8 +206,8 @@ def test_extract_adapter_cli(tmp_path, state):
 
 
 def test_refuses_files_that_do_not_fit(tmp_path, state):
-    from mtv_core.dit.tiny import write_tiny_mvdit7b
-    from mtv_core.tokenizer.testing import write_tiny_checkpoint
+    from mtv_pack.mtv_core.dit.tiny import write_tiny_mvdit7b
+    from mtv_pack.mtv_core.tokenizer.testing import write_tiny_checkpoint
 
     full = save_mvdit17b(state, tmp_path / "full.safetensors")
     base_state, adapter_state = split_adapter(state)

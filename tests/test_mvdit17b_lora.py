@@ -6,11 +6,11 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mtv_core.dit.fp8_ops import FP8Linear
-from mtv_core.dit.loading_17b import load_mvdit17b
-from mtv_core.dit.lora import apply_lora
-from mtv_core.dit.tiny_17b import random_state_dict_17b, save_mvdit17b, tiny_mvdit17b_config
-from mtv_core.dit.transformer_17b import MVDiT17B
+from mtv_pack.mtv_core.dit.fp8_ops import FP8Linear
+from mtv_pack.mtv_core.dit.loading_17b import load_mvdit17b
+from mtv_pack.mtv_core.dit.lora import apply_lora
+from mtv_pack.mtv_core.dit.tiny_17b import random_state_dict_17b, save_mvdit17b, tiny_mvdit17b_config
+from mtv_pack.mtv_core.dit.transformer_17b import MVDiT17B
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -51,7 +51,7 @@ def test_merges_every_format_at_strength(state, tmp_path, caplog):
     path = tmp_path / "wan_lora.safetensors"
     save_file(lora, str(path))
     model = _model(state)
-    with caplog.at_level(logging.WARNING, logger="mtv_core.dit.lora"):
+    with caplog.at_level(logging.WARNING, logger="mtv_pack.mtv_core.dit.lora"):
         report = apply_lora(model, path, strength=0.5)
     sd = model.state_dict()
     down, up = lora["diffusion_model.blocks.0.self_attn.q.lora_down.weight"], lora["diffusion_model.blocks.0.self_attn.q.lora_up.weight"]

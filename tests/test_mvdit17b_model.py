@@ -7,12 +7,12 @@ import pytest
 import torch
 from conftest import reference_dir
 
-from mtv_core.dit.config_17b import MVDiT17BConfig, motion_interval_from_keys
-from mtv_core.dit.fp8_ops import FP8Linear, FP8Operations
-from mtv_core.dit.loading_17b import build_17b, is_mvdit17b_keys
-from mtv_core.dit.rope_17b import motion_rope_17b, vision_rope_17b
-from mtv_core.dit.tiny_17b import random_state_dict_17b, tiny_mvdit17b_config
-from mtv_core.dit.transformer_17b import MVDiT17B, pad_text_context
+from mtv_pack.mtv_core.dit.config_17b import MVDiT17BConfig, motion_interval_from_keys
+from mtv_pack.mtv_core.dit.fp8_ops import FP8Linear, FP8Operations
+from mtv_pack.mtv_core.dit.loading_17b import build_17b, is_mvdit17b_keys
+from mtv_pack.mtv_core.dit.rope_17b import motion_rope_17b, vision_rope_17b
+from mtv_pack.mtv_core.dit.tiny_17b import random_state_dict_17b, tiny_mvdit17b_config
+from mtv_pack.mtv_core.dit.transformer_17b import MVDiT17B, pad_text_context
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

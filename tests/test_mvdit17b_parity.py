@@ -14,11 +14,11 @@ import torch
 from conftest import reference_dir
 from safetensors import safe_open
 
-from mtv_core.dit.config_17b import MVDiT17BConfig
-from mtv_core.dit.guidance_17b import text_cfg_17b
-from mtv_core.dit.rope_17b import motion_rope_17b
-from mtv_core.dit.transformer_17b import MVDiT17B
-from mtv_core.tokenizer.testing import regenerate_from_manifest
+from mtv_pack.mtv_core.dit.config_17b import MVDiT17BConfig
+from mtv_pack.mtv_core.dit.guidance_17b import text_cfg_17b
+from mtv_pack.mtv_core.dit.rope_17b import motion_rope_17b
+from mtv_pack.mtv_core.dit.transformer_17b import MVDiT17B
+from mtv_pack.mtv_core.tokenizer.testing import regenerate_from_manifest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 logger = logging.getLogger(__name__)

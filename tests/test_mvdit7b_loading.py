@@ -7,12 +7,12 @@ import torch
 from conftest import reference_dir
 from safetensors.torch import save_file
 
-from mtv_core.checkpoint import CheckpointError, Checkpoint
-from mtv_core.dit.config import MVDiT7BConfig
-from mtv_core.dit.loading import load_mvdit7b
-from mtv_core.dit.rope import motion_rope_7b, vision_rope_7b
-from mtv_core.dit.tiny import random_state_dict_7b, save_mvdit7b, tiny_mvdit7b_config, write_tiny_mvdit7b
-from mtv_core.dit.transformer_7b import MVDiT7B
+from mtv_pack.mtv_core.checkpoint import CheckpointError, Checkpoint
+from mtv_pack.mtv_core.dit.config import MVDiT7BConfig
+from mtv_pack.mtv_core.dit.loading import load_mvdit7b
+from mtv_pack.mtv_core.dit.rope import motion_rope_7b, vision_rope_7b
+from mtv_pack.mtv_core.dit.tiny import random_state_dict_7b, save_mvdit7b, tiny_mvdit7b_config, write_tiny_mvdit7b
+from mtv_pack.mtv_core.dit.transformer_7b import MVDiT7B
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -46,7 +46,7 @@ def test_released_key_list_loads_on_meta(tmp_path, monkeypatch):
             return torch.empty(released[key], dtype=dtype or torch.bfloat16, device="meta")
 
     fake = MetaCheckpoint(tmp_path / "MV-DiT" / "CogVideoX", dict.fromkeys(released), None)
-    monkeypatch.setattr("mtv_core.dit.loading.open_checkpoint", lambda path: fake)
+    monkeypatch.setattr("mtv_pack.mtv_core.dit.loading.open_checkpoint", lambda path: fake)
     model = load_mvdit7b("released", dtype="bf16", device="meta")
     assert model.config == MVDiT7BConfig()
     assert all(p.dtype == torch.bfloat16 and p.is_meta for p in model.parameters())
@@ -184,7 +184,7 @@ def test_config_round_trip_and_unsupported_settings():
 
 
 def test_auto_dtype_follows_the_device(monkeypatch):
-    from mtv_core.dit.loading import resolve_dtype
+    from mtv_pack.mtv_core.precision import resolve_dtype
 
     assert resolve_dtype("auto") == resolve_dtype("auto", "cpu") == torch.float32
     assert resolve_dtype("bf16", "cpu") == torch.bfloat16 and resolve_dtype(torch.float16) == torch.float16

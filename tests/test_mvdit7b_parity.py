@@ -12,11 +12,11 @@ import torch
 from conftest import reference_dir
 from safetensors import safe_open
 
-from mtv_core.dit.config import MVDiT7BConfig
-from mtv_core.dit.rope import motion_rope_7b, vision_rope_7b
-from mtv_core.dit.sampler_7b import denoise_7b, make_scheduler_7b
-from mtv_core.dit.transformer_7b import MVDiT7B
-from mtv_core.tokenizer.testing import regenerate_from_manifest
+from mtv_pack.mtv_core.dit.config import MVDiT7BConfig
+from mtv_pack.mtv_core.dit.rope import motion_rope_7b, vision_rope_7b
+from mtv_pack.mtv_core.dit.sampler_7b import denoise_7b, make_scheduler_7b
+from mtv_pack.mtv_core.dit.transformer_7b import MVDiT7B
+from mtv_pack.mtv_core.tokenizer.testing import regenerate_from_manifest
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

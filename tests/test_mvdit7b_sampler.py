@@ -4,9 +4,9 @@ import numpy as np
 import pytest
 import torch
 
-from mtv_core.dit.sampler_7b import denoise_7b, make_scheduler_7b
-from mtv_core.dit.tiny import random_state_dict_7b, tiny_mvdit7b_config
-from mtv_core.dit.transformer_7b import MVDiT7B
+from mtv_pack.mtv_core.dit.sampler_7b import denoise_7b, make_scheduler_7b
+from mtv_pack.mtv_core.dit.tiny import random_state_dict_7b, tiny_mvdit7b_config
+from mtv_pack.mtv_core.dit.transformer_7b import MVDiT7B
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

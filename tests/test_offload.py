@@ -8,15 +8,15 @@ import numpy as np
 import pytest
 import torch
 
-import mtv_core.offload as offload_module
-from mtv_core.cli import main
-from mtv_core.commands import animate as animate_cmd
-from mtv_core.dit.sampler_7b import denoise_7b
-from mtv_core.dit.tiny import random_state_dict_7b, tiny_mvdit7b_config
-from mtv_core.dit.transformer_7b import MVDiT7B
-from mtv_core.motion import procedural_motion, save_motion
-from mtv_core.offload import apply_offload, apply_weight_dtype, place_dit, weight_dtype
-from mtv_core.video import read_video
+import mtv_pack.mtv_core.offload as offload_module
+from mtv_pack.mtv_core.cli import main
+from mtv_pack.mtv_core.commands import animate as animate_cmd
+from mtv_pack.mtv_core.dit.sampler_7b import denoise_7b
+from mtv_pack.mtv_core.dit.tiny import random_state_dict_7b, tiny_mvdit7b_config
+from mtv_pack.mtv_core.dit.transformer_7b import MVDiT7B
+from mtv_pack.mtv_core.motion import procedural_motion, save_motion
+from mtv_pack.mtv_core.offload import apply_offload, apply_weight_dtype, place_dit, weight_dtype
+from mtv_pack.mtv_core.video import read_video
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

@@ -6,9 +6,9 @@ import logging
 
 import pytest
 
-from mtv_core import cli
-from mtv_core.commands import animate, demo
-from mtv_core.video import read_video
+from mtv_pack.mtv_core import cli
+from mtv_pack.mtv_core.commands import animate, demo
+from mtv_pack.mtv_core.video import read_video
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

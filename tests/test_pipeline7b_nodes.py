@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 import torch
 
-from mtv_core.dit.tiny import write_tiny_mvdit7b
-from mtv_core.dit.vae import write_tiny_vae
-from mtv_core.motion.sequence import JointSequence
-from mtv_core.tokenizer.tokens import MotionTokens, TokenWindow
-from mtv_core.windows import plan_windows
+from mtv_pack.mtv_core.dit.tiny import write_tiny_mvdit7b
+from mtv_pack.mtv_core.dit.vae import write_tiny_vae
+from mtv_pack.mtv_core.motion.sequence import JointSequence
+from mtv_pack.mtv_core.tokenizer.tokens import MotionTokens, TokenWindow
+from mtv_pack.mtv_core.windows import plan_windows
 from mtv_pack.nodes import dit7b
 from mtv_pack.nodes._comfy import StandalonePatcher
 
@@ -64,7 +64,7 @@ def test_missing_models_give_clear_errors(tmp_path, monkeypatch):
         dit7b.MTVLoadDiT7B.execute("gone.safetensors")
 
 
-def test_nodes_end_to_end_with_offload(models_dir):
+def test_nodes_end_to_end_with_offload(models_dir, monkeypatch):
     model = dit7b.MTVLoadDiT7B.execute("MTVCrafter/MV-DiT/CogVideoX", dtype="fp32", device="offload").args[0]
     # outside ComfyUI: plain torch layers, a stand-in patcher, waiting on the CPU and unloaded after each run
     assert isinstance(model.patcher, StandalonePatcher) and model.placement.unload_after
@@ -79,11 +79,15 @@ def test_nodes_end_to_end_with_offload(models_dir):
     reference = torch.rand(1, 72, 90, 3)  # ComfyUI IMAGE batch
     latents = dit7b.MTVSampler7B.execute(model, vae, reference, motion, width=96, height=64, steps=2,
                                          motion_guidance=3.0, seed=5, max_windows=0).args[0]
-    assert latents["samples"].shape == (2, 13, 16, 8, 12) and latents["num_frames"] == 89  # width != height
+    assert latents.samples.shape == (2, 13, 16, 8, 12) and latents.num_frames == 89  # width != height
+    decodes = []
+    real_decode = type(vae.model).decode
+    monkeypatch.setattr(type(vae.model), "decode", lambda self, z: decodes.append(z.shape) or real_decode(self, z))
     images, fps = dit7b.MTVDecode7B.execute(vae, latents).args
+    assert decodes == [] and images is latents.frames  # the sampler decoded every window once already
     assert images.shape == (89, 64, 96, 3) and images.dtype == torch.float32 and fps == 24.0
     assert 0 <= images.min() and images.max() <= 1
     one = dit7b.MTVSampler7B.execute(model, vae, reference, motion, width=96, height=64, steps=2,
                                      motion_guidance=3.0, seed=5, max_windows=1).args[0]
-    assert one["samples"].shape[0] == 1 and one["num_frames"] == 49
-    assert torch.equal(one["samples"][0], latents["samples"][0])  # same seed: the first window is unchanged
+    assert one.samples.shape[0] == 1 and one.num_frames == 49
+    assert torch.equal(one.samples[0], latents.samples[0])  # same seed: the first window is unchanged

@@ -8,15 +8,10 @@ import numpy as np
 import pytest
 import torch
 
-from mtv_core.dit.pipeline_7b import (
-    decode_latents,
-    encode_reference,
-    frames_to_pixels,
-    pixels_to_frames,
-    prepare_reference,
-    snap_size,
-)
-from mtv_core.dit.vae import load_vae, write_tiny_vae
+from mtv_pack.mtv_core.dit.pipeline import snap_size
+from mtv_pack.mtv_core.dit.pipeline_7b import encode_reference, prepare_reference
+from mtv_pack.mtv_core.dit.vae import load_vae, write_tiny_vae
+from mtv_pack.mtv_core.dit.video_vae import frames_to_pixels, pixels_to_frames
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -89,7 +84,7 @@ def test_reference_latents_are_not_scaled(vae):
 
 def test_decode_divides_by_scaling_factor(vae):
     latents = torch.randn(1, 3, 16, 8, 8, generator=torch.Generator().manual_seed(0))
-    frames = decode_latents(vae, latents)
+    frames = vae.decode_frames(latents)
     with torch.no_grad():
         raw = vae.vae.decode((latents / 0.7).permute(0, 2, 1, 3, 4)).sample
     assert frames.shape == (9, 64, 64, 3)

@@ -8,7 +8,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-from mtv_core.dit.vae import SCALING_FACTOR, load_vae, vae_config, write_tiny_vae
+from mtv_pack.mtv_core.dit.vae import SCALING_FACTOR, load_vae, vae_config, write_tiny_vae
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

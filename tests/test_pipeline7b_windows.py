@@ -2,21 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 import numpy as np
 import pytest
 import torch
 
-from mtv_core.dit import pipeline_7b
-from mtv_core.dit.loading import load_mvdit7b
-from mtv_core.dit.pipeline_7b import decode_7b, decode_latents, frames_to_pixels, sample_7b
-from mtv_core.dit.sampler_7b import denoise_7b
-from mtv_core.dit.tiny import write_tiny_mvdit7b
-from mtv_core.dit.vae import load_vae, write_tiny_vae
-from mtv_core.motion.sequence import JointSequence
-from mtv_core.tokenizer.tokens import MotionTokens, TokenWindow
-from mtv_core.windows import plan_windows
+from mtv_pack.mtv_core.dit import pipeline
+from mtv_pack.mtv_core.dit.latents import MTVLatent
+from mtv_pack.mtv_core.dit.loading import load_mvdit7b
+from mtv_pack.mtv_core.dit.pipeline_7b import decode_7b, sample_7b
+from mtv_pack.mtv_core.dit.sampler_7b import denoise_7b
+from mtv_pack.mtv_core.dit.tiny import write_tiny_mvdit7b
+from mtv_pack.mtv_core.dit.vae import load_vae, write_tiny_vae
+from mtv_pack.mtv_core.dit.video_vae import frames_to_pixels
+from mtv_pack.mtv_core.motion.sequence import JointSequence
+from mtv_pack.mtv_core.tokenizer.tokens import MotionTokens, TokenWindow
+from mtv_pack.mtv_core.windows import plan_windows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -69,15 +72,16 @@ def test_window_boundaries(models, num_frames, expected_starts):
     spy, progress = Spy(), []
     sampled = sample_7b(model, vae, REFERENCE, motion, width=SIZE, height=SIZE, num_steps=STEPS, seed=1,
                         callback=lambda s, t, p: progress.append((s, t, p)), keep_frames=True, denoise=spy)
-    frames = sampled["frames"]
-    assert sampled["starts"] == expected_starts and sampled["num_frames"] == num_frames
-    assert frames.shape == (num_frames, SIZE, SIZE, 3) and sampled["fps"] == 25.0
-    assert sampled["samples"].shape == (len(expected_starts), 13, 16, SIZE // 8, SIZE // 8)
+    frames = sampled.frames
+    assert isinstance(sampled, MTVLatent) and sampled.variant == "7b" and sampled.latent_format == vae.latent_format
+    assert sampled.starts == expected_starts and sampled.num_frames == num_frames
+    assert frames.shape == (num_frames, SIZE, SIZE, 3) and sampled.fps == 25.0
+    assert sampled.samples.shape == (len(expected_starts), 13, 16, SIZE // 8, SIZE // 8)
     n = len(expected_starts)
     assert [s for s, _, _ in progress] == list(range(1, n * STEPS + 1))
     assert {t for _, t, _ in progress} == {n * STEPS}
 
-    decoded = [decode_latents(vae, call["out"]) for call in spy.calls]
+    decoded = [vae.decode_frames(call["out"]) for call in spy.calls]
     # the reference latents are shared by every window; every window used its own tokens
     for k, call in enumerate(spy.calls):
         assert torch.equal(call["ref_latents"], spy.calls[0]["ref_latents"])
@@ -99,7 +103,7 @@ def test_window_boundaries(models, num_frames, expected_starts):
         end = expected_starts[k + 1] if k + 1 < n else num_frames
         assert torch.equal(frames[expected_starts[k]:end], decoded[k][: end - expected_starts[k]])
     # the node path (decode afterwards) gives the same frames as the CLI path
-    without = {key: value for key, value in sampled.items() if key != "frames"}
+    without = dataclasses.replace(sampled, frames=None, decoded_by=None)
     assert torch.equal(decode_7b(vae, without), frames)
 
 
@@ -111,7 +115,7 @@ def test_seed_determinism_and_preview(models):
                   callback=lambda s, t, p: previews.append(p))
     b = sample_7b(model, vae, REFERENCE, motion, width=SIZE, height=SIZE, num_steps=STEPS, seed=7)
     c = sample_7b(model, vae, REFERENCE, motion, width=SIZE, height=SIZE, num_steps=STEPS, seed=8)
-    assert torch.equal(a["samples"], b["samples"]) and not torch.equal(a["samples"], c["samples"])
+    assert torch.equal(a.samples, b.samples) and not torch.equal(a.samples, c.samples)
     assert len(previews) == STEPS and all(p.shape == (SIZE // 8, SIZE // 8, 3) for p in previews)
     assert all(0 <= p.min() and p.max() <= 1 for p in previews)
 
@@ -121,13 +125,13 @@ def test_guidance_changes_output_and_short_single_window_disables_it(models, cap
     motion = make_motion(49, seed=4)
     g1 = sample_7b(model, vae, REFERENCE, motion, width=SIZE, height=SIZE, num_steps=STEPS, guidance=1.0)
     g3 = sample_7b(model, vae, REFERENCE, motion, width=SIZE, height=SIZE, num_steps=STEPS, guidance=3.0)
-    assert not torch.allclose(g1["samples"], g3["samples"])
+    assert not torch.allclose(g1.samples, g3.samples)
     short = make_motion(33, window=None)
     with caplog.at_level(logging.WARNING):
         out = sample_7b(model, vae, REFERENCE, short, width=SIZE, height=SIZE, num_steps=1, guidance=3.0,
                         keep_frames=True)
     assert "motion guidance is disabled" in caplog.text
-    assert out["frames"].shape[0] == 33
+    assert out.frames.shape[0] == 33
 
 
 def test_size_rounding_and_errors(models, caplog):
@@ -135,7 +139,7 @@ def test_size_rounding_and_errors(models, caplog):
     motion = make_motion(49)
     with caplog.at_level(logging.WARNING):
         out = sample_7b(model, vae, REFERENCE, motion, width=72, height=66, num_steps=1, keep_frames=True)
-    assert (out["width"], out["height"]) == (80, 64) and out["frames"].shape == (49, 64, 80, 3) and "not a multiple of 16" in caplog.text
+    assert (out.width, out.height) == (80, 64) and out.frames.shape == (49, 64, 80, 3) and "not a multiple of 16" in caplog.text
     with pytest.raises(ValueError, match="does not belong to this model"):
         sample_7b(model, vae, REFERENCE, make_motion(49, dim=48), width=SIZE, height=SIZE, num_steps=1)
     with pytest.raises(ValueError, match="at least 64 px"):
@@ -144,8 +148,10 @@ def test_size_rounding_and_errors(models, caplog):
         make_motion(40)
     with pytest.raises(ValueError, match="at least one window"):
         sample_7b(model, vae, REFERENCE, MotionTokens([], motion.joints), width=SIZE, height=SIZE)
-    with pytest.raises(ValueError, match="not MV-DiT-7B"):
-        decode_7b(vae, {"samples": torch.zeros(1), "variant": "17b"})
+    with pytest.raises(ValueError, match="MV-DiT variant '17b', not MV-DiT-7B"):
+        decode_7b(vae, dataclasses.replace(out, variant="17b"))
+    with pytest.raises(ValueError, match="expected the latents of an MTV sampler"):
+        decode_7b(vae, {"samples": torch.zeros(1)})
 
 
 def test_cancel_stops_between_steps(models):
@@ -164,12 +170,12 @@ def test_cancel_stops_between_steps(models):
 
 def test_latent_preview_is_normalised():
     lat = torch.randn(1, 5, 16, 4, 6) * 10
-    img = pipeline_7b.latent_preview(lat)
+    img = pipeline.latent_preview(lat)
     assert img.shape == (4, 6, 3) and img.min() == 0.0 and img.max() == 1.0
 
 
 def test_frame_assembler_places_windows_in_one_buffer():
-    assembler = pipeline_7b.FrameAssembler((0, 40), 89)
+    assembler = pipeline.FrameAssembler((0, 40), 89)
     assembler.add(torch.zeros(49, 2, 3, 3))
     with pytest.raises(RuntimeError, match="1 of 2 windows"):
         assembler.result()

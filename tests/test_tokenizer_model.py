@@ -212,19 +212,36 @@ def test_encode_windows_follows_the_plan(model):
         enc.encode_windows(model, JointSequence(seq.joints_mm[:20]), window=49)
 
 
-def test_cached_packed_weights_follow_weight_changes():
+def test_weight_changes_take_effect_at_once():
+    """Nothing derived from the weights is cached: in-place loads, ``.data`` swaps (which leave a tensor's
+    version counter alone) and lossy dtype round trips all change the very next encoding."""
     from mtv_pack.mtv_core.tokenizer.testing import random_state_dict
 
-    x = torch.randn(1, 17, 24, 3)
+    x = torch.randn(1, 17, 24, 3, generator=torch.Generator().manual_seed(0))
     model = tiny_model(seed=0)
     with torch.no_grad():
-        model.quantize(model.encode_features(x))  # fills the caches
-        model.load_state_dict(random_state_dict(TINY_CONFIG, seed=1))  # in-place copies
         feats = model.encode_features(x)
         _, indices, _ = model.quantize(feats)
+        # a codebook swap through .data: the same indices, permuted
+        perm = torch.randperm(model.config.num_codes, generator=torch.Generator().manual_seed(1))
+        model.vq.codebook.data = model.vq.codebook.data[perm]
+        _, swapped, _ = model.quantize(feats)
+        assert torch.equal(swapped, torch.argsort(perm)[indices])
+        # a conv weight swap through .data
         fresh = tiny_model(seed=1)
-        torch.testing.assert_close(feats, fresh.encode_features(x))
-        assert torch.equal(indices, fresh.quantize(feats)[1])
+        model.encoder.conv_out.weight.data = fresh.encoder.conv_out.weight.data.clone()
+        reference = tiny_model(seed=0)
+        reference.encoder.conv_out.weight.data = fresh.encoder.conv_out.weight.data.clone()
+        torch.testing.assert_close(model.encode_features(x), reference.encode_features(x))
+        # in-place copies
+        model.load_state_dict(random_state_dict(TINY_CONFIG, seed=1))
+        torch.testing.assert_close(model.encode_features(x), fresh.encode_features(x))
+        # a lossy dtype round trip changes the convolutions (the codebook stays fp32)
+        model.half().float()
+        rounded = tiny_model(seed=1)
+        rounded.load_state_dict(model.state_dict())
+        torch.testing.assert_close(model.encode_features(x), rounded.encode_features(x), atol=0, rtol=0)
+        assert not torch.equal(model.encoder.conv_out.weight, fresh.encoder.conv_out.weight)
 
 
 def test_model_deepcopies_and_pickles_after_use(tmp_path):
@@ -233,7 +250,7 @@ def test_model_deepcopies_and_pickles_after_use(tmp_path):
     model = tiny_model()
     x = torch.randn(1, 17, 24, 3)
     with torch.no_grad():
-        _, indices, _ = model.quantize(model.encode_features(x))  # fills the packed-weight caches
+        _, indices, _ = model.quantize(model.encode_features(x))
         twin = copy.deepcopy(model)
         torch.save(model, tmp_path / "model.pt")
         assert torch.equal(twin.quantize(twin.encode_features(x))[1], indices)

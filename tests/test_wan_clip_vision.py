@@ -8,8 +8,8 @@ from _wan_reference import ShapesOnly, cases, full_keys, load_case, manifest_for
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mtv_core.checkpoint import CheckpointError, load_into
-from mtv_core.wan.image_encoder import (
+from mtv_pack.mtv_core.checkpoint import CheckpointError, load_into
+from mtv_pack.mtv_core.wan.image_encoder import (
     CLIP_MEAN,
     CLIP_STD,
     build_clip_vision,
@@ -102,7 +102,7 @@ def test_tiny_wan_file_uses_released_key_names(tmp_path):
 def test_released_clip_keys_load_on_meta(caplog):
     spec = full_keys("clip_xlmr_vith14_full_keys.json")
     assert len(spec["params"]) == 784
-    with caplog.at_level("INFO", logger="mtv_core.wan.image_encoder"):
+    with caplog.at_level("INFO", logger="mtv_pack.mtv_core.wan.image_encoder"):
         canonical = clip_vision_key_map(ShapesOnly(spec["file"], spec["params"]))
     assert "keys outside the visual tower are not used" in caplog.text
     config = clip_vision_config_from_shapes(canonical.shapes())
@@ -118,7 +118,7 @@ def test_released_clip_keys_load_on_meta(caplog):
 
 
 def test_wrong_files_are_named(tmp_path):
-    from mtv_core.wan.text_encoder import write_tiny_umt5
+    from mtv_pack.mtv_core.wan.text_encoder import write_tiny_umt5
 
     umt5 = write_tiny_umt5(tmp_path / "umt5.safetensors", naming="comfy")
     with pytest.raises(CheckpointError, match="umt5.safetensors.*not a CLIP vision"):

@@ -7,17 +7,17 @@ import torch
 from _wan_reference import WAN_DIR, find_manifest, load_case, max_abs, write_release_file
 from safetensors import safe_open
 
-from mtv_core.wan.buckets import ASPECT_RATIO_512, nearest_bucket_512
-from mtv_core.wan.conditioning import (
+from mtv_pack.mtv_core.wan.buckets import ASPECT_RATIO_512, nearest_bucket_512
+from mtv_pack.mtv_core.wan.conditioning import (
     first_window_conditioning,
     latent_mask,
     next_window_conditioning,
     reference_pixel_mask,
     seq_len_17b,
 )
-from mtv_core.wan.image_encoder import load_clip_vision, write_tiny_clip_vision
-from mtv_core.wan.scheduler import flowmatch_scheduler_17b, flowmatch_timesteps_17b
-from mtv_core.wan.vae import latent_frames, load_wan_vae, write_tiny_wan_vae
+from mtv_pack.mtv_core.wan.image_encoder import load_clip_vision, write_tiny_clip_vision
+from mtv_pack.mtv_core.wan.scheduler import flowmatch_scheduler_17b, flowmatch_timesteps_17b
+from mtv_pack.mtv_core.wan.vae import latent_frames, load_wan_vae, write_tiny_wan_vae
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 COND_DIR = WAN_DIR / "cond17b"

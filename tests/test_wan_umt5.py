@@ -9,8 +9,8 @@ from _wan_reference import ShapesOnly, cases, full_keys, load_case, manifest_for
 from safetensors import safe_open
 from safetensors.torch import save_file
 
-from mtv_core.checkpoint import CheckpointError, load_into
-from mtv_core.wan.text_encoder import (
+from mtv_pack.mtv_core.checkpoint import CheckpointError, load_into
+from mtv_pack.mtv_core.wan.text_encoder import (
     build_umt5,
     load_umt5,
     load_umt5_tokenizer,
@@ -122,7 +122,7 @@ def test_block_scaled_quantisation_is_refused_naming_the_file(tmp_path):
 
 
 def test_wrong_files_are_named(tmp_path):
-    from mtv_core.wan.vae import write_tiny_wan_vae
+    from mtv_pack.mtv_core.wan.vae import write_tiny_wan_vae
 
     vae = write_tiny_wan_vae(tmp_path / "wan_2.1_vae.safetensors")
     with pytest.raises(CheckpointError, match="wan_2.1_vae.safetensors"):

@@ -7,8 +7,8 @@ import pytest
 import torch
 from _wan_reference import ShapesOnly, cases, full_keys, load_case, manifest_for, max_abs, write_release_file
 
-from mtv_core.checkpoint import CheckpointError, load_into
-from mtv_core.wan.vae import (
+from mtv_pack.mtv_core.checkpoint import CheckpointError, load_into
+from mtv_pack.mtv_core.wan.vae import (
     WAN21_LATENT_MEAN,
     WAN21_LATENT_STD,
     build_wan_vae,
@@ -109,7 +109,7 @@ def test_released_wan_vae_keys_load_on_meta():
 
 
 def test_wrong_files_are_named(tmp_path):
-    from mtv_core.wan.text_encoder import write_tiny_umt5
+    from mtv_pack.mtv_core.wan.text_encoder import write_tiny_umt5
 
     umt5 = write_tiny_umt5(tmp_path / "umt5.pth")
     with pytest.raises(CheckpointError, match="umt5.pth.*not a Wan VAE"):

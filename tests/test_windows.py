@@ -1,6 +1,6 @@
 import pytest
 
-from mtv_core.windows import plan_windows
+from mtv_pack.mtv_core.windows import plan_windows
 
 
 @pytest.mark.parametrize("n", [49, 50, 52, 53, 88, 89, 90, 97, 129, 130, 200, 584])

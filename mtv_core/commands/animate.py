@@ -1,16 +1,17 @@
-"""``python -m mtv_core animate``: reference image + motion file -> mp4 with MV-DiT-7B (upstream ``infer_7b.py``).
+"""``python -m mtv_core animate``: reference image + motion file -> mp4 with an MV-DiT (upstream ``infer_7b.py``).
 
 Models folder layout (``--models DIR``; each part can also be given directly with ``--tokenizer``,
-``--dit``, ``--vae``)::
+``--dit``, ``--vae``) for ``--variant 7b``::
 
     DIR/4DMoT/mp_rank_00_model_states.pt     4DMoT tokenizer (or any single .pt/.safetensors in DIR/4DMoT/)
     DIR/MV-DiT/CogVideoX/                    MV-DiT-7B diffusers folder (config.json + *.safetensors)
     DIR/CogVideoX-5b/vae/  or  DIR/vae/      CogVideoX-5B VAE folder (or one .safetensors file in DIR/vae/)
 
-That is the ``yanboding/MTVCrafter`` snapshot with THUDM/CogVideoX-5b's ``vae/`` folder added.
-Any length of motion works (overlapping 49-frame windows, see ``mtv_core.dit.pipeline_7b``); motion
-shorter than one window (49 frames) is an error. The mp4 is written to a temporary name and moved
-into place, so a failed run leaves no output behind.
+That is the ``yanboding/MTVCrafter`` snapshot with THUDM/CogVideoX-5b's ``vae/`` folder added. The variant
+(``mtv_core.dit.variants``) names its DiT and VAE paths, its defaults and its window length, which comes from
+the DiT's weights (49 frames for the release). Any length of motion works (overlapping windows, see
+``mtv_core.dit.pipeline``); motion shorter than one window is an error. The mp4 is written to a temporary name
+and moved into place, so a failed run leaves no output behind.
 """
 
 from __future__ import annotations
@@ -25,13 +26,14 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..precision import DTYPE_CHOICES
 from ..progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
 
-WINDOW = 49
-OVERLAP = 9
+DEFAULT_VARIANT = "7b"
 WEIGHT_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin")
+TOKENIZER_PATHS = ("4DMoT/mp_rank_00_model_states.pt", "4DMoT")
 
 
 @dataclass(frozen=True)
@@ -49,17 +51,21 @@ def _single_weight_file(folder: Path) -> Path | None:
 
 
 def find_models(models_dir: str | Path | None, tokenizer: str | Path | None = None, dit: str | Path | None = None,
-                vae: str | Path | None = None) -> ModelPaths:
-    """Resolve the model paths from the folder layout above; explicit paths win. FileNotFoundError names what is missing."""
+                vae: str | Path | None = None, variant: str = DEFAULT_VARIANT) -> ModelPaths:
+    """Resolve the model paths from the folder layout of ``variant`` (above); explicit paths win.
+    FileNotFoundError names what is missing."""
+    from ..dit.variants import get_variant
+
+    layout = get_variant(variant).model_paths
     root = Path(models_dir) if models_dir else None
     if root is not None and not root.is_dir():
         raise FileNotFoundError(f"models folder not found: {root}")
     found: dict[str, Path] = {}
     missing = []
     for name, explicit, candidates in (
-        ("tokenizer", tokenizer, ["4DMoT/mp_rank_00_model_states.pt", "4DMoT"]),
-        ("dit", dit, ["MV-DiT/CogVideoX"]),
-        ("vae", vae, ["CogVideoX-5b/vae", "vae"]),
+        ("tokenizer", tokenizer, list(TOKENIZER_PATHS)),
+        ("dit", dit, list(layout.get("dit", ()))),
+        ("vae", vae, list(layout.get("vae", ()))),
     ):
         if explicit:
             path = Path(explicit)
@@ -113,10 +119,18 @@ def load_reference(path: str | Path) -> np.ndarray:
         raise ValueError(f"cannot read reference image {path}: {exc}") from exc
 
 
-def check_motion_length(num_frames: int, window: int = WINDOW) -> None:
+def motion_window(dit: str | Path, variant: str = DEFAULT_VARIANT) -> int:
+    """Frames per window of the DiT at ``dit`` (from its headers: the frames its motion guidance covers)."""
+    from ..dit.loading import read_dit_config
+
+    found, config = read_dit_config(dit, variant)
+    return found.window_frames(config)
+
+
+def check_motion_length(num_frames: int, window: int, title: str = "the MV-DiT") -> None:
     if num_frames < window:
         raise ValueError(f"motion has {num_frames} frames, shorter than one window of {window} frames "
-                         f"({window / 20:.2f} s at 20 fps); MV-DiT-7B needs at least {window}")
+                         f"({window / 20:.2f} s at 20 fps); {title} needs at least {window}")
 
 
 def animate_frames(
@@ -124,9 +138,10 @@ def animate_frames(
     reference: np.ndarray,
     paths: ModelPaths,
     *,
-    steps: int = 50,
-    guidance: float = 3.0,
-    seed: int = 6666,
+    variant: str = DEFAULT_VARIANT,
+    steps: int | None = None,
+    guidance: float | None = None,
+    seed: int | None = None,
     width: int = 512,
     height: int = 512,
     device: str = "auto",
@@ -136,20 +151,26 @@ def animate_frames(
     weight_dtype: str | None = None,
     callback: ProgressCallback | None = None,
 ) -> tuple[torch.Tensor, float]:
-    """Tokenize ``joints`` (JointSequence), sample with MV-DiT-7B and decode: ((T, H, W, 3) float32 0..1, fps).
+    """Tokenize ``joints`` (JointSequence) in the DiT's windows, sample and decode: ((T, H, W, 3) float32 0..1, fps).
 
-    ``offload`` ("none", "group", "leaf") and ``weight_dtype`` (None, "fp8_e4m3fn", "fp8_e5m2") fit MV-DiT-7B into
-    less GPU memory with diffusers' hooks (``mtv_core.offload``); ``dtype`` stays the compute dtype.
+    ``steps``, ``guidance`` and ``seed`` default to the variant's. ``offload`` ("none", "group", "leaf") and
+    ``weight_dtype`` (None, "fp8_e4m3fn", "fp8_e5m2") fit the DiT into less GPU memory with diffusers' hooks
+    (``mtv_core.offload``); ``dtype`` stays the compute dtype.
     """
-    from ..dit.loading import load_mvdit7b, resolve_dtype
-    from ..dit.pipeline_7b import animate_7b, snap_size
-    from ..dit.vae import load_vae
+    from ..dit.loading import load_dit
+    from ..dit.pipeline import sample_video, snap_size
+    from ..dit.variants import get_variant
     from ..offload import OFFLOAD_MODES, place_dit
     from ..offload import weight_dtype as parse_weight_dtype
+    from ..precision import resolve_dtype
     from ..tokenizer.encode import encode_windows
     from ..tokenizer.loading import load_tokenizer
+    from ..windows import default_overlap
 
-    check_motion_length(joints.num_frames)
+    found = get_variant(variant)
+    defaults = found.defaults
+    window = motion_window(paths.dit, variant)
+    check_motion_length(joints.num_frames, window, found.title)
     width, height = snap_size(width, height)
     torch_device = resolve_device(device)
     torch_dtype = resolve_dtype(dtype, torch_device)
@@ -161,19 +182,22 @@ def animate_frames(
         torch.set_flush_denormal(True)
     started = time.perf_counter()
     tokenizer = load_tokenizer(paths.tokenizer, device=torch_device)
-    motion = encode_windows(tokenizer, joints, window=WINDOW, overlap=OVERLAP)
+    motion = encode_windows(tokenizer, joints, window=window, overlap=default_overlap(window))
     del tokenizer
-    logger.info("motion: %d frames in %d window(s) of %d", motion.joints.num_frames, len(motion.windows), WINDOW)
+    logger.info("motion: %d frames in %d window(s) of %d", motion.joints.num_frames, len(motion.windows), window)
     # straight onto the device unless hooks must see it in CPU RAM first (offloading, fp8 storage)
     hooked = offload != "none" or storage_dtype is not None
-    model = load_mvdit7b(paths.dit, dtype=torch_dtype, device="cpu" if hooked else torch_device, attention=attention)
+    model = load_dit(paths.dit, dtype=torch_dtype, device="cpu" if hooked else torch_device, attention=attention,
+                     variant=variant)
     place_dit(model, torch_device, offload=offload, storage_dtype=storage_dtype)
-    vae = load_vae(paths.vae, dtype=torch_dtype, device=torch_device)
-    frames, fps = animate_7b(model, vae, reference, motion, width=width, height=height, num_steps=steps,
-                             guidance=guidance, seed=seed, callback=callback)
-    logger.info("generated %d frames at %dx%d in %.1f s (%s, %s)", frames.shape[0], width, height,
-                time.perf_counter() - started, torch_device, torch_dtype)
-    return frames, fps
+    vae = found.load_vae(paths.vae, dtype=torch_dtype, device=torch_device)
+    conditioning = found.conditioning(model, guidance=defaults.guidance if guidance is None else guidance)
+    sampled = sample_video(conditioning, vae, reference, motion, width=width, height=height,
+                           num_steps=defaults.steps if steps is None else steps,
+                           seed=defaults.seed if seed is None else seed, callback=callback, keep_frames=True)
+    logger.info("generated %d frames at %dx%d with %s in %.1f s (%s, %s)", sampled.num_frames, width, height,
+                found.title, time.perf_counter() - started, torch_device, torch_dtype)
+    return sampled.frames, sampled.fps
 
 
 def animate(joints: Any, reference: np.ndarray, paths: ModelPaths, out: str | Path, **kwargs: Any) -> Path:
@@ -199,11 +223,16 @@ def _log_progress(every: int = 5) -> ProgressCallback:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..attention import BACKENDS
+    from ..dit.variants import get_variant, variant_names
+
+    defaults = get_variant(DEFAULT_VARIANT).defaults
     parser = subparsers.add_parser(
-        "animate", help="reference image + motion file -> mp4 (MV-DiT-7B)",
+        "animate", help="reference image + motion file -> mp4 (MV-DiT)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("--variant", choices=("7b",), default="7b", help="MV-DiT variant (default: 7b)")
+    parser.add_argument("--variant", choices=variant_names(), default=DEFAULT_VARIANT,
+                        help=f"MV-DiT variant (default: {DEFAULT_VARIANT})")
     parser.add_argument("--ref", required=True, help="reference image (png/jpg); cover-resized and centre-cropped")
     parser.add_argument("--motion", required=True, help="motion file (.npz/.npy/.pkl: ours, upstream or NLF output)")
     parser.add_argument("--motion-index", type=int, default=0, help="sequence index in multi-sequence files")
@@ -211,24 +240,25 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--frames", type=int, default=None, help="use only the first N motion frames")
     parser.add_argument("--models", default=None, help="models folder (layout above)")
     parser.add_argument("--tokenizer", default=None, help="4DMoT checkpoint (overrides --models)")
-    parser.add_argument("--dit", default=None, help="MV-DiT-7B folder or safetensors file (overrides --models)")
-    parser.add_argument("--vae", default=None, help="CogVideoX-5B VAE folder or safetensors file (overrides --models)")
+    parser.add_argument("--dit", default=None, help="MV-DiT folder or safetensors file (overrides --models)")
+    parser.add_argument("--vae", default=None, help="the variant's VAE folder or safetensors file (overrides --models)")
     parser.add_argument("--out", required=True, help="output .mp4")
-    parser.add_argument("--steps", type=int, default=50, help="denoising steps (default: 50)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="motion guidance scale, 1 = off (default: 3.0)")
-    parser.add_argument("--seed", type=int, default=6666, help="random seed (default: 6666)")
+    ours = f"the variant's; {DEFAULT_VARIANT}:"
+    parser.add_argument("--steps", type=int, default=None, help=f"denoising steps (default: {ours} {defaults.steps})")
+    parser.add_argument("--guidance", type=float, default=None,
+                        help=f"motion guidance scale, 1 = off (default: {ours} {defaults.guidance})")
+    parser.add_argument("--seed", type=int, default=None, help=f"random seed (default: {ours} {defaults.seed})")
     parser.add_argument("--width", type=int, default=512, help="width, multiple of 16 (default: 512)")
     parser.add_argument("--height", type=int, default=512, help="height, multiple of 16 (default: 512)")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda, cuda:N (default: auto)")
-    parser.add_argument("--dtype", default="auto", choices=("auto", "bf16", "fp16", "fp32"),
+    parser.add_argument("--dtype", default="auto", choices=DTYPE_CHOICES,
                         help="DiT/VAE dtype; auto = bf16 on CUDA, fp32 on CPU")
-    parser.add_argument("--attention", default="auto", choices=("auto", "sdpa", "xformers"),
-                        help="attention backend (default: auto)")
+    parser.add_argument("--attention", default="auto", choices=BACKENDS, help="attention backend (default: auto)")
     parser.add_argument("--offload", default="none", choices=("none", "group", "leaf"),
-                        help="MV-DiT-7B weights in CPU RAM, brought to the GPU block by block (group, prefetched on "
+                        help="DiT weights in CPU RAM, brought to the GPU block by block (group, prefetched on "
                              "CUDA) or layer by layer (leaf) with diffusers' group offloading (default: none)")
     parser.add_argument("--weight-dtype", default=None, choices=("fp8_e4m3fn", "fp8_e5m2"),
-                        help="store MV-DiT-7B's Linear/Conv weights in fp8 and compute in --dtype (diffusers' "
+                        help="store the DiT's Linear/Conv weights in fp8 and compute in --dtype (diffusers' "
                              "layerwise casting): half the memory of bf16, slightly different results")
     parser.set_defaults(func=run_animate)
     return parser
@@ -237,10 +267,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
 def run_animate(args: argparse.Namespace) -> int:
     """Command entry: returns the exit code (2 for bad input or missing models)."""
     from ..checkpoint import CheckpointError
+    from ..dit.variants import get_variant
     from ..motion import MotionFormatError, load_motion
 
     try:
-        if args.steps < 1:
+        if args.steps is not None and args.steps < 1:
             raise ValueError(f"--steps must be at least 1, got {args.steps}")
         reference = load_reference(args.ref)
         joints = load_motion(args.motion, index=args.motion_index, fps=args.motion_fps)
@@ -248,10 +279,11 @@ def run_animate(args: argparse.Namespace) -> int:
             from ..motion import trim
 
             joints = trim(joints, 0, min(args.frames, joints.num_frames))
-        check_motion_length(joints.num_frames)
-        paths = find_models(args.models, args.tokenizer, args.dit, args.vae)
-        animate(joints, reference, paths, args.out, steps=args.steps, guidance=args.guidance, seed=args.seed,
-                width=args.width, height=args.height, device=args.device, dtype=args.dtype,
+        paths = find_models(args.models, args.tokenizer, args.dit, args.vae, variant=args.variant)
+        # before any weights are read: the window length comes from the DiT's headers
+        check_motion_length(joints.num_frames, motion_window(paths.dit, args.variant), get_variant(args.variant).title)
+        animate(joints, reference, paths, args.out, variant=args.variant, steps=args.steps, guidance=args.guidance,
+                seed=args.seed, width=args.width, height=args.height, device=args.device, dtype=args.dtype,
                 attention=args.attention, offload=args.offload, weight_dtype=args.weight_dtype,
                 callback=_log_progress())
     except (FileNotFoundError, ValueError, IndexError, CheckpointError, MotionFormatError) as exc:

@@ -3,8 +3,8 @@
 Steps (each a function, so later stages can be slotted in between):
 
 1. ``make_motion``: a procedural demo motion (no recorded data needed);
-2. ``generate_video``: 4DMoT tokens (49-frame windows, overlap 9) -> MV-DiT-7B sampling -> CogVideoX VAE
-   decoding, through the same code as ``python -m mtv_core animate``. With released weights configured
+2. ``generate_video``: 4DMoT tokens (in the DiT's windows: 49 frames, overlap 9 for the release) -> MV-DiT-7B
+   sampling -> CogVideoX VAE decoding, through the same code as ``python -m mtv_core animate``. With released weights configured
    (``--models DIR`` or ``MTV_MODELS_DIR`` in the layout of ``animate``) the real models are used; otherwise
    tiny RANDOM-weight models are written to a temporary folder, and the result (noise-like colours, not a
    person) only shows that the pipeline runs end to end. Motion shorter than one window skips this step.
@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..constants import WINDOW_FRAMES
 from ..motion import MOTIONS, JointSequence, procedural_motion, render_skeleton, save_motion
 from ..video import to_uint8, write_mp4
 
@@ -47,6 +48,10 @@ def _positive_float(text: str) -> float:
 
 
 def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    from ..dit.variants import get_variant
+    from .animate import DEFAULT_VARIANT
+
+    defaults = get_variant(DEFAULT_VARIANT).defaults
     parser = subparsers.add_parser(
         "demo", help="procedural motion -> skeleton video + motion file",
         description="Run the pipeline end to end on its embedded default (a procedural motion) and write "
@@ -54,7 +59,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     )
     parser.add_argument("--out", default="demo_output", help="output folder (default: demo_output)")
     parser.add_argument("--motion", choices=MOTIONS, default="dance", help="procedural motion (default: dance)")
-    parser.add_argument("--frames", type=_positive_int, default=49, help="number of frames (default: 49)")
+    parser.add_argument("--frames", type=_positive_int, default=WINDOW_FRAMES,
+                        help=f"number of frames (default: {WINDOW_FRAMES})")
     parser.add_argument("--fps", type=_positive_float, default=20.0, help="frames per second (default: 20)")
     parser.add_argument("--width", type=_positive_int, default=512, help="video width in pixels (default: 512)")
     parser.add_argument("--height", type=_positive_int, default=512, help="video height in pixels (default: 512)")
@@ -64,9 +70,11 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                         help="released weights in the `animate` layout (default: $MTV_MODELS_DIR if it holds them, "
                              "else tiny random-weight models)")
     parser.add_argument("--ref", default=None, help="reference image (default: a drawn stand-in)")
-    parser.add_argument("--steps", type=_positive_int, default=50, help="denoising steps (default: 50)")
-    parser.add_argument("--guidance", type=float, default=3.0, help="motion guidance (default: 3.0)")
-    parser.add_argument("--seed", type=int, default=6666, help="random seed (default: 6666)")
+    parser.add_argument("--steps", type=_positive_int, default=defaults.steps,
+                        help=f"denoising steps (default: {defaults.steps})")
+    parser.add_argument("--guidance", type=float, default=defaults.guidance,
+                        help=f"motion guidance (default: {defaults.guidance})")
+    parser.add_argument("--seed", type=int, default=defaults.seed, help=f"random seed (default: {defaults.seed})")
     parser.add_argument("--device", default="auto", help="auto, cpu, cuda (default: auto)")
     parser.add_argument("--no-generate", action="store_true", help="skip the tokenizer + MV-DiT step")
     parser.set_defaults(func=run_demo)
@@ -123,29 +131,31 @@ def _tiny_size(width: int, height: int) -> tuple[int, int]:
 
 def generate_video(args: argparse.Namespace, joints: JointSequence) -> Generated | None:
     """Step 2: tokens -> MV-DiT-7B -> frames (in memory). None when skipped."""
-    from .animate import WINDOW, animate_frames, load_reference, write_tiny_models
+    from . import animate
 
     if getattr(args, "no_generate", False):
-        return None
-    if joints.num_frames < WINDOW:
-        logger.info("motion has %d frames, shorter than one %d-frame window: skipping the MV-DiT step",
-                    joints.num_frames, WINDOW)
         return None
     paths = _configured_models(args)
     with tempfile.TemporaryDirectory(prefix="mtv_demo_models_") as tmp:
         if paths is None:
             width, height = _tiny_size(args.width, args.height)
-            logger.warning("no released weights configured (--models or MTV_MODELS_DIR): running the pipeline on "
-                           "tiny RANDOM-weight models at %dx%d; the generated video is noise, not an animation",
-                           width, height)
-            paths = write_tiny_models(Path(tmp) / "models", seed=args.seed % 2**31)
+            paths = animate.write_tiny_models(Path(tmp) / "models", seed=args.seed % 2**31)
             random_weights = True
         else:
             width, height = args.width, args.height
             random_weights = False
-        reference = load_reference(args.ref) if args.ref else demo_reference(joints, width, height)
-        frames, fps = animate_frames(joints, reference, paths, steps=args.steps, guidance=args.guidance,
-                                     seed=args.seed, width=width, height=height, device=args.device)
+        window = animate.motion_window(paths.dit, animate.DEFAULT_VARIANT)
+        if joints.num_frames < window:
+            logger.info("motion has %d frames, shorter than one %d-frame window: skipping the MV-DiT step",
+                        joints.num_frames, window)
+            return None
+        if random_weights:
+            logger.warning("no released weights configured (--models or MTV_MODELS_DIR): running the pipeline on "
+                           "tiny RANDOM-weight models at %dx%d; the generated video is noise, not an animation",
+                           width, height)
+        reference = animate.load_reference(args.ref) if args.ref else demo_reference(joints, width, height)
+        frames, fps = animate.animate_frames(joints, reference, paths, steps=args.steps, guidance=args.guidance,
+                                             seed=args.seed, width=width, height=height, device=args.device)
     return Generated(frames.numpy(), fps, random_weights)
 
 

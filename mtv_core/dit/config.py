@@ -4,6 +4,9 @@ Defaults are the released values (``MV-DiT/CogVideoX/config.json``): 48 heads x 
 32 input channels (16 noisy + 16 reference latents), 16 output channels, time embedding 512, text embedding
 4096 (the text projection exists as weights but is unused), patch 2, 312 = 13 x 24 unconditional motion tokens.
 Motion tokens enter attention at the hidden size (3072) without projection.
+
+The released ``config.json`` does not carry the number of unconditional motion tokens (nor a feed-forward
+width): those come from the weights' shapes (``from_diffusers_config(config, shapes)``).
 """
 
 from __future__ import annotations
@@ -13,9 +16,9 @@ import re
 from dataclasses import dataclass, fields
 from typing import Mapping
 
-logger = logging.getLogger(__name__)
+from ..constants import NUM_JOINTS, WINDOW_FRAMES, latent_frames, video_frames
 
-NUM_JOINTS = 24
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -35,7 +38,7 @@ class MVDiT7BConfig:
     freq_shift: int = 0
     attention_bias: bool = True
     ff_inner_dim: int | None = None  # None: 4 x inner_dim
-    num_unconditional_tokens: int = 13 * NUM_JOINTS
+    num_unconditional_tokens: int = latent_frames(WINDOW_FRAMES) * NUM_JOINTS  # 312
 
     @property
     def inner_dim(self) -> int:
@@ -53,6 +56,11 @@ class MVDiT7BConfig:
     def unconditional_latent_frames(self) -> int:
         """Latent frames the learned unconditional tokens cover (13 = 49 video frames in the release)."""
         return self.num_unconditional_tokens // NUM_JOINTS
+
+    @property
+    def window_frames(self) -> int:
+        """Video frames of the windows motion guidance works on: 4 (F - 1) + 1 for F unconditional latent frames."""
+        return video_frames(self.unconditional_latent_frames)
 
     def to_diffusers_config(self) -> dict:
         """A diffusers-style ``config.json`` dict (upstream ``Transformer7B`` constructor names)."""
@@ -78,8 +86,14 @@ class MVDiT7BConfig:
         }
 
     @classmethod
-    def from_diffusers_config(cls, config: Mapping) -> "MVDiT7BConfig":
-        """From a diffusers ``config.json`` dict; unknown keys are ignored, unsupported settings raise."""
+    def from_diffusers_config(
+        cls, config: Mapping, shapes: Mapping[str, tuple] | None = None
+    ) -> "MVDiT7BConfig":
+        """From a diffusers ``config.json`` dict; unknown keys are ignored, unsupported settings raise.
+
+        What config.json does not say (the unconditional token count, a non-default feed-forward width) is
+        read from the checkpoint's key ``shapes`` when given, else left at the released values.
+        """
         for key, supported in (
             ("activation_fn", "gelu-approximate"),
             ("timestep_activation_fn", "silu"),
@@ -92,7 +106,21 @@ class MVDiT7BConfig:
             logger.warning("config.json says use_rotary_positional_embeddings=false; MV-DiT-7B always uses 3D RoPE")
         names = {f.name for f in fields(cls)}
         values = {k: config[k] for k in names if k in config and config[k] is not None}
+        if shapes is not None:
+            for key, value in cls._from_weights(shapes).items():
+                values.setdefault(key, value)
         return cls(**values)
+
+    @classmethod
+    def _from_weights(cls, shapes: Mapping[str, tuple]) -> dict:
+        """The settings only the weights tell: unconditional token count and feed-forward width."""
+        found = {}
+        if "unconditional_motion_token" in shapes:
+            found["num_unconditional_tokens"] = shapes["unconditional_motion_token"][0]
+        ff = shapes.get("transformer_blocks.0.ff.net.0.proj.weight")
+        if ff is not None and ff[0] != 4 * ff[1]:
+            found["ff_inner_dim"] = ff[0]
+        return found
 
     @classmethod
     def infer_from_shapes(cls, shapes: Mapping[str, tuple]) -> "MVDiT7BConfig":

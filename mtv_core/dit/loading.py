@@ -1,10 +1,11 @@
-"""Loading MV-DiT-7B checkpoints without ever holding a float32 copy of low-precision weights.
+"""Loading MV-DiT checkpoints of any registered variant without ever holding a float32 copy of low-precision weights.
 
-Accepted: the released diffusers folder (``MV-DiT/CogVideoX/``: ``config.json`` + sharded safetensors with
-an index) and single safetensors files (ComfyUI ``models/diffusion_models``; keys may carry a
-``model.diffusion_model.`` or ``transformer.`` prefix). The model is built on the meta device and every
-tensor is read from the memory-mapped file straight into the requested dtype on the requested device, so
-peak host memory is about the size of the weights in that dtype.
+Accepted: diffusers folders (``config.json`` + sharded safetensors with an index, e.g. the released
+``MV-DiT/CogVideoX/``) and single safetensors files (ComfyUI ``models/diffusion_models``; keys may carry one
+of the variant's prefixes such as ``model.diffusion_model.``). The variant is recognised from the keys
+(``variants.py``); the model is built without memory for its weights (``meta_init.empty_weights``) and
+every tensor is read from the memory-mapped file straight into the requested dtype on the requested
+device, so peak host memory is about the size of the weights in that dtype.
 """
 
 from __future__ import annotations
@@ -14,67 +15,78 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
 
-from ..attention import check_backend
+from ..attention import check_available, check_backend
 from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_prefix
-from .config import MVDiT7BConfig
-from .transformer_7b import MVDiT7B
+from ..meta_init import empty_weights, finish_loading
+from ..precision import resolve_dtype
+from .variants import DiTVariant, describe_keys, get_variant, variants
 
 logger = logging.getLogger(__name__)
 
-DTYPES = {
-    "bf16": torch.bfloat16, "bfloat16": torch.bfloat16,
-    "fp16": torch.float16, "float16": torch.float16,
-    "fp32": torch.float32, "float32": torch.float32,
-}
-KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "module.")
 
+def open_dit(path: str | Path, variant: str | None = None) -> tuple[DiTVariant, Any, Any]:
+    """(variant, checkpoint view without the variant's key prefix, config) of a DiT checkpoint.
 
-def resolve_dtype(dtype: torch.dtype | str, device: torch.device | str | None = None) -> torch.dtype:
-    """A torch dtype or its name (``bf16``, ``float16``, ...); ``auto``: bf16 on CUDA (fp16 where the GPU has
-    no bf16), else fp32."""
-    if isinstance(dtype, torch.dtype):
-        if dtype not in DTYPES.values():
-            raise ValueError(f"unsupported dtype {dtype}; use bfloat16, float16 or float32")
-        return dtype
-    if dtype == "auto":
-        if device is not None and torch.device(device).type == "cuda":
-            return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
-        return torch.float32
-    if dtype not in DTYPES:
-        raise ValueError(f"unknown dtype {dtype!r}; choose one of auto, {', '.join(DTYPES)}")
-    return DTYPES[dtype]
-
-
-def check_variant(keys, path: Path) -> None:
-    """Raise a CheckpointError naming what ``keys`` look like when they are not an MV-DiT-7B state dict."""
-    keys = set(keys)
-    if "unconditional_motion_token" in keys and "transformer_blocks.0.attn0.to_q.weight" in keys:
-        return
-    if any(k.startswith("blocks.") for k in keys) and "patch_embedding.weight" in keys:
-        kind = "has Wan key names: it looks like MV-DiT-17B (or a Wan2.1 model); load it with the 17B loader"
-    elif any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys):
-        kind = ("has encoder/decoder keys: it looks like the 4DMoT motion tokenizer or a VAE, "
-                "not the MV-DiT-7B transformer")
-    elif "patch_embed.proj.weight" in keys:
-        kind = ("is a CogVideoX transformer without motion attention (no attn0 / unconditional_motion_token): "
-                "use the MTVCrafter MV-DiT/CogVideoX weights, not the stock CogVideoX-5B transformer")
-    else:
-        kind = "has none of the MV-DiT-7B keys"
-    raise CheckpointError(f"{path}: not an MV-DiT-7B checkpoint; it {kind}")
-
-
-def config_for(ckpt) -> MVDiT7BConfig:
-    """Config from the folder's config.json when present, else inferred from the tensor shapes."""
-    if ckpt.config is not None:
-        try:
-            return MVDiT7BConfig.from_diffusers_config(ckpt.config)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{ckpt.path}/config.json: {exc}") from exc
+    ``variant`` (a registry name) is what the caller expects; None accepts any registered variant.
+    CheckpointError names the file and the variant found (or what the file looks like) when it does not fit.
+    """
+    ckpt = open_checkpoint(path)
+    wanted = get_variant(variant) if variant is not None else None
+    found = None
+    for candidate in variants():
+        view = strip_key_prefix(ckpt, candidate.key_prefixes)
+        if candidate.matches(view.keys()):
+            found = candidate, view
+            break
+    if found is None:
+        what = wanted.title if wanted is not None else "MV-DiT"
+        hint = f" Expected {wanted.expected}." if wanted is not None else ""
+        raise CheckpointError(f"{ckpt.path}: not an {what} checkpoint; it {describe_keys(ckpt.keys(), wanted)}.{hint}")
+    found_variant, view = found
+    if wanted is not None and found_variant is not wanted:
+        raise CheckpointError(f"{ckpt.path}: this is an {found_variant.title} checkpoint, not {wanted.title}; load it "
+                              f"as the {found_variant.name} variant (with the {found_variant.title} loader)")
     try:
-        return MVDiT7BConfig.infer_from_shapes(ckpt.shapes())
-    except ValueError as exc:
-        raise CheckpointError(f"{ckpt.path}: {exc}") from exc
+        config = found_variant.config_from_checkpoint(view.config, view.shapes())
+    except (TypeError, ValueError) as exc:
+        where = f"{ckpt.path}/config.json" if view.config is not None else str(ckpt.path)
+        raise CheckpointError(f"{where}: {found_variant.title}: {exc}") from exc
+    return found_variant, view, config
+
+
+def read_dit_config(path: str | Path, variant: str | None = None) -> tuple[DiTVariant, Any]:
+    """(variant, config) of a DiT checkpoint from its headers only (no weights are read)."""
+    found, _, config = open_dit(path, variant)
+    return found, config
+
+
+def load_dit(
+    path: str | Path,
+    dtype: torch.dtype | str = torch.bfloat16,
+    device: torch.device | str = "cpu",
+    attention: str = "auto",
+    variant: str | None = None,
+    operations: Any = None,
+) -> nn.Module:
+    """Load the MV-DiT at ``path`` in ``dtype`` on ``device`` with attention backend ``attention``.
+
+    ``variant``: the registry name expected ("7b"), None for whichever registered variant the file is.
+    ``operations``: a namespace of layer classes handed to the model's constructor (e.g. ComfyUI's ops).
+    """
+    dtype = resolve_dtype(dtype, device)
+    check_backend(attention)  # before reading gigabytes of weights
+    found, ckpt, config = open_dit(path, variant)
+    with empty_weights():
+        model = found.build(config, operations)
+    load_into(model, ckpt, dtype=dtype, device=device, what=found.title, hint=f"expected {found.expected}")
+    finish_loading(model, device, ckpt.path)
+    check_available(attention)
+    model.set_attention_backend(attention)
+    model.eval().requires_grad_(False)
+    logger.info("loaded %s from %s (%s on %s, attention %s)", found.title, path, dtype, device, attention)
+    return model
 
 
 def load_mvdit7b(
@@ -82,27 +94,8 @@ def load_mvdit7b(
     dtype: torch.dtype | str = torch.bfloat16,
     device: torch.device | str = "cpu",
     attention: str = "auto",
-    operations: Any = torch.nn,
-) -> MVDiT7B:
-    """Load MV-DiT-7B from a diffusers folder or a single safetensors file, in ``dtype`` on ``device``.
-
-    ``operations``: the namespace its layers are built from (``torch.nn``; ComfyUI passes ``comfy.ops``).
-    """
-    dtype = resolve_dtype(dtype, device)
-    check_backend(attention)  # before reading gigabytes of weights
-    ckpt = strip_key_prefix(open_checkpoint(path), KEY_PREFIXES)
-    check_variant(ckpt.keys(), ckpt.path)
-    config = config_for(ckpt)
-    with torch.device("meta"):
-        model = MVDiT7B(config, operations=operations)
-    load_into(
-        model, ckpt, dtype=dtype, device=device, what="MV-DiT-7B",
-        hint="expected the MTVCrafter MV-DiT/CogVideoX transformer (diffusers folder or single safetensors)",
-    )
-    model.set_attention_backend(attention)
-    model.eval().requires_grad_(False)
-    logger.info(
-        "loaded MV-DiT-7B from %s: %d layers, %d heads, %s on %s, attention %s",
-        path, config.num_layers, config.num_attention_heads, dtype, device, attention,
-    )
-    return model
+    operations: Any = None,
+) -> nn.Module:
+    """``load_dit`` for MV-DiT-7B (a file of another variant is refused, naming it). ``operations``: the namespace
+    its layers are built from (default ``torch.nn``; ComfyUI passes ``comfy.ops``)."""
+    return load_dit(path, dtype, device, attention, variant="7b", operations=operations)

@@ -32,7 +32,7 @@ from ..checkpoint import CheckpointError, load_into, open_checkpoint
 from ..files import atomic_output
 from .config_17b import MVDiT17BConfig, motion_block_ids
 from .fp8_ops import FP8_NAMES, FP8Linear, FP8Operations, dequantize, is_fp8, quantize_fp8
-from .loading import DTYPES, resolve_dtype
+from ..precision import DTYPES, resolve_dtype
 from .transformer_17b import MVDiT17B
 
 logger = logging.getLogger(__name__)

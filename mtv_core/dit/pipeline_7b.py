@@ -1,24 +1,17 @@
-"""MV-DiT-7B pipeline: reference image + motion tokens -> video frames, any length.
+"""MV-DiT-7B's part of the windowed pipeline: its reference conditioning and guidance (upstream ``MTVCrafterPipeline7B``).
 
-Steps (upstream ``MTVCrafterPipeline7B`` plus long-video windows):
+The windows, the carried overlap, frame assembly and seeds are ``pipeline.sample_video``'s; this module
+supplies ``MVDiT7BConditioning``:
 
-1. Size: width/height are rounded to multiples of 16 (the VAE's 8x and the patch's 2x), with a warning.
-2. Reference: the image is resized to *cover* the target size (aspect kept, bilinear, antialiased)
-   and centre-cropped to it, repeated over the window's frames, mapped to [-1, 1] and encoded by the
-   VAE (posterior sample from a generator seeded with ``seed + 1``). The reference latents are
-   **not** multiplied by the scaling factor 0.7 (upstream quirk the released weights depend on).
-   They are the same for every window.
-3. Windows: one ``TokenWindow`` per window of the motion's ``WindowPlan`` (49 frames, overlap >= 9).
-   Window 0 is denoised from noise (``torch.Generator().manual_seed(seed)``, drawn window after
-   window). For window k > 0 the previous window's last ``overlap`` decoded frames are re-encoded
-   (posterior mode, times 0.7 since the noisy latents live in scaled space) into
-   ``(overlap - 1) // 4 + 1`` latent frames, which ``denoise_7b`` holds fixed: after every
-   scheduler step they replace the sample's first latent frames, re-noised to the next timestep,
-   and exactly the clean values after the last step (latent inpainting of the overlap, as
-   upstream's 17B long-video mode). The scheduler's own noise uses ``seed + 2``.
-4. Output: frames ``start_k .. start_k + 48`` come from window k, later windows overriding the
-   overlap; i.e. the previous windows' frames up to the overlap, then the new window.
-   Latents are decoded after dividing by 0.7.
+- Reference: the image is resized to *cover* the target size (aspect kept, bilinear, antialiased) and
+  centre-cropped to it, repeated over the window's frames, mapped to [-1, 1] and encoded by the VAE
+  (posterior sample from the pipeline's conditioning generator, ``seed + 1``). The reference latents are
+  **not** multiplied by the scaling factor 0.7 (upstream quirk the released weights depend on). They are the
+  same for every window and are concatenated to the noisy latents on channels.
+- Guidance: learned-unconditional-token motion CFG with CogVideoX DPM (``sampler_7b.denoise_7b``); the
+  carried overlap of window k > 0 is held fixed by latent inpainting. The learned tokens cover
+  ``config.unconditional_latent_frames`` latent frames (13 = 49 frames in the release): windows of another
+  length run without guidance, with a warning.
 
 Shapes: latents (1, F, 16, H/8, W/8) with F = 13 for 49 frames; frames (T, H, W, 3) float32 in 0..1.
 """
@@ -33,31 +26,21 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ..progress import ProgressCallback, report
+from ..progress import ProgressCallback
 from ..tokenizer.tokens import MotionTokens
-from .vae import LATENT_CHANNELS, SPATIAL_COMPRESSION, VideoVAE, latent_frames
+from .latents import MTVLatent
+from .pipeline import Carried, WindowConditioning, decode_video, sample_video
+from .sampling import SamplingDefaults
+from .transformer_7b import MVDiT7B
+from .vae import LATENT_FORMAT_NAME
+from .video_vae import VideoVAE, frames_to_pixels
 
 logger = logging.getLogger(__name__)
 
-SIZE_MULTIPLE = 16
-MIN_SIDE = 64
-MAX_SIDE = 4096
 MIN_REFERENCE_SIDE = 64
-DEFAULT_STEPS = 50
-DEFAULT_GUIDANCE = 3.0
-DEFAULT_SEED = 6666
 VARIANT = "7b"
-
-
-def snap_size(width: int, height: int) -> tuple[int, int]:
-    """Round a target size to multiples of 16 (nearest, at least 64); warns when it changes."""
-    for name, value in (("width", width), ("height", height)):
-        if not MIN_SIDE <= int(value) <= MAX_SIDE:
-            raise ValueError(f"{name} must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {value}")
-    snapped = tuple(max(MIN_SIDE, int(v / SIZE_MULTIPLE + 0.5) * SIZE_MULTIPLE) for v in (width, height))
-    if snapped != (width, height):
-        logger.warning("size %dx%d is not a multiple of %d; using %dx%d", width, height, SIZE_MULTIPLE, *snapped)
-    return snapped  # type: ignore[return-value]
+TITLE = "MV-DiT-7B"
+DEFAULTS = SamplingDefaults(steps=50, guidance=3.0, seed=6666)  # upstream infer_7b.py
 
 
 def _as_float_image(image: Any) -> torch.Tensor:
@@ -110,16 +93,6 @@ def prepare_reference(image: Any, width: int, height: int) -> torch.Tensor:
     return chw[0].permute(1, 2, 0).clamp(0.0, 1.0).contiguous()
 
 
-def frames_to_pixels(frames: torch.Tensor) -> torch.Tensor:
-    """(T, H, W, 3) in 0..1 -> (1, 3, T, H, W) in [-1, 1]."""
-    return (frames.permute(3, 0, 1, 2)[None] * 2.0 - 1.0).contiguous()
-
-
-def pixels_to_frames(pixels: torch.Tensor) -> torch.Tensor:
-    """(1, 3, T, H, W) in [-1, 1] -> (T, H, W, 3) float32 in 0..1 on CPU."""
-    return (pixels[0].permute(1, 2, 3, 0).float().cpu() * 0.5 + 0.5).clamp(0.0, 1.0)
-
-
 def encode_reference(
     vae: VideoVAE, reference: torch.Tensor, num_frames: int, generator: torch.Generator | None = None
 ) -> torch.Tensor:
@@ -128,223 +101,102 @@ def encode_reference(
     return vae.encode(frames_to_pixels(frames), generator=generator, sample=True)
 
 
-def decode_latents(vae: VideoVAE, latents: torch.Tensor) -> torch.Tensor:
-    """Scaled (1, F, 16, h, w) sampler latents -> (T, H, W, 3) float32 frames in 0..1 (divides by 0.7)."""
-    return pixels_to_frames(vae.decode(latents / vae.scaling_factor))
+class MVDiT7BConditioning(WindowConditioning):
+    """MV-DiT-7B's conditioning (unscaled reference latents on channels) and guided denoiser for ``sample_video``.
 
-
-def latent_preview(latents: torch.Tensor, frame: int | None = None) -> np.ndarray:
-    """A cheap false-colour view of one (middle by default) latent frame of (1, F, 16, h, w) latents:
-    channels 0..2 each min-max normalised -> (h, w, 3) float32 in 0..1."""
-    lat = latents.detach()[0]
-    lat = lat[lat.shape[0] // 2 if frame is None else frame, :3].float().cpu()
-    low = lat.amin(dim=(1, 2), keepdim=True)
-    high = lat.amax(dim=(1, 2), keepdim=True)
-    rgb = (lat - low) / (high - low).clamp_min(1e-6)
-    return rgb.permute(1, 2, 0).numpy()
-
-
-def _model_info(model: Any) -> tuple[torch.device, int | None, int | None]:
-    """(device, motion token dim, latent frames of the unconditional tokens) of a loaded MV-DiT-7B."""
-    device = getattr(model, "device", None) or next(model.parameters()).device
-    config = getattr(model, "config", None)
-    token_dim = getattr(config, "motion_token_dim", None)
-    uncond_frames = getattr(config, "unconditional_latent_frames", None)
-    return torch.device(device), token_dim, uncond_frames
-
-
-def _check_motion(motion: MotionTokens, token_dim: int | None) -> None:
-    if not getattr(motion, "windows", None):  # duck-typed: the pack may be imported under two names
-        raise ValueError("motion must be MotionTokens with at least one window (encode the motion first)")
-    for window in motion.windows:
-        if (window.num_frames - 1) % 4:
-            raise ValueError(f"motion window of {window.num_frames} frames is not on the 4k+1 frame grid")
-        if window.latent_frames != latent_frames(window.num_frames):
-            raise ValueError(
-                f"motion window at frame {window.start} has {window.latent_frames} token frames for "
-                f"{window.num_frames} video frames (expected {latent_frames(window.num_frames)})"
-            )
-        if token_dim is not None and window.tokens.shape[-1] != token_dim:
-            raise ValueError(
-                f"motion tokens are {window.tokens.shape[-1]}-dimensional but the MV-DiT-7B expects {token_dim}: "
-                "the motion was encoded with a tokenizer that does not belong to this model"
-            )
-    if motion.plan is not None:
-        if tuple(w.start for w in motion.windows) != tuple(motion.plan.starts):
-            raise ValueError("motion windows do not match their window plan")
-        for window in motion.windows:
-            if window.num_frames != motion.plan.window:
-                raise ValueError(f"motion window has {window.num_frames} frames, plan says {motion.plan.window}")
-    elif len(motion.windows) > 1:
-        raise ValueError("motion with several windows needs a window plan")
-
-
-def _window_layout(motion: MotionTokens) -> tuple[list[int], int, int]:
-    """(window starts, frames per window, total frames)."""
-    if motion.plan is not None:
-        return list(motion.plan.starts), motion.plan.window, motion.plan.used_frames
-    window = motion.windows[0]
-    return [0], window.num_frames, window.num_frames
-
-
-def limit_windows(motion: MotionTokens, max_windows: int) -> MotionTokens:
-    """The first ``max_windows`` windows of ``motion`` (0 = all): a shorter video from the same motion."""
-    if max_windows <= 0 or max_windows >= len(motion.windows) or motion.plan is None:
-        return motion
-    from ..windows import WindowPlan
-
-    starts = motion.plan.starts[:max_windows]
-    plan = WindowPlan(starts=starts, window=motion.plan.window, used_frames=starts[-1] + motion.plan.window)
-    return type(motion)(windows=motion.windows[:max_windows], joints=motion.joints, plan=plan, meta=dict(motion.meta))
-
-
-class FrameAssembler:
-    """Joins decoded windows, in order, into one (total, H, W, 3) float32 video.
-
-    Window k provides frames ``starts[k] .. starts[k + 1] - 1`` (later windows override the overlap), the last
-    window all of its frames, which must end at ``total``. Each window is copied into a preallocated output as
-    it comes, so no more than the output and one decoded window are held.
+    ``denoise`` replaces ``sampler_7b.denoise_7b`` (tests).
     """
 
-    def __init__(self, starts: list[int] | tuple[int, ...], total: int) -> None:
-        self.starts, self.total = list(starts), total
-        self.frames: torch.Tensor | None = None
-        self.added = 0
+    variant = VARIANT
+    title = TITLE
+    latent_format_name = LATENT_FORMAT_NAME
 
-    def add(self, frames: torch.Tensor) -> None:
-        """Place the next decoded window (window_frames, H, W, 3) float32 in 0..1."""
-        k = self.added
-        last = k + 1 == len(self.starts)
-        count = self.total - self.starts[k] if last else self.starts[k + 1] - self.starts[k]
-        if frames.shape[0] < count or (last and frames.shape[0] != count):
-            raise RuntimeError(f"window {k} has {frames.shape[0]} frames; frame {self.starts[k]} + "
-                               f"{frames.shape[0]} does not fit {self.total} output frames")
-        if self.frames is None:
-            self.frames = torch.empty((self.total, *frames.shape[1:]), dtype=torch.float32)
-        self.frames[self.starts[k] : self.starts[k] + count] = frames[:count]
-        self.added += 1
+    def __init__(self, model: MVDiT7B, guidance: float = DEFAULTS.guidance,
+                 denoise: Callable[..., torch.Tensor] | None = None) -> None:
+        if not isinstance(model, MVDiT7B):
+            from .variants import variant_of
 
-    def result(self) -> torch.Tensor:
-        """The joined (total, H, W, 3) frames, once every window has been added."""
-        if self.frames is None or self.added != len(self.starts):
-            raise RuntimeError(f"{self.added} of {len(self.starts)} windows decoded")
-        return self.frames
+            found = variant_of(model)
+            raise ValueError(f"the model is {found.title if found else type(model).__name__}, not {TITLE}: "
+                             f"use the sampler of that model")
+        if guidance < 0:
+            raise ValueError(f"motion guidance must be >= 0, got {guidance}")
+        if denoise is None:
+            from .sampler_7b import denoise_7b as denoise
+        self.model, self.guidance, self.denoise = model, guidance, denoise
+        self.ref_latents: torch.Tensor | None = None
+
+    @property
+    def device(self) -> torch.device:
+        return self.model.device
+
+    def check_motion(self, motion: MotionTokens) -> None:
+        config = self.model.config
+        for window in motion.windows:
+            if window.tokens.shape[-1] != config.motion_token_dim:
+                raise ValueError(
+                    f"motion tokens are {window.tokens.shape[-1]}-dimensional but the {TITLE} expects "
+                    f"{config.motion_token_dim}: the motion was encoded with a tokenizer that does not belong to this model"
+                )
+        num_latent = motion.windows[0].latent_frames
+        if num_latent != config.unconditional_latent_frames and self.guidance != 1.0:
+            logger.warning(
+                "the learned unconditional motion tokens cover %d latent frames, the motion window has %d: "
+                "motion guidance is disabled (1.0) for this run; use %d-frame windows to keep it",
+                config.unconditional_latent_frames, num_latent, config.window_frames,
+            )
+            self.guidance = 1.0
+
+    def reference_frames(self, image: Any, width: int, height: int) -> torch.Tensor:
+        return prepare_reference(image, width, height)
+
+    def prepare(self, vae: VideoVAE, reference: torch.Tensor, window_frames: int, generator: torch.Generator) -> None:
+        self.ref_latents = encode_reference(vae, reference, window_frames, generator).to(self.device)
+
+    def denoise_window(self, index: int, noise: torch.Tensor, motion_tokens: torch.Tensor, carried: Carried | None,
+                       *, num_steps: int, generator: torch.Generator, callback: ProgressCallback | None,
+                       preview: Callable[[torch.Tensor], np.ndarray | None] | None) -> torch.Tensor:
+        return self.denoise(
+            self.model, noise, self.ref_latents, motion_tokens, num_steps=num_steps, guidance=self.guidance,
+            generator=generator, known_latents=carried.latents if carried is not None else None,
+            known_frames=carried.latent_frames if carried is not None else 0, callback=callback, preview=preview,
+        )
 
 
 def sample_7b(
-    model: Any,
+    model: MVDiT7B,
     vae: VideoVAE,
     reference: Any,
     motion: MotionTokens,
     *,
     width: int = 512,
     height: int = 512,
-    num_steps: int = DEFAULT_STEPS,
-    guidance: float = DEFAULT_GUIDANCE,
-    seed: int = DEFAULT_SEED,
+    num_steps: int = DEFAULTS.steps,
+    guidance: float = DEFAULTS.guidance,
+    seed: int = DEFAULTS.seed,
     callback: ProgressCallback | None = None,
     preview: bool = False,
     keep_frames: bool = False,
     denoise: Callable[..., torch.Tensor] | None = None,
-) -> dict[str, Any]:
-    """Sample every window of ``motion``; returns the ``MTV_LATENT`` dict.
+) -> MTVLatent:
+    """Sample every window of ``motion`` with MV-DiT-7B (``pipeline.sample_video``); returns the ``MTVLatent``.
 
-    Keys: ``samples`` (windows, F, 16, h, w) scaled latents on CPU (float32), ``starts``, ``window``,
-    ``num_frames`` (total output frames), ``fps``, ``width``, ``height``, ``scaling_factor``, ``variant``,
-    and with ``keep_frames`` also ``frames`` (num_frames, H, W, 3) float32 in 0..1 (decoded once).
-    ``callback(step, windows * num_steps, preview_or_None)`` is called after every denoising step.
-    ``denoise`` replaces ``sampler_7b.denoise_7b`` (tests).
+    ``callback(step, windows * num_steps, preview_or_None)`` is called after every denoising step; with
+    ``keep_frames`` the result also holds the decoded frames. ``denoise`` replaces ``sampler_7b.denoise_7b``.
     """
-    if denoise is None:
-        from .sampler_7b import denoise_7b as denoise
-    if num_steps < 1:
-        raise ValueError(f"steps must be at least 1, got {num_steps}")
-    if guidance < 0:
-        raise ValueError(f"motion guidance must be >= 0, got {guidance}")
-    device, token_dim, uncond_frames = _model_info(model)
-    _check_motion(motion, token_dim)
-    width, height = snap_size(width, height)
-    starts, window_frames, total_frames = _window_layout(motion)
-    num_latent = latent_frames(window_frames)
-    if uncond_frames is not None and num_latent != uncond_frames and guidance != 1.0:
-        logger.warning(
-            "the learned unconditional motion tokens cover %d latent frames, the motion window has %d: "
-            "motion guidance is disabled (1.0) for this run; use 49-frame windows to keep it",
-            uncond_frames, num_latent,
-        )
-        guidance = 1.0
-
-    ref_frames = prepare_reference(reference, width, height)
-    vae_gen = torch.Generator().manual_seed(seed + 1)
-    noise_gen = torch.Generator().manual_seed(seed)
-    sched_gen = torch.Generator().manual_seed(seed + 2)
-    ref_latents = encode_reference(vae, ref_frames, window_frames, vae_gen).to(device)
-    latent_shape = (1, num_latent, LATENT_CHANNELS, height // SPATIAL_COMPRESSION, width // SPATIAL_COMPRESSION)
-
-    total_steps = len(motion.windows) * num_steps
-    samples: list[torch.Tensor] = []
-    assembler = FrameAssembler(starts, total_frames) if keep_frames else None
-    for k, window in enumerate(motion.windows):
-        def step_callback(step: int, _total: int, step_preview: np.ndarray | None = None, _k: int = k) -> None:
-            report(callback, _k * num_steps + step, total_steps, step_preview)
-
-        noise = torch.randn(latent_shape, generator=noise_gen, dtype=torch.float32).to(device)
-        known, known_frames = None, 0
-        if k > 0:
-            overlap = motion.plan.overlap_before(k)  # several windows always come with a plan
-            prev_frames = decode_latents(vae, samples[-1])
-            if assembler is not None:  # only the frames before this window's start reach the output
-                assembler.add(prev_frames)
-            known_frames = latent_frames(overlap)
-            known = vae.encode(frames_to_pixels(prev_frames[-overlap:]), sample=False) * vae.scaling_factor
-            del prev_frames
-            logger.info("window %d/%d: frames %d-%d, carrying %d overlap frames (%d latent frames)",
-                        k + 1, len(motion.windows), starts[k], starts[k] + window_frames - 1, overlap, known_frames)
-        else:
-            logger.info("window 1/%d: frames 0-%d", len(motion.windows), window_frames - 1)
-        latents = denoise(
-            model, noise, ref_latents, window.tokens.to(device),
-            num_steps=num_steps, guidance=guidance, generator=sched_gen,
-            known_latents=known, known_frames=known_frames, callback=step_callback,
-            preview=latent_preview if preview else None,
-        )
-        samples.append(latents.detach().float().cpu())
-
-    result: dict[str, Any] = {
-        "samples": torch.cat(samples),
-        "starts": tuple(starts),
-        "window": window_frames,
-        "num_frames": total_frames,
-        "fps": float(motion.fps),
-        "width": width,
-        "height": height,
-        "scaling_factor": vae.scaling_factor,
-        "variant": VARIANT,
-        "seed": seed,
-    }
-    if assembler is not None:
-        assembler.add(decode_latents(vae, samples[-1]))
-        result["frames"] = assembler.result()
-    return result
+    return sample_video(
+        MVDiT7BConditioning(model, guidance, denoise), vae, reference, motion, width=width, height=height,
+        num_steps=num_steps, seed=seed, callback=callback, preview=preview, keep_frames=keep_frames,
+    )
 
 
-def decode_7b(vae: VideoVAE, sampled: dict[str, Any], callback: ProgressCallback | None = None) -> torch.Tensor:
-    """Decode an ``MTV_LATENT`` dict from ``sample_7b`` -> (num_frames, H, W, 3) float32 in 0..1."""
-    if not isinstance(sampled, dict) or "samples" not in sampled:
-        raise ValueError("expected the latent dict produced by the MTV 7B sampler")
-    if sampled.get("variant", VARIANT) != VARIANT:
-        raise ValueError(f"latents come from the {sampled['variant']} variant, not MV-DiT-7B")
-    if "frames" in sampled:
-        return sampled["frames"]
-    samples = sampled["samples"]
-    assembler = FrameAssembler(sampled["starts"], int(sampled["num_frames"]))
-    for k in range(samples.shape[0]):
-        assembler.add(decode_latents(vae, samples[k : k + 1]))
-        report(callback, k + 1, samples.shape[0])
-    return assembler.result()
+def decode_7b(vae: VideoVAE, sampled: MTVLatent, callback: ProgressCallback | None = None) -> torch.Tensor:
+    """Decode MV-DiT-7B latents from ``sample_7b`` -> (num_frames, H, W, 3) float32 in 0..1."""
+    return decode_video(vae, sampled, callback, variant=VARIANT)
 
 
-def animate_7b(model: Any, vae: VideoVAE, reference: Any, motion: MotionTokens, **kwargs: Any) -> tuple[torch.Tensor, float]:
+def animate_7b(model: MVDiT7B, vae: VideoVAE, reference: Any, motion: MotionTokens,
+               **kwargs: Any) -> tuple[torch.Tensor, float]:
     """Reference + motion tokens -> ((T, H, W, 3) float32 frames in 0..1, fps). See ``sample_7b``."""
     sampled = sample_7b(model, vae, reference, motion, keep_frames=True, **kwargs)
-    return sampled["frames"], sampled["fps"]
+    return sampled.frames, sampled.fps

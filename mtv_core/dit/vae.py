@@ -1,20 +1,20 @@
 """CogVideoX-5B video VAE (diffusers ``AutoencoderKLCogVideoX``): loading, encoding, decoding.
 
-Layouts:
-    pixels  (1, 3, T, H, W) float in [-1, 1] at the VAE; T = 4k + 1 frames.
-    latents (1, F, 16, H/8, W/8) frame-major, as the MV-DiT uses them; F = (T - 1) // 4 + 1.
+``CogVideoXVAE`` implements ``video_vae.VideoVAE`` with the latent format
 
-``encode`` returns *unscaled* posterior latents and ``decode`` takes unscaled latents: callers
-multiply/divide by ``scaling_factor`` (0.7) themselves, because MV-DiT-7B's reference latents are
-deliberately left unscaled (an upstream quirk the released weights depend on) while the noisy
-latents live in scaled space.
+    latents (1, F, 16, H/8, W/8) frame-major, as MV-DiT-7B uses them; F = (T - 1) // 4 + 1;
+    normalised = raw * scaling_factor (0.7).
+
+``encode`` returns *raw* (unscaled) posterior latents and ``decode`` takes raw latents;
+``encode_normalized`` / ``decode_normalized`` apply the scaling factor. MV-DiT-7B's reference latents are
+deliberately raw (an upstream quirk the released weights depend on) while the noisy latents are normalised.
 
 Weights come from a CogVideoX-5B ``vae/`` folder (``config.json`` + ``diffusion_pytorch_model*.safetensors``,
 the folder of the whole CogVideoX-5b snapshot is accepted too) or a single safetensors file with
 diffusers key names (ComfyUI ``models/vae``). The architecture config shipped with the pack
 (``mtv_core/configs/cogvideox5b_vae.json``) is used when there is no config.json. The model is
-built on the meta device and every tensor is copied from the memory-mapped file straight into
-the requested dtype.
+built without memory for its weights (``meta_init.empty_weights``) and every tensor is copied from the
+memory-mapped file straight into the requested dtype.
 """
 
 from __future__ import annotations
@@ -34,14 +34,15 @@ from ..checkpoint import (
     open_checkpoint,
     strip_key_prefix,
 )
+from ..meta_init import empty_weights, finish_loading
+from .latents import FRAMES_FIRST, LatentFormat
+from .video_vae import VideoVAE
 
 logger = logging.getLogger(__name__)
 
 CONFIG_PATH = Path(__file__).resolve().parents[1] / "configs" / "cogvideox5b_vae.json"
-SCALING_FACTOR = 0.7
-LATENT_CHANNELS = 16
-SPATIAL_COMPRESSION = 8
-TEMPORAL_COMPRESSION = 4
+SCALING_FACTOR = 0.7  # CogVideoX-5B's (from its config.json)
+LATENT_FORMAT_NAME = "cogvideox"
 _CONFIG_METADATA_KEY = "mtv_vae_config"
 _KEY_PREFIXES = ("vae.", "first_stage_model.", "model.")
 
@@ -58,24 +59,32 @@ def tiny_vae_config() -> dict[str, Any]:
     return config
 
 
-def latent_frames(num_frames: int) -> int:
-    """Latent frames for ``num_frames`` video frames (4k + 1 grid of the causal VAE)."""
-    return (num_frames - 1) // TEMPORAL_COMPRESSION + 1
+def latent_format_of(config: Any) -> LatentFormat:
+    """The latent format of a CogVideoX VAE with diffusers ``config``."""
+    return LatentFormat(
+        name=LATENT_FORMAT_NAME,
+        channels=int(config.latent_channels),
+        layout=FRAMES_FIRST,
+        spatial_compression=2 ** (len(config.block_out_channels) - 1),
+        temporal_compression=int(config.temporal_compression_ratio),
+        scaling_factor=float(config.scaling_factor),
+    )
 
 
-class VideoVAE:
-    """A loaded CogVideoX VAE with the pack's latent layout (the ``MTV_VAE`` wire type)."""
+class CogVideoXVAE(VideoVAE):
+    """A loaded CogVideoX VAE with the pack's latent layout."""
 
     def __init__(self, vae: torch.nn.Module, source: str = "", tiling: bool = True, slicing: bool = True) -> None:
         self.vae = vae.eval().requires_grad_(False)
         self.source = source
+        self.latent_format = latent_format_of(vae.config)
         self.set_tiling(tiling)
         if slicing:
             self.vae.enable_slicing()
 
     @property
     def scaling_factor(self) -> float:
-        return float(self.vae.config.scaling_factor)
+        return self.latent_format.scaling_factor
 
     @property
     def dtype(self) -> torch.dtype:
@@ -85,7 +94,7 @@ class VideoVAE:
     def device(self) -> torch.device:
         return next(self.vae.parameters()).device
 
-    def to(self, device: torch.device | str) -> "VideoVAE":
+    def to(self, device: torch.device | str) -> "CogVideoXVAE":
         self.vae.to(device)
         return self
 
@@ -97,7 +106,7 @@ class VideoVAE:
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:
-        """(1, 3, T, H, W) pixels in [-1, 1] -> (1, F, 16, H/8, W/8) unscaled latents (float32).
+        """(1, 3, T, H, W) pixels in [-1, 1] -> (1, F, 16, H/8, W/8) raw (unscaled) latents (float32).
 
         ``sample``: draw from the posterior with ``generator`` (as upstream's ``latent_dist.sample()``),
         else take its mode.
@@ -110,9 +119,10 @@ class VideoVAE:
 
     @torch.no_grad()
     def decode(self, latents: torch.Tensor) -> torch.Tensor:
-        """(1, F, 16, h, w) unscaled latents -> (1, 3, T, 8h, 8w) pixels in [-1, 1] (float32)."""
-        if latents.ndim != 5 or latents.shape[2] != LATENT_CHANNELS:
-            raise ValueError(f"latents must be (B, F, {LATENT_CHANNELS}, h, w), got {tuple(latents.shape)}")
+        """(1, F, 16, h, w) raw (unscaled) latents -> (1, 3, T, 8h, 8w) pixels in [-1, 1] (float32)."""
+        channels = self.latent_format.channels
+        if latents.ndim != 5 or latents.shape[2] != channels:
+            raise ValueError(f"latents must be (B, F, {channels}, h, w), got {tuple(latents.shape)}")
         z = latents.permute(0, 2, 1, 3, 4).to(self.device, self.dtype)
         return self.vae.decode(z).sample.float()
 
@@ -140,7 +150,7 @@ def load_vae(
     device: torch.device | str = "cpu",
     tiling: bool = True,
     slicing: bool = True,
-) -> VideoVAE:
+) -> CogVideoXVAE:
     """Load a CogVideoX-5B VAE from a ``vae/`` folder or a single safetensors file.
 
     Raises FileNotFoundError / ValueError naming the path when the weights are missing, not
@@ -157,12 +167,13 @@ def load_vae(
     if any(k.startswith(("transformer_blocks.", "blocks.")) for k in ckpt.keys()):
         raise CheckpointError(f"{path} is a diffusion transformer checkpoint, not a CogVideoX VAE")
     config = {k: v for k, v in config.items() if not k.startswith("_") and k != "quantization_config"}
-    with torch.device("meta"):
+    with empty_weights():
         vae = AutoencoderKLCogVideoX.from_config(config)
     load_into(vae, ckpt, dtype=dtype, device=device, what="CogVideoX VAE",
               hint="expected diffusers key names (the vae folder of THUDM/CogVideoX-5b)")
+    finish_loading(vae, device, path)
     logger.info("loaded CogVideoX VAE from %s (%s, %s)", path, dtype, device)
-    return VideoVAE(vae, source=str(path), tiling=tiling, slicing=slicing)
+    return CogVideoXVAE(vae, source=str(path), tiling=tiling, slicing=slicing)
 
 
 def write_tiny_vae(path: str | Path, seed: int = 0, as_folder: bool = False) -> Path:

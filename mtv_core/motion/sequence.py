@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-NUM_JOINTS = 24
+from ..constants import NUM_JOINTS
 
 SMPL_JOINT_NAMES = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee",

@@ -16,6 +16,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
+from ..constants import WINDOW_FRAMES
 from ..motion.io import MOTION_EXTENSIONS, load_motions
 
 logger = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ def compute_stats(sequences: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
 class MotionWindowDataset(Dataset):
     """Random ``window``-frame crops, normalised; one item per sequence per epoch (as upstream)."""
 
-    def __init__(self, sequences: list[np.ndarray], mean: np.ndarray, std: np.ndarray, window: int = 49,
+    def __init__(self, sequences: list[np.ndarray], mean: np.ndarray, std: np.ndarray, window: int = WINDOW_FRAMES,
                  repeats: int = 1) -> None:
         self.sequences = [np.ascontiguousarray(s, dtype=np.float32) for s in sequences if len(s) >= window]
         if not self.sequences:

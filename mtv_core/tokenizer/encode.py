@@ -14,8 +14,10 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from .. import constants
+from ..constants import NUM_JOINTS, OVERLAP_FRAMES, WINDOW_FRAMES
 from ..motion.io import DEFAULT_FPS
-from ..motion.sequence import NUM_JOINTS, JointSequence
+from ..motion.sequence import JointSequence
 from ..progress import ProgressCallback, report
 from ..windows import plan_windows
 from .model import MotionVQVAE
@@ -80,7 +82,7 @@ def _warn_length(num_frames: int, chunk: int) -> None:
     if (num_frames - 1) % chunk:
         logger.warning(
             "motion has %d frames, not of the form %dk+1: the tokenizer handles it, but the DiTs expect "
-            "windows of 49 frames (13 latent frames)", num_frames, chunk)
+            "windows of %d frames (%d latent frames)", num_frames, chunk, WINDOW_FRAMES, constants.latent_frames(WINDOW_FRAMES))
 
 
 @torch.no_grad()  # not inference_mode: callers may modify the returned tensors in place
@@ -162,7 +164,7 @@ def reconstruct(model: MotionVQVAE, joints_mm) -> tuple[np.ndarray, Encoded]:
     return recon, encoded
 
 
-def encode_windows(model: MotionVQVAE, joints: JointSequence, window: int = 49, overlap: int = 9,
+def encode_windows(model: MotionVQVAE, joints: JointSequence, window: int = WINDOW_FRAMES, overlap: int = OVERLAP_FRAMES,
                    callback: ProgressCallback | None = None) -> MotionTokens:
     """Encode a sequence window by window (each window on its own, as in training) for the DiTs.
 

@@ -18,6 +18,7 @@ import torch
 
 from ..checkpoint import Checkpoint, CheckpointError, load_into, open_checkpoint
 from ..files import atomic_output
+from ..meta_init import empty_weights, finish_loading
 from .config import SIGNATURE_KEYS, TokenizerConfig
 from .model import MotionVQVAE
 
@@ -73,8 +74,9 @@ def config_from_checkpoint(ckpt: Checkpoint, metadata: Mapping[str, str], **over
 
 
 def build_empty(config: TokenizerConfig, operations: Any = torch.nn) -> MotionVQVAE:
-    """The model on the meta device (no memory), ready for :func:`load_into`; layers from ``operations``."""
-    with torch.device("meta"):
+    """The model with its weights on the meta device (no memory), ready for :func:`load_into`; layers from
+    ``operations``."""
+    with empty_weights():
         return MotionVQVAE(config, operations=operations)
 
 
@@ -97,6 +99,7 @@ def load_tokenizer(
     config = config_from_checkpoint(ckpt, metadata, **config_overrides)
     model = build_empty(config, operations)
     load_into(model, ckpt, dtype=None, device=device, what="4DMoT motion tokenizer", hint=f"Expected {EXPECTED}.")
+    finish_loading(model, device, ckpt.path)
     model.encoder.to(dtype=dtype)
     model.decoder.to(dtype=dtype)
     model.vq.codebook = model.vq.codebook.float()

@@ -21,7 +21,6 @@ as a layer. The codebook search runs where the codebook is.
 from __future__ import annotations
 
 import logging
-import weakref
 
 import torch
 import torch.nn.functional as F
@@ -29,6 +28,7 @@ from typing import Any
 
 from torch import nn
 
+from ..precision import exact_fp32_matmul
 from .config import TokenizerConfig, chunk_sizes
 
 logger = logging.getLogger(__name__)
@@ -43,54 +43,6 @@ def runs_torch_forward(layer: nn.Module, base: type[nn.Module]) -> bool:
     to the input's device and dtype, or to patch it, on every call; such layers must be called as layers.
     """
     return type(layer).forward is base.forward
-
-
-_PACKED_LINEAR_OK = True
-# owner module -> {slot: (source tensor, version, packed weight)}; kept outside the modules so that
-# deepcopy / pickling of a model never meets oneDNN's opaque tensors
-_PACKED_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
-
-
-def _version(tensor: torch.Tensor) -> int:
-    """The in-place modification counter of ``tensor`` (-1 for inference tensors, which have none)."""
-    try:
-        return tensor._version
-    except RuntimeError:
-        return -1
-
-
-def packed_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, owner: nn.Module, slot: str,
-                  source: torch.Tensor | None = None):
-    """``x @ weight.T + bias`` for 2-D fp32 ``x``; on CPU without autograd through oneDNN with a cached pre-packed weight.
-
-    torch's default CPU sgemm (MKL) is 2-3x slower than oneDNN on the large, fixed weights of
-    the tokenizer (and on AMD CPUs in particular); the packed copy is made once per weight
-    (``source``, the parameter ``weight`` is a view of, identified by object and version) and kept
-    for ``owner`` under ``slot`` while ``owner`` lives. Falls back to ``addmm`` wherever oneDNN is unavailable.
-    """
-    global _PACKED_LINEAR_OK
-    usable = (
-        _PACKED_LINEAR_OK and x.device.type == "cpu" and x.dtype == torch.float32 and weight.dtype == torch.float32
-        and not (torch.is_grad_enabled() and (x.requires_grad or weight.requires_grad))
-        and torch.backends.mkldnn.is_available()
-    )
-    if usable:
-        try:
-            source = weight if source is None else source
-            version = _version(source)
-            slots = _PACKED_CACHE.setdefault(owner, {})
-            cached = slots.get(slot)
-            if cached is None or cached[0] is not source or cached[1] != version:
-                slots.pop(slot, None)  # free the stale copy before packing the new one
-                cached = (source, version, torch.ops.mkldnn._reorder_linear_weight(weight.detach(), None))
-                slots[slot] = cached
-            return torch.ops.mkldnn._linear_pointwise(x, cached[2], bias, "none", [], "")
-        except (RuntimeError, AttributeError, NotImplementedError) as exc:  # pragma: no cover - depends on the build
-            logger.debug("oneDNN packed linear unavailable (%s); using addmm", exc)
-            _PACKED_LINEAR_OK = False
-    if bias is None:
-        return x @ weight.t()
-    return torch.addmm(bias, x, weight.t())
 
 
 def _dilation(out_channels: int, base: int) -> int:
@@ -182,8 +134,8 @@ class Upsample(nn.Module):
 def conv3x3_merged(conv: nn.Conv2d, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
     """Apply a 3x3, stride-1, padding-1 conv to several (N_i, C, H_i, W_i) tensors with ONE matrix product.
 
-    Used for the wide 512 <-> 3072 convs: oneDNN is slow on their small spatial extent and
-    re-packs the 57 MB weight on every call, while im2col + one GEMM over all chunks is not.
+    Used for the wide 512 <-> 3072 convs, whose spatial extent (time x joints of a few chunks) is small:
+    im2col + one GEMM over all chunks beats a convolution call per chunk.
     A conv that brings its own forward (see ``runs_torch_forward``) is called on each input instead.
     """
     if not runs_torch_forward(conv, nn.Conv2d):
@@ -191,8 +143,7 @@ def conv3x3_merged(conv: nn.Conv2d, inputs: list[torch.Tensor]) -> list[torch.Te
     weight = conv.weight.reshape(conv.out_channels, -1)  # (out, in*9), a view
     # rows = output positions (n, h, w), columns = (in, 3, 3) patch values
     cols = [F.unfold(x, kernel_size=3, padding=1).transpose(1, 2).reshape(-1, weight.shape[1]) for x in inputs]
-    out = packed_linear(torch.cat(cols) if len(cols) > 1 else cols[0], weight, conv.bias, conv, "_packed_weight",
-                        source=conv.weight)
+    out = F.linear(torch.cat(cols) if len(cols) > 1 else cols[0], weight, conv.bias)
     results, offset = [], 0
     for x in inputs:
         n, _, h, w = x.shape
@@ -276,7 +227,6 @@ class VectorQuantizer(nn.Module):
         self.num_codes = num_codes
         self.code_dim = code_dim
         self.register_buffer("codebook", torch.zeros(num_codes, code_dim))
-        self._norm_cache: tuple[torch.Tensor, int, torch.Tensor] | None = None
 
     def _apply(self, fn, recurse=True):
         # Keep the codebook fp32 under .to(dtype) / .half(): code selection is always fp32.
@@ -286,42 +236,28 @@ class VectorQuantizer(nn.Module):
             self.codebook = book.to(device=self.codebook.device)
         elif self.codebook.is_floating_point() and self.codebook.dtype != torch.float32:
             self.codebook = self.codebook.float()
-        self._norm_cache = None
         return self
-
-    def code_sq_norms(self) -> torch.Tensor:
-        """(num_codes,) squared norms of the codes, cached until the codebook changes."""
-        book = self.codebook
-        version = _version(book)
-        cached = self._norm_cache
-        if cached is None or cached[0] is not book or cached[1] != version:
-            self._norm_cache = cached = (book, version, book.square().sum(dim=1))
-        return cached[2]
 
     @torch.no_grad()
     def nearest(self, vectors: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Indices (N,) of the nearest codes to ``vectors`` (N, code_dim) and the squared distances (N,).
 
-        Distances are ||x||^2 - 2 x.c + ||c||^2 in fp32, as upstream.
+        Distances are ||x||^2 - 2 x.c + ||c||^2 in fp32, as upstream, without TF32 on CUDA (it would make
+        the search inexact). Nothing is cached: the codebook may be swapped or modified at any time.
         """
         x = vectors.float()
         book = self.codebook
-        norms = self.code_sq_norms()
-        if x.is_cuda and torch.backends.cuda.matmul.allow_tf32:  # TF32 would make the search inexact
-            torch.backends.cuda.matmul.allow_tf32 = False
-            try:
-                return self.nearest(vectors)
-            finally:
-                torch.backends.cuda.matmul.allow_tf32 = True
         idx_out = torch.empty(x.shape[0], dtype=torch.long, device=x.device)
         dist_out = torch.empty(x.shape[0], dtype=torch.float32, device=x.device)
-        for start in range(0, x.shape[0], self.ROWS_PER_BLOCK):
-            rows = x[start : start + self.ROWS_PER_BLOCK]
-            dist = packed_linear(rows, book, None, self, "_packed_codebook").mul_(-2.0)
-            dist.add_(rows.square().sum(dim=1, keepdim=True)).add_(norms)
-            best, idx = dist.min(dim=1)
-            idx_out[start : start + rows.shape[0]] = idx
-            dist_out[start : start + rows.shape[0]] = best
+        with exact_fp32_matmul(x.device):
+            norms = book.square().sum(dim=1)
+            for start in range(0, x.shape[0], self.ROWS_PER_BLOCK):
+                rows = x[start : start + self.ROWS_PER_BLOCK]
+                dist = F.linear(rows, book).mul_(-2.0)
+                dist.add_(rows.square().sum(dim=1, keepdim=True)).add_(norms)
+                best, idx = dist.min(dim=1)
+                idx_out[start : start + rows.shape[0]] = idx
+                dist_out[start : start + rows.shape[0]] = best
         return idx_out, dist_out
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:

@@ -7,6 +7,7 @@ from typing import Any
 
 import torch
 
+from ..constants import NUM_JOINTS
 from ..motion.sequence import JointSequence
 from ..windows import WindowPlan
 
@@ -30,7 +31,7 @@ class TokenWindow:
 
     @property
     def latent_frames(self) -> int:
-        return self.tokens.shape[1] // 24
+        return self.tokens.shape[1] // NUM_JOINTS
 
 
 @dataclass

@@ -30,6 +30,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from ..constants import WINDOW_FRAMES
 from .config import TokenizerConfig
 from .model import MotionVQVAE
 
@@ -44,7 +45,7 @@ class TrainConfig:
     out: str = "runs/4dmot"
     steps: int = 500_000
     batch_size: int = 32
-    window: int = 49
+    window: int = WINDOW_FRAMES
     lr: float = 2e-4
     betas: tuple[float, float] = (0.9, 0.99)
     weight_decay: float = 1e-4
