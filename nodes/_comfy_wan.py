@@ -306,3 +306,68 @@ def apply_motion(model, adapter_path: str, motion, strength: float = 1.0, start_
                 "%g-%g of the steps, motion guidance %g", len(info.block_ids), info.path.name, timeline.num_frames,
                 start_frame, strength, start_percent, end_percent, guidance)
     return patched
+
+
+def encode_clip_upstream(clip_vision, image: torch.Tensor, truncate_uint8: bool = False):
+    """A native ``CLIP_VISION_OUTPUT`` of ``image`` (B, H, W, C) in [0, 1] with upstream's preprocessing: squash to
+    the tower's size by bicubic resizing without antialiasing (no 8-bit re-rounding), then the CLIP mean/std.
+
+    ``truncate_uint8``: first round the image down to 8 bits the way upstream's script converts its reference.
+    """
+    import comfy.clip_vision
+    import comfy.model_management
+
+    from ..mtv_core.wan.conditioning import clip_image_uint8
+    from ..mtv_core.wan.image_encoder import resize_for_clip
+
+    comfy.model_management.load_model_gpu(clip_vision.patcher)
+    pixels = image[..., :3].movedim(-1, 1).float() * 2 - 1  # (B, 3, H, W) in [-1, 1]
+    if truncate_uint8:
+        pixels = torch.stack([clip_image_uint8(p).permute(2, 0, 1).float() / 255 * 2 - 1 for p in pixels])
+    resized = resize_for_clip(pixels, clip_vision.image_size) * 0.5 + 0.5
+    mean = torch.tensor(clip_vision.image_mean, dtype=resized.dtype).view(1, 3, 1, 1)
+    std = torch.tensor(clip_vision.image_std, dtype=resized.dtype).view(1, 3, 1, 1)
+    pixel_values = ((resized - mean) / std).to(clip_vision.load_device)
+    all_states = getattr(clip_vision, "return_all_hidden_states", False)
+    out = clip_vision.model(pixel_values=pixel_values, intermediate_output="all" if all_states else -2)
+    device = comfy.model_management.intermediate_device()
+    outputs = comfy.clip_vision.Output()
+    outputs["last_hidden_state"] = out[0].to(device)
+    outputs["image_embeds"] = out[2].to(device)
+    outputs["penultimate_hidden_states"] = (out[1][:, -2] if all_states else out[1]).to(device)
+    outputs["mm_projected"] = out[3]
+    return outputs
+
+
+def next_window_conditioning(positive, negative, vae, overlap_frames: torch.Tensor, length: int, clip_vision=None):
+    """Conditioning and latent of a window that starts on ``overlap_frames`` (T, H, W, C) in [0, 1].
+
+    The conditioning is WanImageToVideo's with those frames as start image (upstream's ``y`` for window k > 0:
+    mask 1 on the overlap's latent frames, their encoding then grey); CLIP sees the last overlap frame when
+    ``clip_vision`` is given. The latent holds the overlap's latent frames under a noise mask of 0 (kept while
+    sampling: upstream's latent inpainting of the overlap), zeros elsewhere.
+    """
+    import comfy.latent_formats
+    import comfy.model_management
+    import node_helpers
+
+    overlap, height, width = overlap_frames.shape[:3]
+    image = torch.full((length, height, width, 3), 0.5, dtype=torch.float32)
+    image[:overlap] = overlap_frames[..., :3].float().cpu()
+    concat = vae.encode(image)
+    kept = (overlap - 1) // 4 + 1
+    mask = torch.ones((1, 1, concat.shape[2], concat.shape[-2], concat.shape[-1]), dtype=concat.dtype,
+                      device=concat.device)
+    mask[:, :, :kept] = 0.0
+    values = {"concat_latent_image": concat, "concat_mask": mask}
+    if clip_vision is not None:
+        values["clip_vision_output"] = encode_clip_upstream(clip_vision, overlap_frames[-1:])
+    positive = node_helpers.conditioning_set_values(positive, values)
+    negative = node_helpers.conditioning_set_values(negative, values)
+    samples = torch.zeros_like(concat)
+    samples[:, :, :kept] = concat[:, :, :kept]
+    # as Wan22ImageToVideoLatent: the sampler normalises a non-empty latent, so the free part is pre-denormalised
+    samples = comfy.latent_formats.Wan21().process_out(torch.zeros_like(samples)) * mask + samples * (1.0 - mask)
+    latent = {"samples": samples.to(comfy.model_management.intermediate_device()),
+              "noise_mask": mask.to(comfy.model_management.intermediate_device())}
+    return positive, negative, latent

@@ -122,6 +122,7 @@ def check_adapter_fits(info: MotionLayersInfo, dim: int, num_layers: int, what: 
 class _Window:
     start: int  # first video frame
     tokens: torch.Tensor  # (latent frames * 24, C) float32
+    indices: torch.Tensor | None  # (latent frames * 24,) int64 codebook indices, if known
 
     @property
     def latent_frames(self) -> int:
@@ -131,10 +132,14 @@ class _Window:
 class MotionTimeline:
     """The motion tokens of an ``MTV_MOTION``, addressed by video frame and latent frame."""
 
-    def __init__(self, windows: Sequence[tuple[int, torch.Tensor]]) -> None:
+    def __init__(self, windows: Sequence[tuple[int, torch.Tensor, torch.Tensor | None]]) -> None:
         if not windows:
             raise ValueError("motion holds no token windows")
-        self.windows = [_Window(int(s), t.detach().reshape(-1, t.shape[-1]).float().cpu()) for s, t in windows]
+        self.windows = [
+            _Window(int(s), t.detach().reshape(-1, t.shape[-1]).float().cpu(),
+                    None if i is None else i.detach().reshape(-1).cpu())
+            for s, t, i in windows
+        ]
         widths = {w.tokens.shape[-1] for w in self.windows}
         if len(widths) != 1:
             raise ValueError(f"motion windows of different token widths {sorted(widths)}")
@@ -147,12 +152,36 @@ class MotionTimeline:
 
     @classmethod
     def from_motion(cls, motion: MotionTokens) -> "MotionTimeline":
-        return cls([(w.start, w.tokens[0]) for w in motion.windows])
+        return cls([(w.start, w.tokens[0], w.indices[0] if w.indices is not None else None) for w in motion.windows])
 
     @property
     def num_frames(self) -> int:
         """Video frames the tokens cover (4k + 1)."""
         return FRAMES_PER_LATENT * (self.latent_frames - 1) + 1
+
+    def _rows(self, start_frame: int, latent_indices: Sequence[int]) -> list[tuple[_Window, int]]:
+        """(window, latent frame in it) for each latent frame of the span (see ``tokens``)."""
+        indices = [int(i) for i in latent_indices]
+        if start_frame < 0 or start_frame % FRAMES_PER_LATENT:
+            raise ValueError(f"start frame {start_frame} must be a non-negative multiple of {FRAMES_PER_LATENT}")
+        if not indices or min(indices) < 0:
+            raise ValueError(f"latent frame indices {indices[:8]} must be non-negative and not empty")
+        for w in self.windows:
+            if w.start == start_frame and max(indices) < w.latent_frames:
+                return [(w, i) for i in indices]
+        offset = start_frame // FRAMES_PER_LATENT
+        last = offset + max(indices)
+        if last >= self.latent_frames:
+            needed = FRAMES_PER_LATENT * last + 1
+            raise ValueError(f"the video needs motion up to frame {needed} (latent frame {last}), but the motion "
+                             f"tokens cover {self.num_frames} frames ({self.latent_frames} latent frames)")
+        rows = []
+        for i in indices:
+            g = offset + i
+            w = next(w for w in self.windows if w.start // FRAMES_PER_LATENT <= g
+                     < w.start // FRAMES_PER_LATENT + w.latent_frames)
+            rows.append((w, g - w.start // FRAMES_PER_LATENT))
+        return rows
 
     def tokens(self, start_frame: int, latent_indices: Sequence[int]) -> torch.Tensor:
         """(len(latent_indices) * 24, C) tokens of the span starting at video frame ``start_frame``.
@@ -161,30 +190,14 @@ class MotionTimeline:
         A window starting at ``start_frame`` that covers them gives its own tokens; otherwise the stitched
         timeline (each latent frame from the first window covering it) does.
         """
-        indices = [int(i) for i in latent_indices]
-        if start_frame < 0 or start_frame % FRAMES_PER_LATENT:
-            raise ValueError(f"start frame {start_frame} must be a non-negative multiple of {FRAMES_PER_LATENT}")
-        if not indices or min(indices) < 0:
-            raise ValueError(f"latent frame indices {indices[:8]} must be non-negative and not empty")
-        rows = torch.arange(JOINTS)
-        for w in self.windows:
-            if w.start == start_frame and max(indices) < w.latent_frames:
-                picks = torch.tensor(indices)[:, None] * JOINTS + rows
-                return w.tokens[picks.reshape(-1)]
-        offset = start_frame // FRAMES_PER_LATENT
-        last = offset + max(indices)
-        if last >= self.latent_frames:
-            needed = FRAMES_PER_LATENT * last + 1
-            raise ValueError(f"the video needs motion up to frame {needed} (latent frame {last}), but the motion "
-                             f"tokens cover {self.num_frames} frames ({self.latent_frames} latent frames)")
-        out = []
-        for i in indices:
-            g = offset + i
-            w = next(w for w in self.windows if w.start // FRAMES_PER_LATENT <= g
-                     < w.start // FRAMES_PER_LATENT + w.latent_frames)
-            j = g - w.start // FRAMES_PER_LATENT
-            out.append(w.tokens[j * JOINTS: (j + 1) * JOINTS])
-        return torch.cat(out)
+        return torch.cat([w.tokens[j * JOINTS: (j + 1) * JOINTS] for w, j in self._rows(start_frame, latent_indices)])
+
+    def indices(self, start_frame: int, latent_indices: Sequence[int]) -> torch.Tensor | None:
+        """The codebook indices of the same span (None when a window has none)."""
+        rows = self._rows(start_frame, latent_indices)
+        if any(w.indices is None for w, _ in rows):
+            return None
+        return torch.cat([w.indices[j * JOINTS: (j + 1) * JOINTS] for w, j in rows])
 
 
 class MotionInputs:
@@ -215,3 +228,43 @@ class MotionInputs:
             cos, sin = motion_rope_17b(frames, self.joint_mean_mm, self.head_dim)
             self._rope[key] = (cos.to(device), sin.to(device))
         return tokens, self._rope[key]
+
+
+def next_window_start(previous_frames: int, overlap: int, length: int) -> int:
+    """First video frame of the next window when ``previous_frames`` frames exist and the new window of
+    ``length`` frames re-uses their last ``overlap`` (all on the 4k + 1 grid of the Wan VAE)."""
+    for name, value in (("overlap", overlap), ("window length", length)):
+        if value < 1 or (value - 1) % FRAMES_PER_LATENT:
+            raise ValueError(f"{name} {value} must be 4k + 1 frames (e.g. 9, 49)")
+    if overlap >= length:
+        raise ValueError(f"overlap {overlap} must be shorter than the window ({length} frames)")
+    if previous_frames < overlap:
+        raise ValueError(f"{previous_frames} previous frames, fewer than the overlap of {overlap}")
+    start = previous_frames - overlap
+    if start % FRAMES_PER_LATENT:
+        raise ValueError(f"{previous_frames} previous frames with an overlap of {overlap}: the next window would "
+                         f"start at frame {start}, not a multiple of {FRAMES_PER_LATENT} (keep every window 4k + 1 "
+                         "frames long and chain them with Next Window)")
+    return start
+
+
+def window_motion(motion: MotionTokens, start_frame: int, num_frames: int) -> MotionTokens:
+    """The motion tokens of video frames ``start_frame`` .. ``start_frame + num_frames - 1`` as a one-window
+    ``MotionTokens`` starting at frame 0 (the tokenizer window starting there, when there is one)."""
+    from ..motion.edit import trim
+    from ..tokenizer.tokens import TokenWindow
+
+    if num_frames < 1 or (num_frames - 1) % FRAMES_PER_LATENT:
+        raise ValueError(f"window length {num_frames} must be 4k + 1 frames")
+    latent = (num_frames - 1) // FRAMES_PER_LATENT + 1
+    timeline = MotionTimeline.from_motion(motion)
+    tokens = timeline.tokens(start_frame, range(latent))[None]
+    indices = timeline.indices(start_frame, range(latent))
+    joints = motion.joints
+    stop = min(joints.num_frames, start_frame + num_frames)
+    if start_frame < stop:
+        joints = trim(joints, start_frame, stop)
+    window = TokenWindow(start=0, num_frames=num_frames, tokens=tokens,
+                         indices=indices[None] if indices is not None else None)
+    meta = {**motion.meta, "window_of": f"frames {start_frame}-{start_frame + num_frames - 1}"}
+    return MotionTokens(windows=[window], joints=joints, plan=None, meta=meta)
