@@ -417,8 +417,10 @@ def read_motion_layers(
         if not ADAPTER_KEY.match(key):
             continue
         tensor = weights.get(key)
-        layer = _leaf(key)[0]
-        scale_key = next((f"{layer}.{leaf}" for leaf in SCALE_LEAVES if f"{layer}.{leaf}" in weights), None)
+        layer, own_leaf = _leaf(key)
+        # a layer's fp8 scale belongs to its weight, never to its bias
+        scale_key = None if own_leaf != "weight" else next(
+            (f"{layer}.{leaf}" for leaf in SCALE_LEAVES if f"{layer}.{leaf}" in weights), None)
         if is_fp8(tensor.dtype) or scale_key is not None:
             scale = weights.get(scale_key).to(torch.float32).reshape(()) if scale_key else None
             tensor = dequantize(tensor, scale, dtype or torch.bfloat16)
