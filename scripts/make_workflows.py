@@ -62,6 +62,45 @@ MODELS = {
     },
 }
 
+NATIVE_MODELS = {
+    "wan_i2v": {
+        "name": "wan2.1_i2v_480p_14B_fp16.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+               "diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors",
+        "directory": "diffusion_models",
+    },
+    "motion": {
+        # the released MV-DiT-17B folder: MTV Apply Motion reads only its motion layers
+        "name": "MV-DiT/Wan-2-1",
+        "url": "https://huggingface.co/yanboding/MTVCrafter/tree/main/MV-DiT/Wan-2-1",
+        "directory": "mtvcrafter",
+    },
+    "lora": {
+        "name": "Wan2.1_I2V_14B_FusionX_LoRA.safetensors",
+        "url": "https://huggingface.co/vrgamedevgirl84/Wan14BT2VFusioniX/resolve/main/FusionX_LoRa/"
+               "Wan2.1_I2V_14B_FusionX_LoRA.safetensors",
+        "directory": "loras",
+    },
+    "umt5": {
+        "name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+               "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "directory": "text_encoders",
+    },
+    "clip_vision": {
+        "name": "clip_vision_h.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+               "clip_vision/clip_vision_h.safetensors",
+        "directory": "clip_vision",
+    },
+    "wan_vae": {
+        "name": "wan_2.1_vae.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
+               "wan_2.1_vae.safetensors",
+        "directory": "vae",
+    },
+}
+
 DOWNLOAD_NOTE = """## MTVCrafter 7B: models
 
 | Node | File | Put it in |
@@ -271,8 +310,104 @@ def motion_preview_workflow() -> dict[str, Any]:
     return g.workflow([])
 
 
+NATIVE_NOTE = """## MTVCrafter 17B on ComfyUI's native Wan 2.1
+
+The motion layers of MTVCrafter's MV-DiT-17B are added to the Wan 2.1 I2V-14B model you load with **Load Diffusion Model** (bf16, fp8 or scaled fp8; Wan2.1-Fun-14B-InP works too). Everything else is native: LoRA, KSampler, context windows, caches.
+
+| Node | File | Put it in |
+|---|---|---|
+| Load Diffusion Model | [wan2.1_i2v_480p_14B_fp16.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/diffusion_models) (or an fp8 file) | `models/diffusion_models/` |
+| MTV Apply Motion (Wan) | folder `MV-DiT/Wan-2-1` of [yanboding/MTVCrafter](https://huggingface.co/yanboding/MTVCrafter), or the 2 GB adapter `python -m mtv_core extract-adapter` writes from it | `models/mtvcrafter/` |
+| LoraLoaderModelOnly | [Wan2.1_I2V_14B_FusionX_LoRA.safetensors](https://huggingface.co/vrgamedevgirl84/Wan14BT2VFusioniX) (upstream's default; without it: bypass the node, cfg 6, 50 steps) | `models/loras/` |
+| Load CLIP (wan) | [umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/text_encoders) | `models/text_encoders/` |
+| Load CLIP Vision | [clip_vision_h.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/clip_vision) | `models/clip_vision/` |
+| Load VAE | [wan_2.1_vae.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/vae) | `models/vae/` |
+| Load Motion Tokenizer | [WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors](https://huggingface.co/Kijai/WanVideo_comfy/tree/main/MTVCrafter) | `models/mtvcrafter/` |
+%s
+Upstream's settings: 49 frames (13 latent frames, one motion window), shift 5, with the FusionX LoRA 10 steps at cfg 1 (without it cfg 6, 50 steps), 20 fps. **CLIP Vision Encode (MTV Wan)** gives the CLIP features exactly as MTVCrafter computed them (native CLIP Vision Encode resizes with antialiasing: ~2 %% off). For longer motion, chain **Next Window (MTV Wan)** per 49-frame window."""
+
+
+def native_workflow() -> dict[str, Any]:
+    """Driving video -> NLF -> tokens; native Wan 2.1 I2V + LoRA + MTV Apply Motion -> KSampler -> mp4."""
+    g = Graph()
+    g.add("MarkdownNote", (0, -520), size=(900, 480), text=NATIVE_NOTE % NLF_ROW)
+    video = g.add("LoadVideo", (0, 0), size=(320, 380), title="Driving video", file="dance.mp4")
+    comps = g.add("GetVideoComponents", (0, 430), size=(320, 90))
+    g.link(video, "VIDEO", comps, "video")
+    nlf = g.add("MTVLoadNLFModel", (360, 0), size=(320, 100), models=[MODELS["nlf"]],
+                model_name=MODELS["nlf"]["name"])
+    extract = g.add("MTVExtractSMPL", (360, 150), size=(320, 260))
+    g.link(nlf, "nlf_model", extract, "nlf_model")
+    g.link(comps, "images", extract, "images")
+    g.link(comps, "fps", extract, "fps")
+    tok = g.add("MTVLoadMotionTokenizer", (360, 460), models=[MODELS["tokenizer"]],
+                tokenizer_file=MODELS["tokenizer"]["name"])
+    enc = g.add("MTVEncodeMotion", (720, 300), size=(320, 150))
+    g.link(tok, "tokenizer", enc, "tokenizer")
+    g.link(extract, "joints", enc, "joints")
+    g.group("1. Driving video -> motion tokens (NLF needs CUDA)", (-20, -40, 1080, 640))
+
+    x = 1100
+    unet = g.add("UNETLoader", (x, 0), size=(340, 110), models=[NATIVE_MODELS["wan_i2v"]],
+                 unet_name=NATIVE_MODELS["wan_i2v"]["name"])
+    lora = g.add("LoraLoaderModelOnly", (x, 150), size=(340, 90), models=[NATIVE_MODELS["lora"]],
+                 lora_name=NATIVE_MODELS["lora"]["name"], strength_model=1.0)
+    g.link(unet, "MODEL", lora, "model")
+    shift = g.add("ModelSamplingSD3", (x, 280), size=(340, 60), title="Shift 5 (upstream)", shift=5.0)
+    g.link(lora, "MODEL", shift, "model")
+    apply = g.add("MTVApplyMotionWan", (x, 380), size=(340, 240), models=[NATIVE_MODELS["motion"]],
+                  adapter=NATIVE_MODELS["motion"]["name"])
+    g.link(shift, "MODEL", apply, "model")
+    g.link(enc, "motion", apply, "motion")
+    g.group("2. Wan 2.1 I2V + MTV motion", (x - 20, -40, 380, 680))
+
+    x = 1500
+    clip = g.add("CLIPLoader", (x, 0), size=(340, 110), models=[NATIVE_MODELS["umt5"]],
+                 clip_name=NATIVE_MODELS["umt5"]["name"], type="wan")
+    pos = g.add("CLIPTextEncode", (x, 150), size=(340, 120), title="Prompt", text="The character is dancing.")
+    neg = g.add("CLIPTextEncode", (x, 310), size=(340, 120), title="Negative prompt",
+                text="bad hands, extra limbs, fused fingers, blurry, low quality")
+    g.link(clip, "CLIP", pos, "clip")
+    g.link(clip, "CLIP", neg, "clip")
+    vision = g.add("CLIPVisionLoader", (x, 470), size=(340, 80), models=[NATIVE_MODELS["clip_vision"]],
+                   clip_name=NATIVE_MODELS["clip_vision"]["name"])
+    ref = g.add("LoadImage", (x, 590), size=(340, 330), title="Reference image", image="reference.png")
+    clip_enc = g.add("MTVWanClipVisionEncode", (x + 380, 470), size=(320, 100))
+    g.link(vision, "CLIP_VISION", clip_enc, "clip_vision")
+    g.link(ref, "IMAGE", clip_enc, "image")
+    vae = g.add("VAELoader", (x + 380, 0), size=(320, 80), models=[NATIVE_MODELS["wan_vae"]],
+                vae_name=NATIVE_MODELS["wan_vae"]["name"])
+    i2v = g.add("WanImageToVideo", (x + 380, 130), size=(320, 290), width=512, height=512, length=49)
+    g.link(pos, "CONDITIONING", i2v, "positive")
+    g.link(neg, "CONDITIONING", i2v, "negative")
+    g.link(vae, "VAE", i2v, "vae")
+    g.link(clip_enc, "clip_vision_output", i2v, "clip_vision_output")
+    g.link(ref, "IMAGE", i2v, "start_image")
+    g.group("3. Text, reference image and CLIP (upstream's y and clip_fea)", (x - 20, -40, 760, 980))
+
+    x = 2280
+    sampler = g.add("KSampler", (x, 0), size=(340, 480), seed=42, steps=10, cfg=1.0, sampler_name="euler",
+                    scheduler="simple")
+    g.link(apply, "model", sampler, "model")
+    g.link(i2v, "positive", sampler, "positive")
+    g.link(i2v, "negative", sampler, "negative")
+    g.link(i2v, "latent", sampler, "latent_image")
+    decode = g.add("VAEDecode", (x, 530), size=(340, 60))
+    g.link(sampler, "LATENT", decode, "samples")
+    g.link(vae, "VAE", decode, "vae")
+    create = g.add("CreateVideo", (x + 380, 0), size=(300, 100))
+    g.link(decode, "IMAGE", create, "images")
+    g.link(comps, "fps", create, "fps")
+    save = g.add("SaveVideo", (x + 380, 160), size=(420, 420), filename_prefix="video/MTVCrafter_17B")
+    g.link(create, "VIDEO", save, "video")
+    return g.workflow([MODELS["nlf"], MODELS["tokenizer"], NATIVE_MODELS["wan_i2v"], NATIVE_MODELS["motion"],
+                       NATIVE_MODELS["lora"], NATIVE_MODELS["umt5"], NATIVE_MODELS["clip_vision"],
+                       NATIVE_MODELS["wan_vae"]])
+
+
 WORKFLOWS = {"mtvcrafter_7b.json": video_workflow, "mtvcrafter_7b_motion_file.json": motion_file_workflow,
-             "mtvcrafter_motion_preview.json": motion_preview_workflow}
+             "mtvcrafter_motion_preview.json": motion_preview_workflow,
+             "mtvcrafter_17b_native.json": native_workflow}
 
 
 def main(argv: list[str] | None = None) -> int:

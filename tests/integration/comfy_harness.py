@@ -25,6 +25,7 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 PACK_FOLDER = "mtvcrafter"  # folder name the pack is installed under (the registry id)
+STUB_FOLDER = "mtv_test_stubs"  # test-only stand-ins for native loaders (tests/integration/stub_nodes)
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never send 127.0.0.1 through a proxy
 
 

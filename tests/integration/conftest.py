@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from .comfy_harness import PACK_FOLDER, ComfyServer
+from .comfy_harness import PACK_FOLDER, STUB_FOLDER, ComfyServer
 from .workflow_assets import prepare_workflow_assets, workflow_files
 
 logger = logging.getLogger(__name__)
@@ -77,6 +77,8 @@ def comfy(tmp_path_factory: pytest.TempPathFactory) -> ComfyEnv:
     (base / "custom_nodes").mkdir()
     # The pack is installed the way users have it: a folder named after its registry id.
     (base / "custom_nodes" / PACK_FOLDER).symlink_to(ROOT, target_is_directory=True)
+    # test-only stand-ins for native loaders that know only released sizes (see stub_nodes/__init__.py)
+    (base / "custom_nodes" / STUB_FOLDER).symlink_to(Path(__file__).parent / "stub_nodes", target_is_directory=True)
     models_root = base / "extra_models"
     input_dir = base / "input"
     output_dir = base / "output"
@@ -84,11 +86,12 @@ def comfy(tmp_path_factory: pytest.TempPathFactory) -> ComfyEnv:
         d.mkdir()
     started = time.monotonic()
     assets = prepare_workflow_assets(workflow_files(), models_root, input_dir)
-    model_keys = {"mtvcrafter", "nlf", "diffusion_models", "vae"} | set(assets["model_dirs"])
+    model_keys = {"mtvcrafter", "nlf", "diffusion_models", "vae", "loras", "text_encoders", "clip_vision"} | set(
+        assets["model_dirs"])
     yaml_path = base / "extra_model_paths.yaml"
     _write_extra_paths(yaml_path, models_root, model_keys)
     assets_seconds = time.monotonic() - started
-    server = ComfyServer(comfyui_dir, base, extra_paths_yaml=yaml_path)
+    server = ComfyServer(comfyui_dir, base, extra_paths_yaml=yaml_path, whitelist=(PACK_FOLDER, STUB_FOLDER))
     server.start()
     env = ComfyEnv(server, base, models_root, input_dir, output_dir, assets,
                    timings={"assets_s": assets_seconds, "startup_s": server.startup_seconds})

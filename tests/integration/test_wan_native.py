@@ -244,7 +244,10 @@ def test_context_windows_slice_motion_tokens_by_latent_frame(native):
     window = list(range(1, frames))  # latent frames 1 .. F-1 of the video
     tokens = case["motion_tokens"]
     patched = apply_motion(native["model"], str(native["adapter"]), _motion(tokens))
-    ctx = comfy.context_windows.IndexListContextWindow(window, dim=2, total_frames=frames)
+    try:
+        ctx = comfy.context_windows.IndexListContextWindow(window, dim=2, total_frames=frames)
+    except TypeError:  # ComfyUI 0.3.64: no total_frames
+        ctx = comfy.context_windows.IndexListContextWindow(window, dim=2)
     x, y = case["x"][None][:, :, window], case["y"][None][:, :, window]
     windowed = _forward(patched, x, y, 500.0, _padded(case["context"]), case["clip_fea"], context_window=ctx)
     # the same tokens given as a motion that starts at latent frame 1 (video frame 4)
@@ -262,6 +265,10 @@ def test_context_windows_in_a_sampler_run_get_every_window(native):
 
     from mtv_pack.nodes._comfy_wan import MotionPatch, apply_motion
 
+    import inspect
+
+    if "total_frames" not in inspect.signature(comfy.context_windows.IndexListContextWindow).parameters:
+        pytest.skip("this ComfyUI's context windows (0.3.64) do not slice Wan's concat conditioning per window")
     case = native["case"]
     frames = case["x"].shape[1]
     patched = apply_motion(native["model"], str(native["adapter"]), _motion(case["motion_tokens"]))
@@ -404,7 +411,13 @@ def cond_models(comfy_inproc, tmp_path_factory):
     from mtv_pack.mtv_core.wan.image_encoder import load_clip_vision
 
     folder = tmp_path_factory.mktemp("cond_models")
-    vae = comfy.sd.VAE(sd=regenerate_from_manifest(find_manifest("manifest_wanvae_tiny_seed41.json")))
+    vae_state = regenerate_from_manifest(find_manifest("manifest_wanvae_tiny_seed41.json"))
+    try:
+        vae = comfy.sd.VAE(sd=vae_state)
+    except RuntimeError as exc:  # ComfyUI 0.3.64 builds the Wan VAE at the released width 96 only
+        if "size mismatch" not in str(exc):
+            raise
+        pytest.skip(f"this ComfyUI's native Wan VAE has a fixed width; the tiny VAE needs 0.8.0+ ({exc!s:.80})")
     clip_manifest = find_manifest("manifest_clipvis_tiny_seed41.json")
     tower = load_clip_vision(write_release_file(clip_manifest, folder / "clip.pth"),
                              num_heads=clip_manifest["config"]["num_heads"])
