@@ -20,12 +20,13 @@ CATEGORY = f"{types.CATEGORY}/Wan"
 ADAPTER_FOLDERS = (MTV_FOLDER, "diffusion_models")
 ADAPTER_SUFFIXES = (".safetensors", ".sft")
 NO_ADAPTER = "(no motion adapter: put mvdit17b_motion_adapter.safetensors or MV-DiT-17B in models/mtvcrafter)"
-_ADAPTER_HINTS = ("adapter", "motion", "mtv", "mvdit")
+_ADAPTER_HINTS = ("adapter", "motion", "wan-2-1", "mtv", "mvdit")
 
 
 def adapter_choices() -> list[str]:
-    """Safetensors files of models/mtvcrafter and models/diffusion_models, likely motion files first."""
-    return model_choices(ADAPTER_FOLDERS, ADAPTER_SUFFIXES, NO_ADAPTER, hints=_ADAPTER_HINTS,
+    """Safetensors files and model folders (the released MV-DiT/Wan-2-1) of models/mtvcrafter and
+    models/diffusion_models, likely motion files first."""
+    return model_choices(ADAPTER_FOLDERS, ADAPTER_SUFFIXES, NO_ADAPTER, hints=_ADAPTER_HINTS, include_dirs=True,
                          skip=lambda n: n.startswith(("motions/", "smpl/")))
 
 
@@ -46,9 +47,10 @@ class MTVApplyMotionWan(io.ComfyNode):
             inputs=[
                 io.Model.Input("model", tooltip="A native Wan 2.1 image-to-video MODEL (Load Diffusion Model)."),
                 io.Combo.Input("adapter", options=adapter_choices(),
-                               tooltip="The motion layers: the extracted motion adapter or the full MV-DiT-17B file "
-                                       "(bf16 or fp8; only its motion layers are read), from models/mtvcrafter or "
-                                       f"models/diffusion_models ({MODEL_HELP_URL})."),
+                               tooltip="The motion layers: the extracted motion adapter, or the released MV-DiT-17B "
+                                       "folder MV-DiT/Wan-2-1 or a single MV-DiT-17B file (bf16 or fp8; only its "
+                                       "motion layers are read), from models/mtvcrafter or models/diffusion_models "
+                                       f"({MODEL_HELP_URL})."),
                 types.Motion.Input("motion", tooltip="Motion tokens from Encode Motion (released 4DMoT)."),
                 io.Float.Input("strength", default=1.0, min=0.0, max=4.0, step=0.05,
                                tooltip="Scale of the motion attention's update (1 = as trained, 0 = no motion)."),

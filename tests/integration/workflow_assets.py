@@ -116,7 +116,9 @@ def write_tiny_model(kind: str, path: Path) -> None:
     elif kind == "clip_vision":
         from mtv_pack.mtv_core.wan.image_encoder import write_tiny_clip_vision
 
-        write_tiny_clip_vision(path, seed=0, naming="comfy")
+        # width 1280: native Wan's image embedding takes ViT-H's features whatever the model's size
+        write_tiny_clip_vision(path, seed=0, naming="comfy", hidden_size=1280, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2)
     elif kind == "wan_text_encoder":
         # one umT5 layer of the width native Wan takes; vocab 384 holds the stand-in's byte tokens
         from mtv_pack.mtv_core.wan.text_encoder import write_tiny_umt5
