@@ -31,7 +31,8 @@ from .workflow_assets import WORKFLOWS_DIR, load_workflow, workflow_files, write
 pytestmark = pytest.mark.integration
 
 WORKFLOWS = workflow_files()
-CORE_TYPES = {"IMAGE", "MASK", "VIDEO", "LATENT", "VAE", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "AUDIO"}
+CORE_TYPES = {"IMAGE", "MASK", "VIDEO", "LATENT", "VAE", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "AUDIO",
+              "MODEL", "CONDITIONING", "CLIP_VISION", "CLIP_VISION_OUTPUT"}
 
 
 def test_server_loads_pack_without_import_errors(comfy):
@@ -304,7 +305,7 @@ def test_every_pack_node_is_exercised_by_the_integration_graphs():
 def _path_to_output(info, start_types: list[str], ours: set[str], max_depth: int = 4):
     """Shortest chain of (node class, input name, output slot feeding it) from a node with ``start_types``
     outputs to an output node: [(slot, consumer, input), ...]."""
-    sinks = ours | {"PreviewImage"}
+    sinks = ours | {"PreviewImage", "KSampler", "SaveLatent"}  # a MODEL reaches an output through KSampler
     frontier = [([], list(start_types))]
     for _ in range(max_depth):
         nxt = []
