@@ -486,3 +486,59 @@ def test_native_conditioning_against_upstream(case_path, cond_models):
                 case_path.stem, y_diff, clip_diff, native_rel)
     assert y_diff < 1e-4 and clip_diff < 1e-4
     assert native_rel > 1e-3  # why the pack ships its own CLIP encode node
+
+
+def test_fp8_weights_and_attention_overrides_work_with_the_patch(native):
+    """UNETLoader's fp8 storage (weights cast per layer) runs patched close to fp32, and an attention override in
+    transformer_options (how attention-backend nodes work) also serves the motion attention."""
+    import comfy.sd
+
+    from mtv_pack.nodes._comfy_wan import apply_motion
+
+    case = native["case"]
+    args = (case["x"][None], case["y"][None], 600.0, _padded(case["context"]), case["clip_fea"])
+    motion = _motion(case["motion_tokens"])
+    full = _forward(apply_motion(native["model"], str(native["adapter"]), motion), *args)
+    fp8 = comfy.sd.load_diffusion_model_state_dict(dict(native["base"]), model_options={"dtype": torch.float8_e4m3fn})
+    assert fp8.model.get_dtype() == torch.float8_e4m3fn
+    low = _forward(apply_motion(fp8, str(native["adapter"]), motion), *args)
+    plain_fp8 = _forward(fp8, *args)
+    assert ((low - full).norm() / full.norm()) < 0.1  # fp8 rounding, not a broken patch
+    assert ((low - plain_fp8).norm() / plain_fp8.norm()) > 0.05  # the motion is there in fp8 too
+
+    calls: list[int] = []
+
+    def override(func, *a, **kw):
+        calls.append(a[1].shape[-2] if kw.get("skip_reshape") else a[1].shape[1])  # key tokens
+        return func(*a, **kw)
+
+    patched = apply_motion(native["model"], str(native["adapter"]), motion)
+    out = _forward(patched, *args, optimized_attention_override=override)
+    torch.testing.assert_close(out, full, atol=1e-6, rtol=0)
+    blocks = len(native["model"].model.diffusion_model.blocks)
+    motion_tokens = case["motion_tokens"].shape[1]
+    assert len(calls) == 3 * blocks + len(patched.get_additional_models()[0].model.block_ids)
+    assert calls.count(motion_tokens) == 2  # the motion attention of blocks 0 and 4
+
+
+def test_torch_compile_of_the_patched_model_gives_the_same_sample(native):
+    """TorchCompileModel's wrapper (here with dynamo's eager backend, CPU) compiles the diffusion model with the
+    motion blocks inside and samples exactly as the uncompiled patched model."""
+    import comfy.samplers
+    from comfy_api.torch_helpers import set_torch_compile_wrapper
+
+    from mtv_pack.nodes._comfy_wan import apply_motion
+
+    case = native["case"]
+    patched = apply_motion(native["model"], str(native["adapter"]), _motion(case["motion_tokens"]))
+    compiled = patched.clone()
+    set_torch_compile_wrapper(compiled, backend="eager", keys=["diffusion_model"])
+    sigmas = torch.tensor([1.0, 0.6, 0.0])
+
+    def sample(model):
+        conds, negative = _conds(case, case["context"], model), _conds(case, case["context_negative"], model)
+        return comfy.samplers.sample(model, case["x"][None].clone(), conds, negative, 6.0, "cpu",
+                                     comfy.samplers.sampler_object("euler"), sigmas,
+                                     latent_image=torch.zeros_like(case["x"][None]), disable_pbar=True, seed=0)
+
+    torch.testing.assert_close(sample(compiled), sample(patched), atol=1e-5, rtol=0)
