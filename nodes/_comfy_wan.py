@@ -295,6 +295,9 @@ def apply_motion(model, adapter_path: str, motion, strength: float = 1.0, start_
     patched.add_wrapper_with_key(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, PATCH_KEY, patch)
     patched.remove_callbacks_with_key(comfy.patcher_extension.CallbacksMP.ON_PRE_RUN, PATCH_KEY)
     patched.add_callback_with_key(comfy.patcher_extension.CallbacksMP.ON_PRE_RUN, PATCH_KEY, patch.on_pre_run)
+    replaced = patched.model_options["transformer_options"].get("patches_replace", {}).get("dit", {})
+    for key in [k for k, v in replaced.items() if isinstance(v, MotionBlock)]:  # an earlier Apply Motion's
+        del replaced[key]
     for index in info.block_ids:
         patched.set_model_patch_replace(MotionBlock(index), "dit", "double_block", index)
     post = [f for f in patched.model_options.get("sampler_post_cfg_function", [])

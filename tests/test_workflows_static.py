@@ -35,7 +35,8 @@ from integration.workflow_assets import WORKFLOWS_DIR
 
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 # Workflows the pack promises (README); each is checked as soon as it exists.
-MANIFEST = ("mtvcrafter_7b.json", "mtvcrafter_7b_motion_file.json", "mtvcrafter_motion_preview.json")
+MANIFEST = ("mtvcrafter_7b.json", "mtvcrafter_7b_motion_file.json", "mtvcrafter_motion_preview.json",
+            "mtvcrafter_17b_native.json")
 MODEL_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt", ".torchscript", ".gguf")
 MODEL_FOLDERS = {"mtvcrafter", "nlf", "diffusion_models", "unet", "vae", "text_encoders", "clip", "checkpoints",
                  "loras", "clip_vision"}

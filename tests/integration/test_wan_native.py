@@ -542,3 +542,17 @@ def test_torch_compile_of_the_patched_model_gives_the_same_sample(native):
                                      latent_image=torch.zeros_like(case["x"][None]), disable_pbar=True, seed=0)
 
     torch.testing.assert_close(sample(compiled), sample(patched), atol=1e-5, rtol=0)
+
+
+def test_a_second_apply_motion_replaces_the_first(native):
+    from mtv_pack.nodes._comfy_wan import PATCH_KEY, apply_motion
+
+    case = native["case"]
+    args = (case["x"][None], case["y"][None], 450.0, _padded(case["context"]), case["clip_fea"])
+    motion = _motion(case["motion_tokens"])
+    once = apply_motion(native["model"], str(native["adapter"]), motion, strength=0.5)
+    twice = apply_motion(apply_motion(native["model"], str(native["adapter"]), motion, guidance=3.0),
+                         str(native["adapter"]), motion, strength=0.5)
+    assert len(twice.get_additional_models_with_key(PATCH_KEY)) == 1
+    assert not twice.model_options.get("sampler_post_cfg_function")  # the first one's guidance is gone too
+    torch.testing.assert_close(_forward(twice, *args), _forward(once, *args), atol=0, rtol=0)
