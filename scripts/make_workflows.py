@@ -72,6 +72,42 @@ MODELS = {
 DIT_FOLDER = "MV-DiT/CogVideoX"  # a diffusers folder (config.json + safetensors shards) in models/mtvcrafter
 NLF_FILE = "nlf_l_multi_0.3.2.torchscript"
 
+# Native Wan 2.1 files (the native template): single .safetensors files the frontend can check and download.
+NATIVE_MODELS = {
+    "wan_i2v": {
+        "name": "wan2.1_i2v_480p_14B_fp16.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+               "diffusion_models/wan2.1_i2v_480p_14B_fp16.safetensors",
+        "directory": "diffusion_models",
+    },
+    "lora": {
+        "name": "Wan2.1_I2V_14B_FusionX_LoRA.safetensors",
+        "url": "https://huggingface.co/vrgamedevgirl84/Wan14BT2VFusioniX/resolve/main/FusionX_LoRa/"
+               "Wan2.1_I2V_14B_FusionX_LoRA.safetensors",
+        "directory": "loras",
+    },
+    "umt5": {
+        "name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+               "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "directory": "text_encoders",
+    },
+    "clip_vision": {
+        "name": "clip_vision_h.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
+               "clip_vision/clip_vision_h.safetensors",
+        "directory": "clip_vision",
+    },
+    "wan_vae": {
+        "name": "wan_2.1_vae.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
+               "wan_2.1_vae.safetensors",
+        "directory": "vae",
+    },
+}
+# The motion layers' source, a folder the frontend cannot list: named in the native template's note.
+MOTION_FOLDER_17B = "MV-DiT/Wan-2-1"
+
 MODEL_NOTE = """### Model files
 
 Downloaded from the *Missing Models* dialog (or the links):
@@ -276,16 +312,18 @@ class Column:
         self.graph, self.x, self.y, self.width = graph, x, y, width
         self.closed = False
 
-    def add(self, ntype: str, height: int, width: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    def add(self, ntype: str, node_height: int, node_width: int | None = None, **kwargs: Any) -> dict[str, Any]:
+        """``ntype`` below the column's last node; ``kwargs`` are its widgets (which may be called width/height)."""
         if self.closed:
             raise ValueError(f"nothing may go below a growing preview ({ntype} at x={self.x})")
-        node = self.graph.add(ntype, (self.x, self.y + NODE_TITLE_HEIGHT), size=(width or self.width, height), **kwargs)
-        self.y += NODE_TITLE_HEIGHT + height + GAP
+        node = self.graph.add(ntype, (self.x, self.y + NODE_TITLE_HEIGHT), size=(node_width or self.width, node_height),
+                              **kwargs)
+        self.y += NODE_TITLE_HEIGHT + node_height + GAP
         return node
 
-    def last(self, ntype: str, height: int, width: int | None = None, **kwargs: Any) -> dict[str, Any]:
+    def last(self, ntype: str, node_height: int, node_width: int | None = None, **kwargs: Any) -> dict[str, Any]:
         """The column's bottom node: one whose preview may grow it downwards."""
-        node = self.add(ntype, height, width, **kwargs)
+        node = self.add(ntype, node_height, node_width, **kwargs)
         self.closed = True
         return node
 
@@ -329,7 +367,7 @@ def _tokens(g: Graph, x: float, joints: tuple[dict, str]) -> tuple[float, dict, 
     """Group 2: tokenizer -> Encode Motion, MPJPE shown as text; returns (next x, encoder, members)."""
     col = Column(g, x, TOP, 360)
     tok = col.add("MTVLoadMotionTokenizer", 110, models=[MODELS["tokenizer"]], tokenizer_file=MODELS["tokenizer"]["name"])
-    enc = col.add("MTVEncodeMotion", 130, width=320)
+    enc = col.add("MTVEncodeMotion", 130, node_width=320)
     g.link(tok, "tokenizer", enc, "tokenizer")
     g.link(*joints, enc, "joints")
     mpjpe = g.show_text(enc, "mpjpe", (col.x, col.y + NODE_TITLE_HEIGHT), "MPJPE: tokens vs. motion", size=(360, 110))
@@ -470,9 +508,95 @@ def motion_preview_workflow() -> dict[str, Any]:
     return g.workflow()
 
 
+NATIVE_NOTE = """## MTVCrafter 17B on ComfyUI's native Wan 2.1
+
+The motion layers of MTVCrafter's MV-DiT-17B are added to the Wan 2.1 I2V-14B model you load with **Load Diffusion Model** (bf16, fp8 or scaled fp8; Wan2.1-Fun-14B-InP works too). Everything else is native: LoRA, KSampler, context windows, caches.
+
+| Node | File | Put it in |
+|---|---|---|
+| Load Diffusion Model | [wan2.1_i2v_480p_14B_fp16.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/diffusion_models) (or an fp8 file) | `models/diffusion_models/` |
+| MTV Apply Motion (Wan) | folder `MV-DiT/Wan-2-1` of [yanboding/MTVCrafter](https://huggingface.co/yanboding/MTVCrafter), or the 2 GB adapter `python -m mtv_core extract-adapter` writes from it | `models/mtvcrafter/` |
+| LoraLoaderModelOnly | [Wan2.1_I2V_14B_FusionX_LoRA.safetensors](https://huggingface.co/vrgamedevgirl84/Wan14BT2VFusioniX) (upstream's default; without it: bypass the node, cfg 6, 50 steps) | `models/loras/` |
+| Load CLIP (wan) | [umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/text_encoders) | `models/text_encoders/` |
+| Load CLIP Vision | [clip_vision_h.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/clip_vision) | `models/clip_vision/` |
+| Load VAE | [wan_2.1_vae.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/vae) | `models/vae/` |
+| Load Motion Tokenizer | [WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors](https://huggingface.co/Kijai/WanVideo_comfy/tree/main/MTVCrafter) | `models/mtvcrafter/` |
+%s
+Upstream's settings: 49 frames (13 latent frames, one motion window), shift 5, with the FusionX LoRA 10 steps at cfg 1 (without it cfg 6, 50 steps), 20 fps. **CLIP Vision Encode (MTV Wan)** gives the CLIP features exactly as MTVCrafter computed them (native CLIP Vision Encode resizes with antialiasing: ~2 %% off). For longer motion, chain **Next Window (MTV Wan)** per 49-frame window."""
+
+
+def native_workflow() -> dict[str, Any]:
+    """Driving video -> NLF -> tokens; native Wan 2.1 I2V + LoRA + MTV Apply Motion -> KSampler -> mp4."""
+    g = Graph()
+    x = _note(g, NATIVE_NOTE % NLF_ROW, height=900, width=760)
+    x, comps, extract, members = _nlf(g, x)
+    g.group("1. Driving video -> 3D motion (NLF)", members)
+    x, enc, members = _tokens(g, x, (extract, "joints"))
+    g.group("2. Motion tokens (4DMoT)", members)
+    x, members = _strip(g, x, (extract, "preview"), (extract, "joints"), (enc, "reconstructed"), (comps, "fps"),
+                        "video/MTVCrafter_motion_check")
+    g.group("Optional: motion check (Ctrl+B bypasses)", members, color=GREY)
+
+    col = Column(g, x, TOP, 360)
+    unet = col.add("UNETLoader", 90, models=[NATIVE_MODELS["wan_i2v"]], unet_name=NATIVE_MODELS["wan_i2v"]["name"])
+    lora = col.add("LoraLoaderModelOnly", 90, models=[NATIVE_MODELS["lora"]], lora_name=NATIVE_MODELS["lora"]["name"],
+                   strength_model=1.0)
+    g.link(unet, "MODEL", lora, "model")
+    shift = col.add("ModelSamplingSD3", 60, title="Shift 5 (upstream)", shift=5.0)
+    g.link(lora, "MODEL", shift, "model")
+    apply = col.add("MTVApplyMotionWan", 250, adapter=MOTION_FOLDER_17B)
+    g.link(shift, "MODEL", apply, "model")
+    g.link(enc, "motion", apply, "motion")
+    g.group("3. Wan 2.1 I2V + LoRA + MTV motion", [unet, lora, shift, apply])
+
+    c_text, c_image, c_ref = _columns(g, col.right + GROUP_GAP - COLUMN_GAP, TOP, [360, 340, 340])
+    clip = c_text.add("CLIPLoader", 90, models=[NATIVE_MODELS["umt5"]], clip_name=NATIVE_MODELS["umt5"]["name"],
+                      type="wan")
+    pos = c_text.add("CLIPTextEncode", 120, title="Prompt", text="The character is dancing.")
+    neg = c_text.add("CLIPTextEncode", 120, title="Negative prompt",
+                     text="bad hands, extra limbs, fused fingers, blurry, low quality")
+    g.link(clip, "CLIP", pos, "clip")
+    g.link(clip, "CLIP", neg, "clip")
+    vision = c_image.add("CLIPVisionLoader", 60, models=[NATIVE_MODELS["clip_vision"]],
+                         clip_name=NATIVE_MODELS["clip_vision"]["name"])
+    clip_enc = c_image.add("MTVWanClipVisionEncode", 80)
+    vae = c_image.add("VAELoader", 60, models=[NATIVE_MODELS["wan_vae"]], vae_name=NATIVE_MODELS["wan_vae"]["name"])
+    i2v = c_image.add("WanImageToVideo", 230, width=512, height=512, length=49)
+    ref = c_ref.last("LoadImage", 380, title="Reference image", image="reference.png")
+    g.link(vision, "CLIP_VISION", clip_enc, "clip_vision")
+    g.link(ref, "IMAGE", clip_enc, "image")
+    g.link(pos, "CONDITIONING", i2v, "positive")
+    g.link(neg, "CONDITIONING", i2v, "negative")
+    g.link(vae, "VAE", i2v, "vae")
+    g.link(clip_enc, "clip_vision_output", i2v, "clip_vision_output")
+    g.link(ref, "IMAGE", i2v, "start_image")
+    g.group("4. Text, reference image and CLIP (upstream's y and clip_fea)",
+            [clip, pos, neg, vision, clip_enc, vae, i2v, ref])
+
+    c_sample, c_out = _columns(g, c_ref.right + GROUP_GAP - COLUMN_GAP, TOP, [340, 460])
+    sampler = c_sample.last("KSampler", 520, seed=42, steps=10, cfg=1.0, sampler_name="euler",
+                            scheduler="simple")  # room for its latent preview
+    g.link(apply, "model", sampler, "model")
+    g.link(i2v, "positive", sampler, "positive")
+    g.link(i2v, "negative", sampler, "negative")
+    g.link(i2v, "latent", sampler, "latent_image")
+    decode = c_out.add("VAEDecode", 50)
+    g.link(sampler, "LATENT", decode, "samples")
+    g.link(vae, "VAE", decode, "vae")
+    create = c_out.add("CreateVideo", 80)
+    g.link(decode, "IMAGE", create, "images")
+    g.link(comps, "fps", create, "fps")
+    save = c_out.last("SaveVideo", 600, filename_prefix="video/MTVCrafter_17B")
+    g.link(create, "VIDEO", save, "video")
+    g.group("5. Sample and decode (10 steps, cfg 1 with the FusionX LoRA)", [sampler, decode, create, save],
+            color=GREEN)
+    return g.workflow()
+
+
 WORKFLOWS = {"mtvcrafter_7b.json": video_workflow, "mtvcrafter_7b_motion_file.json": motion_file_workflow,
              "mtvcrafter_motion_check.json": motion_check_workflow,
-             "mtvcrafter_motion_preview.json": motion_preview_workflow}
+             "mtvcrafter_motion_preview.json": motion_preview_workflow,
+             "mtvcrafter_17b_native.json": native_workflow}
 
 
 def main(argv: list[str] | None = None) -> int:

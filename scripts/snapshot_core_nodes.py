@@ -26,6 +26,10 @@ CORE_NODES = (
     "LoadImage", "LoadVideo", "GetVideoComponents", "CreateVideo", "SaveVideo", "SaveWEBM", "PreviewImage",
     "SaveImage", "SaveAnimatedWEBP", "ImageScale", "ImageScaleBy", "ImageCrop", "ImageFromBatch",
     "RepeatImageBatch", "ImageBatch", "ImageInvert", "EmptyImage", "ImageStitch", "PreviewAny",
+    # the native Wan 2.1 workflow (MTV Apply Motion on Load Diffusion Model's MODEL)
+    "UNETLoader", "LoraLoaderModelOnly", "ModelSamplingSD3", "CLIPLoader", "CLIPTextEncode", "CLIPVisionLoader",
+    "CLIPVisionEncode", "VAELoader", "WanImageToVideo", "KSampler", "KSamplerAdvanced", "VAEDecode", "SaveLatent",
+    "WanContextWindowsManual",
 )
 KEEP = ("default", "min", "max", "step", "round", "control_after_generate", "forceInput", "multiline",
         "image_upload", "video_upload", "animated_image_upload", "socketless", "widgetType", "options")

@@ -19,6 +19,8 @@ from typing import Mapping
 logger = logging.getLogger(__name__)
 
 WAN_HEAD_DIM = 128  # every Wan2.1 model has 128-wide heads; single files do not record the head count
+RELEASED_DIM = 5120  # width of the released MV-DiT-17B (Wan2.1 I2V-14B)
+RELEASED_MOTION_TOKEN_DIM = 3072  # width of the released 4DMoT's tokens, zero-padded to RELEASED_DIM
 _MOTION_KEY = re.compile(r"blocks\.(\d+)\.motion_attn\.")
 _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.")
 

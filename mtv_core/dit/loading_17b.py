@@ -21,6 +21,7 @@ from __future__ import annotations
 import logging
 import os
 import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable
 
@@ -30,7 +31,13 @@ from torch import nn
 from ..attention import check_backend
 from ..checkpoint import CheckpointError, load_into, open_checkpoint
 from ..files import atomic_output
-from .config_17b import MVDiT17BConfig, motion_block_ids
+from .config_17b import (
+    RELEASED_DIM,
+    RELEASED_MOTION_TOKEN_DIM,
+    WAN_HEAD_DIM,
+    MVDiT17BConfig,
+    motion_block_ids,
+)
 from .fp8_ops import FP8_NAMES, FP8Linear, FP8Operations, dequantize, is_fp8, quantize_fp8
 from ..precision import DTYPES, resolve_dtype
 from .transformer_17b import MVDiT17B
@@ -42,6 +49,7 @@ SCALED_FP8_MARKER = "scaled_fp8"
 SCALE_LEAVES = ("scale_weight", "weight_scale")  # per-layer fp8 scales (kijai / ComfyUI's older and newer names)
 IGNORED_LEAVES = ("scale_input", "input_scale", "comfy_quant")  # fp8-matmul hints; weights are upcast here
 ADAPTER_KEY = re.compile(r"blocks\.\d+\.(motion_attn|norm4)\.")
+_BLOCK = re.compile(r"blocks\.(\d+)\.")
 HINT = (
     "expected MTVCrafter's MV-DiT/Wan-2-1 transformer (folder or single file, bf16 / fp8 / scaled fp8), "
     "or a Wan2.1 I2V-14B base with a motion adapter"
@@ -368,6 +376,82 @@ def load_mvdit17b(
     return model
 
 
+@dataclass(frozen=True)
+class MotionLayersInfo:
+    """What a motion-layer file holds: the source, the model width, the motion blocks and the token width.
+
+    ``motion_token_dim``: the width of the motion tokens the layers were trained with, when known (the
+    adapter's ``motion_token_dim`` metadata, or 3072 for the released width 5120); None: any width <= dim.
+    ``num_layers``: blocks of the full model the layers were read from (None for an adapter file).
+    """
+
+    path: Path
+    dim: int
+    block_ids: tuple[int, ...]
+    motion_token_dim: int | None
+    num_layers: int | None
+    qk_norm: bool
+    cross_attn_norm: bool
+
+    @property
+    def num_heads(self) -> int:
+        return self.dim // WAN_HEAD_DIM
+
+
+def read_motion_layers(
+    path: str | Path, dtype: torch.dtype | None = torch.bfloat16, device: torch.device | str = "cpu"
+) -> tuple[dict[str, torch.Tensor], MotionLayersInfo]:
+    """The motion layers (``blocks.N.motion_attn.*``, ``blocks.N.norm4.*``) of an adapter or a full MV-DiT-17B.
+
+    ``path``: a motion adapter or a full MV-DiT-17B (bf16 / fp16 / fp32 / plain or scaled fp8, any wrapper
+    prefix); only the motion tensors are read from the mapped file. ``dtype``: the returned dtype (None: as
+    stored; fp8 layers are always dequantised, to bf16 when None). Raises CheckpointError naming the file for
+    anything else (a Wan base without motion layers, a 7B, a tokenizer, motion layers of mixed widths).
+    """
+    weights = _open_part(path)
+    kind = _kind(weights.keys())
+    if kind not in ("adapter", "mvdit17b"):
+        raise _refuse(weights.path, kind, "adapter")
+    tensors = {}
+    for key in _weight_keys(weights.keys()):
+        if not ADAPTER_KEY.match(key):
+            continue
+        tensor = weights.get(key)
+        layer, own_leaf = _leaf(key)
+        # a layer's fp8 scale belongs to its weight, never to its bias
+        scale_key = None if own_leaf != "weight" else next(
+            (f"{layer}.{leaf}" for leaf in SCALE_LEAVES if f"{layer}.{leaf}" in weights), None)
+        if is_fp8(tensor.dtype) or scale_key is not None:
+            scale = weights.get(scale_key).to(torch.float32).reshape(()) if scale_key else None
+            tensor = dequantize(tensor, scale, dtype or torch.bfloat16)
+        elif dtype is not None and tensor.is_floating_point():
+            tensor = tensor.to(dtype)
+        tensors[key] = tensor.contiguous().to(device)
+    ids = motion_block_ids(tensors)
+    widths = {t.shape[0] for k, t in tensors.items() if k.endswith(".weight") or k.endswith(".bias")}
+    if len(widths) != 1 or f"blocks.{ids[0]}.motion_attn.q.weight" not in tensors:
+        raise CheckpointError(f"{weights.path}: motion layers of inconsistent widths {sorted(widths)} or without "
+                              "motion_attn.q (not an MV-DiT-17B motion adapter)")
+    dim = widths.pop()
+    if dim % WAN_HEAD_DIM:
+        raise CheckpointError(f"{weights.path}: motion layers of width {dim}, not a multiple of Wan's head width "
+                              f"{WAN_HEAD_DIM}")
+    token_dim = weights.metadata.get("motion_token_dim") if weights.metadata else None
+    if token_dim is not None:
+        token_dim = int(token_dim)
+    elif dim == RELEASED_DIM:
+        token_dim = RELEASED_MOTION_TOKEN_DIM
+    num_layers = None
+    if kind == "mvdit17b":
+        num_layers = 1 + max(int(m.group(1)) for k in weights.keys() if (m := _BLOCK.match(k)))
+    info = MotionLayersInfo(
+        path=weights.path, dim=dim, block_ids=tuple(ids), motion_token_dim=token_dim, num_layers=num_layers,
+        qk_norm=f"blocks.{ids[0]}.motion_attn.norm_q.weight" in tensors,
+        cross_attn_norm=f"blocks.{ids[0]}.norm4.weight" in tensors,
+    )
+    return tensors, info
+
+
 def extract_adapter(src: str | Path, dst: str | Path, dtype: torch.dtype | None = torch.bfloat16) -> Path:
     """Write the motion layers of a full MV-DiT-17B (``blocks.N.motion_attn.*``, ``blocks.N.norm4.*``) to ``dst``.
 
@@ -379,30 +463,19 @@ def extract_adapter(src: str | Path, dst: str | Path, dtype: torch.dtype | None 
     dst = Path(dst)
     if not dst.name.endswith(".safetensors"):
         raise ValueError(f"{dst}: the adapter is written as .safetensors")
-    weights = _open_part(src)
-    if dst.exists() and os.path.samefile(dst, weights.path):
+    source = _open_part(src)
+    if dst.exists() and os.path.samefile(dst, source.path):
         raise ValueError(f"{dst}: the adapter would overwrite its source")
-    kind = _kind(weights.keys())
+    kind = _kind(source.keys())
     if kind != "mvdit17b":
-        raise _refuse(weights.path, kind, "full")
-    tensors = {}
-    for key in _weight_keys(weights.keys()):
-        if not ADAPTER_KEY.match(key):
-            continue
-        tensor = weights.get(key)
-        layer = _leaf(key)[0]
-        scale_key = next((f"{layer}.{leaf}" for leaf in SCALE_LEAVES if f"{layer}.{leaf}" in weights), None)
-        if is_fp8(tensor.dtype) or scale_key is not None:
-            scale = weights.get(scale_key).to(torch.float32).reshape(()) if scale_key else None
-            tensor = dequantize(tensor, scale, dtype or torch.bfloat16)
-        elif dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(dtype)
-        tensors[key] = tensor.contiguous()
-    dim = weights.shape("patch_embedding.weight")[0]
-    metadata = {"format": "pt", "mtv_model": "mvdit17b_motion_adapter", "dim": str(dim),
-                "motion_blocks": ",".join(map(str, motion_block_ids(tensors)))}
+        raise _refuse(source.path, kind, "full")
+    tensors, info = read_motion_layers(src, dtype)
+    metadata = {"format": "pt", "mtv_model": "mvdit17b_motion_adapter", "dim": str(info.dim),
+                "motion_blocks": ",".join(map(str, info.block_ids))}
+    if info.motion_token_dim is not None:
+        metadata["motion_token_dim"] = str(info.motion_token_dim)
     with atomic_output(dst) as tmp:
         save_file(tensors, str(tmp), metadata=metadata)
     logger.info("wrote the motion adapter of %s (%d tensors, blocks %s) to %s",
-                weights.path, len(tensors), metadata["motion_blocks"], dst)
+                info.path, len(tensors), metadata["motion_blocks"], dst)
     return dst

@@ -154,3 +154,20 @@ def write_tiny_mvdit17b(
             raise ValueError(f"fp8 must be None, 'plain' or 'scaled', got {fp8!r}")
         state = to_fp8(state, scaled=fp8 == "scaled")
     return save_mvdit17b(state, path, config, as_folder=as_folder, prefix=prefix, max_shard_bytes=max_shard_bytes)
+
+
+def tiny_lora_17b(config: MVDiT17BConfig | None = None, seed: int = 0, rank: int = 4) -> dict[str, torch.Tensor]:
+    """A small Wan LoRA (``diffusion_model.`` keys, lora_down/up + alpha) on a self-attention query, a
+    cross-attention output and an FFN layer of the motion blocks (0 and the last one) of ``config``."""
+    config = config or tiny_mvdit17b_config()
+    g = torch.Generator().manual_seed(seed)
+    first, last = config.motion_blocks[0], config.motion_blocks[-1]
+    targets = {f"blocks.{first}.self_attn.q": (config.dim, config.dim),
+               f"blocks.{last}.cross_attn.o": (config.dim, config.dim),
+               f"blocks.{last}.ffn.0": (config.ffn_dim, config.dim)}
+    lora = {}
+    for path, (out_features, in_features) in targets.items():
+        lora[f"diffusion_model.{path}.lora_down.weight"] = torch.randn(rank, in_features, generator=g) / in_features**0.5
+        lora[f"diffusion_model.{path}.lora_up.weight"] = torch.randn(out_features, rank, generator=g) * 0.2
+        lora[f"diffusion_model.{path}.alpha"] = torch.tensor(float(rank) / 2)
+    return lora

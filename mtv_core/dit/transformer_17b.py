@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import logging
 import math
-from typing import Sequence
+from typing import Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -63,6 +63,20 @@ def pad_text_context(context: torch.Tensor | Sequence[torch.Tensor], text_len: i
             raise ValueError(f"text context has {item.shape[0]} tokens, the model takes at most {text_len}")
         padded.append(F.pad(item, (0, 0, 0, text_len - item.shape[0])))
     return torch.stack(padded)
+
+
+def pad_motion_tokens(motion_tokens: torch.Tensor, dim: int, expected: int | None = None) -> torch.Tensor:
+    """(B, M, C) motion tokens -> (B, M, dim) zero-padded (3072 -> 5120 in the release; no projection).
+
+    ``expected``: the token width the motion layers were trained with (None: any width <= dim).
+    """
+    width = motion_tokens.shape[-1]
+    if motion_tokens.ndim != 3 or width > dim or (expected is not None and width != expected):
+        raise ValueError(
+            f"motion tokens of shape {tuple(motion_tokens.shape)}; expected (B, tokens, "
+            f"{expected if expected is not None else f'<= {dim}'})"
+        )
+    return F.pad(motion_tokens, (0, dim - width))
 
 
 def _modulation(chunks: int, dim: int) -> nn.Parameter:
@@ -127,18 +141,40 @@ class I2VCrossAttention(_AttentionBase):
         return self.o(_merge_heads(out))
 
 
+def motion_attention(
+    attn: "MotionAttention",
+    x: torch.Tensor,
+    motion: torch.Tensor,
+    rotate_q: Callable[[torch.Tensor], torch.Tensor],
+    k_rope: RopeTables,
+    attend: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor],
+) -> torch.Tensor:
+    """Upstream's motion attention with the layers of ``attn`` (q, k, v, o, norm_q, norm_k).
+
+    x (B, L, dim): the normed video tokens (``norm4`` applied); motion (B, M, dim): motion tokens zero-padded to
+    dim; rotate_q: applies the vision RoPE to queries (B, heads, L, head_dim); k_rope: float32 (cos, sin)
+    tables (M, head_dim) of the motion RoPE; attend(q, k, v) with (B, heads, tokens, head_dim) inputs returns
+    the merged (B, L, dim) attention output. Returns (B, L, dim), the ungated update of the residual stream.
+    Callers choose the RoPE and attention implementations (ComfyUI passes its own); the key layout is fixed.
+    """
+    batch, heads = x.shape[0], attn.num_heads
+    q = rotate_q(_split_heads(attn.norm_q(attn.q(x)), heads))
+    # upstream: k.view(b, n, -1, d): the (B, M, dim) buffer read as (B, heads, M, head_dim) -- keys of head h
+    # are the 128-wide chunks h*M .. h*M+M-1 of the flattened buffer, not head h of each token
+    k = attn.norm_k(attn.k(motion)).reshape(batch, heads, -1, attn.head_dim)
+    k = apply_rope(k, *k_rope)
+    v = _split_heads(attn.v(motion), heads)
+    return attn.o(attend(q, k, v))
+
+
 class MotionAttention(_AttentionBase):
     """MTVCrafter motion attention with upstream's key reinterpretation (see the module docstring)."""
 
     def forward(self, x: torch.Tensor, motion: torch.Tensor, q_rope: RopeTables, k_rope: RopeTables) -> torch.Tensor:
-        batch, heads = x.shape[0], self.num_heads
-        q = apply_rope(_split_heads(self.norm_q(self.q(x)), heads), *q_rope)
-        # upstream: k.view(b, n, -1, d): the (B, L, dim) buffer read as (B, heads, L, head_dim) -- keys of head h
-        # are the 128-wide chunks h*L .. h*L+L-1 of the flattened buffer, not head h of each token
-        k = self.norm_k(self.k(motion)).reshape(batch, heads, -1, self.head_dim)
-        k = apply_rope(k, *k_rope)
-        v = _split_heads(self.v(motion), heads)
-        return self.o(_merge_heads(attention(q, k, v, backend=self.backend)))
+        return motion_attention(
+            self, x, motion, lambda q: apply_rope(q, *q_rope), k_rope,
+            lambda q, k, v: _merge_heads(attention(q, k, v, backend=self.backend)),
+        )
 
 
 class MVDiT17BBlock(nn.Module):
@@ -326,14 +362,7 @@ class MVDiT17B(nn.Module):
         return self._unpatchify(x, grid)
 
     def _pad_motion(self, motion_tokens: torch.Tensor) -> torch.Tensor:
-        width, dim = motion_tokens.shape[-1], self.config.dim
-        expected = self.config.motion_token_dim
-        if motion_tokens.ndim != 3 or width > dim or (expected is not None and width != expected):
-            raise ValueError(
-                f"motion tokens of shape {tuple(motion_tokens.shape)}; expected (B, tokens, "
-                f"{expected if expected is not None else f'<= {dim}'})"
-            )
-        return F.pad(motion_tokens, (0, dim - width))
+        return pad_motion_tokens(motion_tokens, self.config.dim, self.config.motion_token_dim)
 
     def _unpatchify(self, x: torch.Tensor, grid: tuple[int, int, int]) -> torch.Tensor:
         """(B, f*gh*gw, out_dim*pt*ph*pw) -> (B, out_dim, f*pt, gh*ph, gw*pw)."""

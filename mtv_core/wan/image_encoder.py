@@ -311,13 +311,14 @@ def _canonical_to_wan(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]
     return out
 
 
-def write_tiny_clip_vision(path: str | Path, seed: int = 0, naming: str = "wan") -> Path:
+def write_tiny_clip_vision(path: str | Path, seed: int = 0, naming: str = "wan", **overrides) -> Path:
     """Write a tiny random CLIP visual tower with real key names.
 
     naming ``wan``: Wan's full-model naming (tower under ``visual.``, plus a text-tower key and ``log_scale``
     that the loader ignores); a ``.pth`` path is written with ``torch.save``, else safetensors.
     ``comfy``: transformers naming ``vision_model.*`` (ComfyUI's clip_vision_h layout) as safetensors.
-    Safetensors files carry the config in their metadata.
+    Safetensors files carry the config in their metadata. ``overrides``: fields of ``tiny_clip_vision_config()``
+    (e.g. ``hidden_size=1280``, the width native Wan's image embedding takes).
     """
     from safetensors.torch import save_file
 
@@ -325,7 +326,7 @@ def write_tiny_clip_vision(path: str | Path, seed: int = 0, naming: str = "wan")
 
     if naming not in ("wan", "comfy"):
         raise ValueError(f"naming must be 'wan' or 'comfy', got {naming!r}")
-    config = tiny_clip_vision_config()
+    config = {**tiny_clip_vision_config(), **overrides}
     model = build_clip_vision(config)
     prefix = _model_prefix(model)
     state = {k.removeprefix(prefix): v for k, v in random_weights(

@@ -246,17 +246,18 @@ def _hf_to_wan(key: str) -> str:
     return f"blocks.{m.group(1)}.{inverse[m.group(2)]}"
 
 
-def write_tiny_umt5(path: str | Path, seed: int = 0, naming: str = "wan") -> Path:
+def write_tiny_umt5(path: str | Path, seed: int = 0, naming: str = "wan", **config) -> Path:
     """Write a tiny random umT5 encoder with real key names.
 
     naming ``wan``: Wan's original names (a ``.pth`` path is written with ``torch.save``, else safetensors);
     ``comfy``: ComfyUI/transformers names (``shared.weight``, ``encoder.block.N...``) as safetensors.
+    ``config``: overrides of ``tiny_umt5_config()`` (e.g. ``d_model=4096``, the width native Wan takes).
     """
     from ..tokenizer.testing import random_weights
 
     if naming not in ("wan", "comfy"):
         raise ValueError(f"naming must be 'wan' or 'comfy', got {naming!r}")
-    model = build_umt5(tiny_umt5_config())
+    model = build_umt5({**tiny_umt5_config(), **config})
     state = {k: v for k, v in random_weights(model, seed, unit_keys=("shared.weight",)).items()
              if k != "encoder.embed_tokens.weight"}
     if naming == "wan":

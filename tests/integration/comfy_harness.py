@@ -30,6 +30,7 @@ PACK_ROOT = Path(__file__).resolve().parents[2]
 # Test-only custom node folder installed next to the pack: reports ComfyUI's loaded models (GET /mtv_test/...).
 PROBE_FOLDER = "mtv_test_probe"
 PROBE_SOURCE = Path(__file__).resolve().parent / "probe_pack"
+STUB_FOLDER = "mtv_test_stubs"  # test-only stand-ins for native loaders (tests/integration/stub_nodes)
 _LOCAL = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # never send 127.0.0.1 through a proxy
 
 
@@ -48,13 +49,15 @@ def comfyui_version(comfyui_dir: Path) -> str:
 
 
 def install_custom_nodes(base: Path) -> tuple[str, ...]:
-    """The pack (a folder named after its registry id, as users have it) and the probe under base/custom_nodes;
-    returns the folder names to whitelist."""
+    """The pack (a folder named after its registry id, as users have it), the probe and the stand-ins for native
+    loaders that know only released sizes (``stub_nodes``) under base/custom_nodes; returns the folder names to
+    whitelist."""
     custom_nodes = base / "custom_nodes"
     custom_nodes.mkdir(exist_ok=True)
     (custom_nodes / PACK_FOLDER).symlink_to(PACK_ROOT, target_is_directory=True)
     shutil.copytree(PROBE_SOURCE, custom_nodes / PROBE_FOLDER, ignore=shutil.ignore_patterns("__pycache__"))
-    return PACK_FOLDER, PROBE_FOLDER
+    (custom_nodes / STUB_FOLDER).symlink_to(Path(__file__).resolve().parent / "stub_nodes", target_is_directory=True)
+    return PACK_FOLDER, PROBE_FOLDER, STUB_FOLDER
 
 
 def start_server_like(env: Any, base: Path, extra_args: tuple[str, ...] = (), cpu: bool = True) -> "ComfyServer":

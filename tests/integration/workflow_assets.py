@@ -34,7 +34,9 @@ MOTION_SUFFIXES = (".npz", ".pkl", ".pickle")
 # Our loaders: the tiny kind each one loads and the models folder its model goes to when models[] does not
 # say (the folders the templates' notes name).
 LOADERS = {"MTVLoadNLFModel": ("nlf", "nlf"), "MTVLoadMotionTokenizer": ("tokenizer", "mtvcrafter"),
-           "MTVLoadDiT7B": ("dit7b", "mtvcrafter"), "MTVLoadCogVideoXVAE": ("video_vae", "vae")}
+           "MTVLoadDiT7B": ("dit7b", "mtvcrafter"), "MTVLoadCogVideoXVAE": ("video_vae", "vae"),
+           "MTVApplyMotionWan": ("mvdit17b", "mtvcrafter")}
+TINY_WAN_TEXT_DIM = 4096  # the text width native Wan takes (umT5-XXL)
 
 
 def workflow_files() -> list[Path]:
@@ -55,9 +57,23 @@ def classify_model(directory: str, name: str) -> str | None:
         return "nlf"
     if any(k in n for k in ("4dmot", "vqvae", "tokenizer")):
         return "tokenizer"
+    if d == "loras":
+        return "wan_lora"
+    if d in ("text_encoders", "clip"):
+        return "wan_text_encoder"
+    if d == "clip_vision":
+        return "clip_vision"
+    if ("vae" in n or d == "vae") and "wan" in n:
+        return "wan_vae"
     if "vae" in n or d == "vae":
         return "video_vae"
-    if d in ("diffusion_models", "unet") or "dit" in n or "cogvideo" in n:
+    if "cogvideo" in n:
+        return "dit7b"
+    if "wan" in n and d in ("diffusion_models", "unet"):
+        return "wan_i2v"  # a native Wan2.1 I2V transformer (UNETLoader)
+    if "wan" in n:
+        return "mvdit17b"  # MV-DiT-17B (the released folder or a file): the motion layers' source
+    if d in ("diffusion_models", "unet") or "dit" in n:
         return "dit7b"
     return None
 
@@ -86,6 +102,35 @@ def write_tiny_model(kind: str, path: Path) -> None:
         from mtv_pack.mtv_core.dit.vae import write_tiny_vae
 
         write_tiny_vae(path, seed=0, as_folder=as_folder)
+    elif kind in ("wan_i2v", "mvdit17b"):
+        # text width 4096: ComfyUI's native Wan always builds text_embedding for 4096-wide umT5 features
+        from mtv_pack.mtv_core.dit.tiny_17b import tiny_mvdit17b_config, write_tiny_mvdit17b
+
+        config = tiny_mvdit17b_config(text_dim=TINY_WAN_TEXT_DIM)
+        write_tiny_mvdit17b(path, seed=0, config=config, as_folder=as_folder,
+                            part="base" if kind == "wan_i2v" else "full")
+    elif kind == "wan_lora":
+        from safetensors.torch import save_file
+
+        from mtv_pack.mtv_core.dit.tiny_17b import tiny_lora_17b, tiny_mvdit17b_config
+
+        save_file(tiny_lora_17b(tiny_mvdit17b_config(text_dim=TINY_WAN_TEXT_DIM), seed=1), str(path))
+    elif kind == "wan_vae":
+        from mtv_pack.mtv_core.wan.vae import write_tiny_wan_vae
+
+        write_tiny_wan_vae(path, seed=0, naming="comfy")
+    elif kind == "clip_vision":
+        from mtv_pack.mtv_core.wan.image_encoder import write_tiny_clip_vision
+
+        # width 1280: native Wan's image embedding takes ViT-H's features whatever the model's size
+        write_tiny_clip_vision(path, seed=0, naming="comfy", hidden_size=1280, intermediate_size=64,
+                               num_hidden_layers=2, num_attention_heads=2)
+    elif kind == "wan_text_encoder":
+        # one umT5 layer of the width native Wan takes; vocab 384 holds the stand-in's byte tokens
+        from mtv_pack.mtv_core.wan.text_encoder import write_tiny_umt5
+
+        write_tiny_umt5(path, seed=0, naming="comfy", d_model=TINY_WAN_TEXT_DIM, d_kv=8, num_heads=2, d_ff=16,
+                        num_layers=1, vocab_size=384)
     else:
         raise LookupError(f"no tiny writer for kind {kind!r}")
     if not path.exists():
