@@ -1,0 +1,200 @@
+"""Helpers shared by the benchmark scripts: machine description, timing, memory sampling, tables, recording.
+
+Every benchmark prints a table (``Table.print``) and can append it, with the machine, date and commit, to
+``benchmarks/RESULTS.md`` (``--record``). Memory figures come from ``/proc/self/status`` (Linux): ``RssAnon``
+is process-private memory, ``VmRSS``/``VmHWM`` also count the file pages mapped into the process (memory-mapped
+checkpoints); ``VmHWM`` is the kernel's exact high-water mark, reset with ``/proc/self/clear_refs``.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
+MiB = 1 << 20
+
+
+def cpu_model() -> str:
+    """``lscpu``'s model name (or the platform's processor string)."""
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except (OSError, subprocess.SubprocessError):
+        pass
+    return platform.processor() or platform.machine()
+
+
+def commit() -> str:
+    """Short commit of the pack checkout (``+dirty`` when the tree has changes), or ``unknown``."""
+    try:
+        sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
+                             text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+        return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+
+
+def machine_line() -> str:
+    """One line naming the machine: CPU model, cores, load, torch version and threads, GPU if any."""
+    import torch
+
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
+    gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
+    return (f"{cpu_model()}, {os.cpu_count()} cores (load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}), {gpu}; "
+            f"torch {torch.__version__}, {torch.get_num_threads()} threads")
+
+
+def synced(device) -> float:
+    """``time.perf_counter()`` once queued CUDA work has finished (CUDA calls return before the work is done)."""
+    import torch
+
+    if getattr(device, "type", str(device)).startswith("cuda"):
+        torch.cuda.synchronize()
+    return time.perf_counter()
+
+
+def timed(fn: Callable[[], object], repeats: int, device="cpu", warmup: int = 1) -> float:
+    """Median seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(repeats):
+        start = synced(device)
+        fn()
+        times.append(synced(device) - start)
+    return statistics.median(times)
+
+
+def status_kib(field: str) -> int:
+    """One ``/proc/self/status`` field in KiB (0 where it does not exist, e.g. not on Linux)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def reset_peak_rss() -> bool:
+    """Reset the kernel's ``VmHWM`` to the current RSS; False where that is not possible."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+class MemorySampler:
+    """Peak process memory over a ``with`` block, in bytes above the level at its start.
+
+    ``anon``: private memory (sampled every ``interval`` s, and at the end); ``rss``: private memory plus
+    mapped file pages (the kernel's exact high-water mark where it can be reset, else sampled).
+    """
+
+    def __init__(self, interval: float = 0.002) -> None:
+        self.interval = interval
+        self.anon = self.rss = 0
+
+    def __enter__(self) -> "MemorySampler":
+        self._exact = reset_peak_rss()
+        self._base_anon, self._base_rss = status_kib("RssAnon"), status_kib("VmRSS")
+        self._peak_anon, self._peak_rss = self._base_anon, self._base_rss
+        self._done = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while True:
+            self._peak_anon = max(self._peak_anon, status_kib("RssAnon"))
+            self._peak_rss = max(self._peak_rss, status_kib("VmRSS"))
+            if self._done.wait(self.interval):
+                return
+
+    def __exit__(self, *exc) -> None:
+        self._done.set()
+        self._thread.join()
+        self._peak_anon = max(self._peak_anon, status_kib("RssAnon"))
+        peak_rss = status_kib("VmHWM") if self._exact else max(self._peak_rss, status_kib("VmRSS"))
+        self.anon = (self._peak_anon - self._base_anon) * 1024
+        self.rss = (max(peak_rss, self._peak_rss) - self._base_rss) * 1024
+
+
+class Table:
+    """Rows of named columns, printed aligned and written as Markdown."""
+
+    def __init__(self, title: str, columns: Sequence[str]) -> None:
+        self.title, self.columns, self.rows = title, list(columns), []
+
+    def add(self, *values) -> None:
+        self.rows.append([_fmt(v) for v in values])
+
+    def text(self) -> str:
+        widths = [max(len(c), *(len(r[i]) for r in self.rows)) if self.rows else len(c)
+                  for i, c in enumerate(self.columns)]
+        lines = [self.title, "  ".join(c.rjust(w) for c, w in zip(self.columns, widths))]
+        lines += ["  ".join(v.rjust(w) for v, w in zip(row, widths)) for row in self.rows]
+        return "\n".join(lines)
+
+    def markdown(self) -> str:
+        lines = [f"**{self.title}**", "", "| " + " | ".join(self.columns) + " |",
+                 "|" + "---|" * len(self.columns)]
+        lines += ["| " + " | ".join(row) + " |" for row in self.rows]
+        return "\n".join(lines)
+
+    def print(self) -> None:
+        print(self.text(), flush=True)
+
+
+def _fmt(value) -> str:
+    if isinstance(value, float):
+        return f"{value:.3g}" if abs(value) < 100 else f"{value:.0f}"
+    return str(value)
+
+
+def record(tables: Sequence[Table], script: str, argv: Sequence[str], notes: str = "", path: Path = RESULTS) -> None:
+    """Append ``tables`` to ``path`` under a heading with the date, machine, commit and command."""
+    stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M")
+    parts = [f"\n### {script} — {stamp}", "",
+             f"- machine: {machine_line()}", f"- commit: {commit()}",
+             f"- command: `python benchmarks/{script} {' '.join(argv)}`".rstrip()]
+    if notes:
+        parts.append(f"- notes: {notes}")
+    for table in tables:
+        parts += ["", table.markdown()]
+    with path.open("a") as f:
+        f.write("\n".join(parts) + "\n")
+
+
+def add_common_args(parser) -> None:
+    """``--threads``, ``--record`` and ``--tiny`` (shared by every benchmark)."""
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
+    parser.add_argument("--record", action="store_true", help=f"append the tables to {RESULTS.name}")
+    parser.add_argument("--tiny", action="store_true", help="tiny sizes, a few seconds (the smoke test)")
+
+
+def setup_torch(threads: int) -> None:
+    import torch
+
+    if threads:
+        torch.set_num_threads(threads)
+
+
+def ensure_root_on_path() -> None:
+    if str(ROOT) not in sys.path:
+        sys.path.insert(0, str(ROOT))
