@@ -3,10 +3,11 @@
 A safetensors file is an 8-byte little-endian header length N, N bytes of JSON
 (``{key: {"dtype": "F32", "shape": [...], "data_offsets": [begin, end]}, "__metadata__": {...}}``, offsets
 relative to the end of the header), then the raw little-endian tensor bytes. ``SafetensorsFile`` parses and
-checks the header once and reads one tensor at a time into a buffer of exactly its size, converting it to the
-target dtype (on the target device) before the next one is read. Nothing stays mapped, so loading a model costs
-about its size in the target dtype plus one tensor, whatever the file's dtype; a memory map would instead keep
-every page it touched resident until the map is released (3x the bf16 weights for an fp32 file).
+checks the header once and reads one tensor at a time: straight into the result when it keeps the file's dtype on
+the CPU, else chunk by chunk through one small staging buffer into a result allocated in the target dtype on the
+target device. Nothing stays mapped, so loading a model costs about its size in the target dtype, whatever the
+file's dtype; a memory map would instead keep every page it touched resident until the map is released (3x the
+bf16 weights for an fp32 file). The file is opened for each read, so no descriptor outlives a call.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 import torch
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
+STAGING_BYTES = 64 * 1024 * 1024  # converted or moved tensors pass through a host buffer of at most this size
 _READ_CHUNK = 1 << 30  # single read() calls stay well below the 2 GiB some platforms cap them at
 
 DTYPES: dict[str, torch.dtype] = {
@@ -33,12 +35,11 @@ for _name, _attr in (("U16", "uint16"), ("U32", "uint32"), ("U64", "uint64"),
 
 
 class StagingBuffer:
-    """One reusable CPU buffer for tensors that are converted or moved after reading.
+    """One reusable CPU buffer (at most ``STAGING_BYTES``) for tensors that are converted or moved after reading.
 
     Reading every such tensor into a fresh allocation makes the allocator's heap grow by several tensors
-    (freed buffers interleave with the kept, converted results); one buffer of the largest size avoids that.
-    On CUDA machines the buffer is pinned, which also makes the copy to the GPU faster. Shared by the files of
-    one checkpoint; thread-safe through ``lock``.
+    (freed buffers interleave with the kept, converted results); one small buffer avoids that. For CUDA it is
+    pinned, which makes the copies to the GPU faster. Shared by the files of one checkpoint; ``lock`` guards it.
     """
 
     def __init__(self) -> None:
@@ -156,8 +157,8 @@ class SafetensorsFile:
         """Tensor ``key`` in ``dtype`` (floating tensors only) on ``device``.
 
         When neither dtype nor device changes, the file's bytes are read straight into the new tensor.
-        Otherwise they are read into ``staging`` (or a temporary buffer), copied to ``device`` and converted
-        there, so the host never holds more than one tensor in the file's dtype besides the results.
+        Otherwise the result is allocated in its final dtype on ``device`` and filled chunk by chunk through
+        ``staging`` (a temporary buffer when None), so the host holds at most ``STAGING_BYTES`` besides it.
         """
         file_dtype, shape, begin, end = self._entries[key]
         if sys.byteorder != "little" and file_dtype.itemsize > 1:
@@ -165,31 +166,32 @@ class SafetensorsFile:
         device = torch.device(device)
         convert = dtype is not None and dtype != file_dtype and file_dtype.is_floating_point
         if device.type == "cpu" and not convert:
-            return self._read_bytes(begin, end, None).view(file_dtype).reshape(shape)
-        if staging is None:
-            staging = StagingBuffer()
-        with staging.lock:
-            raw = self._read_bytes(begin, end, staging.get(end - begin, pin=device.type == "cuda"))
-            tensor = raw.view(file_dtype).reshape(shape)
-            if device.type == "cpu":  # convert straight into the result
-                return tensor.to(dtype=dtype)
-            tensor = tensor.to(device=device)  # synchronous: the staging buffer is free again afterwards
-        return tensor.to(dtype=dtype) if convert else tensor
+            result = torch.empty(end - begin, dtype=torch.uint8)
+            with open(self.path, "rb", buffering=0) as f:
+                self._read_into(f, result, self.data_start + begin)
+            return result.view(file_dtype).reshape(shape)
+        result = torch.empty(shape, dtype=dtype if convert else file_dtype, device=device)
+        if result.numel() == 0 or device.type == "meta":
+            return result
+        flat, itemsize = result.view(-1), file_dtype.itemsize
+        step = max(1, STAGING_BYTES // itemsize)  # elements per chunk
+        staging = staging if staging is not None else StagingBuffer()
+        with staging.lock, open(self.path, "rb", buffering=0) as f:
+            buffer = staging.get(min(end - begin, step * itemsize), pin=device.type == "cuda")
+            for first in range(0, flat.numel(), step):
+                count = min(step, flat.numel() - first)
+                chunk = buffer[: count * itemsize]
+                self._read_into(f, chunk, self.data_start + begin + first * itemsize)
+                flat[first : first + count].copy_(chunk.view(file_dtype))  # synchronous: the buffer is free after
+        return result
 
-    def _read_bytes(self, begin: int, end: int, buffer: torch.Tensor | None) -> torch.Tensor:
-        if buffer is None:
-            buffer = torch.empty(end - begin, dtype=torch.uint8)
-        if end > begin:
-            self._read_into(buffer, self.data_start + begin)
-        return buffer
-
-    def _read_into(self, buffer: torch.Tensor, offset: int) -> None:
+    def _read_into(self, f, buffer: torch.Tensor, offset: int) -> None:
+        """Fill the uint8 tensor ``buffer`` from the open file ``f`` at ``offset``."""
         view = memoryview(buffer.numpy()).cast("B")
         done = 0
-        with open(self.path, "rb", buffering=0) as f:
-            f.seek(offset)
-            while done < len(view):
-                n = f.readinto(view[done:done + _READ_CHUNK])
-                if not n:
-                    raise self._error(f"file ended {len(view) - done} bytes early while reading a tensor")
-                done += n
+        f.seek(offset)
+        while done < len(view):
+            n = f.readinto(view[done : done + _READ_CHUNK])
+            if not n:
+                raise self._error(f"file ended {len(view) - done} bytes early while reading a tensor")
+            done += n

@@ -14,6 +14,7 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 
 from mtv_core.checkpoint import CheckpointError, open_checkpoint
+from mtv_core import safetensors_reader
 from mtv_core.safetensors_reader import DTYPES, SafetensorsError, SafetensorsFile, StagingBuffer
 
 ALL_DTYPES = sorted(set(DTYPES.values()), key=str)
@@ -74,6 +75,20 @@ def test_conversion_matches_torch_and_leaves_integers_alone(tmp_path, source, ta
     assert moved.device.type == "meta" and moved.dtype == target and moved.shape == (33, 17)
 
 
+@pytest.mark.parametrize("source", [torch.float32, torch.float8_e4m3fn, torch.int32], ids=str)
+def test_large_tensors_pass_through_a_small_staging_buffer(tmp_path, monkeypatch, source):
+    monkeypatch.setattr(safetensors_reader, "STAGING_BYTES", 96)
+    tensor = _random((7, 51), source, 11)
+    save_file({"w": tensor}, str(tmp_path / "t.safetensors"))
+    f, staging = SafetensorsFile(tmp_path / "t.safetensors"), StagingBuffer()
+    expected = tensor.to(torch.bfloat16) if source.is_floating_point else tensor
+    _same_bits(f.read("w", torch.bfloat16, staging=staging), expected)
+    if source.is_floating_point:  # converted through the staging buffer, never more than its limit at once
+        assert 0 < staging._buffer.numel() <= 96
+    else:  # integers keep their dtype: read straight into the result
+        assert staging._buffer is None
+
+
 @settings(max_examples=25, deadline=None)
 @given(st.lists(st.tuples(st.sampled_from(ALL_DTYPES), st.lists(st.integers(0, 5), max_size=3)),
                 min_size=1, max_size=6), st.integers(0, 2**16))
@@ -92,7 +107,7 @@ def test_only_requested_tensors_are_read(tmp_path, monkeypatch):
     reads = []
     original = SafetensorsFile._read_into
     monkeypatch.setattr(SafetensorsFile, "_read_into",
-                        lambda self, buf, offset: reads.append((offset, buf.numel())) or original(self, buf, offset))
+                        lambda self, file, buf, offset: reads.append((offset, buf.numel())) or original(self, file, buf, offset))
     assert torch.equal(f.read("b"), torch.zeros(10))
     assert reads == [(f.data_start + f._entries["b"][2], 40)]
 
