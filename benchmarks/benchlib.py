@@ -19,6 +19,8 @@ import time
 from pathlib import Path
 from typing import Callable, Sequence
 
+import torch
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 MiB = 1 << 20
@@ -50,8 +52,6 @@ def commit() -> str:
 
 def machine_line() -> str:
     """One line naming the machine: CPU model, cores, load, torch version and threads, GPU if any."""
-    import torch
-
     load = os.getloadavg() if hasattr(os, "getloadavg") else (float("nan"),) * 3
     gpu = torch.cuda.get_device_name() if torch.cuda.is_available() else "no GPU"
     return (f"{cpu_model()}, {os.cpu_count()} cores (load {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}), {gpu}; "
@@ -60,8 +60,6 @@ def machine_line() -> str:
 
 def synced(device) -> float:
     """``time.perf_counter()`` once queued CUDA work has finished (CUDA calls return before the work is done)."""
-    import torch
-
     if getattr(device, "type", str(device)).startswith("cuda"):
         torch.cuda.synchronize()
     return time.perf_counter()
@@ -189,8 +187,6 @@ def add_common_args(parser) -> None:
 
 
 def setup_torch(threads: int) -> None:
-    import torch
-
     if threads:
         torch.set_num_threads(threads)
 
@@ -198,3 +194,68 @@ def setup_torch(threads: int) -> None:
 def ensure_root_on_path() -> None:
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+
+
+@torch.no_grad()
+def random_init_(model, seed: int = 0):
+    """Fill every parameter and buffer of ``model`` in place with deterministic random values of a healthy scale
+    (fan-in scaled matrices, norm weights near 1, biases near 0); works on any device, in any dtype."""
+    device = next(model.parameters()).device
+    generator = torch.Generator(device=device).manual_seed(seed)
+    for name, tensor in list(model.named_parameters()) + list(model.named_buffers()):
+        if not tensor.is_floating_point():
+            continue
+        values = torch.randn(tensor.shape, generator=generator, device=device, dtype=torch.float32)
+        if tensor.ndim >= 2 and "unconditional" not in name:
+            values *= tensor[0].numel() ** -0.5
+        elif tensor.ndim == 1:
+            values = 1 + 0.1 * values if name.endswith("weight") else 0.02 * values
+        tensor.copy_(values)
+    return model
+
+
+def build_random(make, dtype, device, seed: int = 0):
+    """``make()`` built on the meta device, cast to ``dtype``, materialised on ``device`` and filled in place
+    (no host copy of the weights, no float32 detour)."""
+    with torch.device("meta"):
+        model = make()
+    model = model.to(dtype).to_empty(device=device)
+    return random_init_(model, seed).eval().requires_grad_(False)
+
+
+def import_file(path: Path, name: str, package: str | None = None):
+    """Import the Python file ``path`` as module ``name`` (inside ``package``, which is created empty if needed,
+    so that relative imports between sibling files work without running the package's ``__init__``)."""
+    import importlib.util
+    import types
+
+    if package is not None:
+        if package not in sys.modules:
+            pkg = types.ModuleType(package)
+            pkg.__path__ = [str(path.parent)]
+            sys.modules[package] = pkg
+        name = f"{package}.{name}"
+    if name in sys.modules:
+        return sys.modules[name]
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def dit7b_flops(config, tokens: int, motion_tokens: int, batch: int = 2) -> float:
+    """Floating-point operations of one MV-DiT-7B forward (multiply-add = 2), counted analytically.
+
+    Per block and sample: linear layers 2 * rows * in * out (self-attention q, k, v, out on the patch tokens;
+    motion attention q, out on the patch tokens and k, v on the motion tokens; the two feed-forward layers),
+    attention 4 * heads * Lq * Lk * head_dim (QK^T and PV). Plus patch embedding and output projection; the
+    per-sample modulation layers are negligible and left out.
+    """
+    d, heads, head_dim, ff = config.inner_dim, config.num_attention_heads, config.attention_head_dim, config.ff_dim
+    t, m = tokens, motion_tokens
+    linear = 2 * t * d * d * 4 + 2 * (t * d * d * 2 + m * d * d * 2) + 2 * t * d * ff * 2
+    attention = 4 * heads * t * t * head_dim + 4 * heads * t * m * head_dim
+    p = config.patch_size
+    edges = 2 * t * (config.in_channels * p * p) * d + 2 * t * d * (config.out_channels * p * p)
+    return float(batch * (config.num_layers * (linear + attention) + edges))
