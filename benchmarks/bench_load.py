@@ -18,7 +18,6 @@ for the smoke test).
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import subprocess
 import sys
@@ -53,19 +52,6 @@ def _config_7b(layers: int, heads: int):
     return MVDiT7BConfig(num_attention_heads=heads, num_layers=layers)
 
 
-def _config_17b(layers: int, heads: int):
-    """The released 17B config at ``layers`` x ``heads`` (head size and FFN ratio as released)."""
-    from mtv_core.dit.transformer_17b import MVDiT17BConfig
-
-    base = MVDiT17BConfig()
-    names = {f.name for f in dataclasses.fields(base)}
-    head_dim = base.dim // base.num_heads
-    changes = {"num_layers": layers, "num_heads": heads, "dim": heads * head_dim}
-    if "ffn_dim" in names:
-        changes["ffn_dim"] = round(base.ffn_dim * heads / base.num_heads)
-    return dataclasses.replace(base, **{k: v for k, v in changes.items() if k in names})
-
-
 def build_meta(kind: str, config):
     import torch
 
@@ -80,7 +66,7 @@ def build_meta(kind: str, config):
 
 
 def make_config(kind: str, layers: int, heads: int):
-    return _config_7b(layers, heads) if kind == "7b" else _config_17b(layers, heads)
+    return _config_7b(layers, heads) if kind == "7b" else benchlib.scaled_config_17b(num_layers=layers, num_heads=heads)
 
 
 def load_model(kind: str, path: str, config, dtype, device):

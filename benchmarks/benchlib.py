@@ -8,6 +8,7 @@ checkpoints); ``VmHWM`` is the kernel's exact high-water mark, reset with ``/pro
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import platform
@@ -259,3 +260,44 @@ def dit7b_flops(config, tokens: int, motion_tokens: int, batch: int = 2) -> floa
     p = config.patch_size
     edges = 2 * t * (config.in_channels * p * p) * d + 2 * t * d * (config.out_channels * p * p)
     return float(batch * (config.num_layers * (linear + attention) + edges))
+
+
+def scaled_config_17b(**changes):
+    """``MVDiT17BConfig`` (released defaults) with ``changes`` among num_layers, num_heads, ffn_dim, text_dim;
+    ``dim`` follows the heads at the released head size and ``ffn_dim`` keeps the released ratio unless given.
+    Fields the config does not have are left out."""
+    from mtv_core.dit.transformer_17b import MVDiT17BConfig
+
+    base = MVDiT17BConfig()
+    names = {f.name for f in dataclasses.fields(base)}
+    if "num_heads" in changes:
+        heads = changes["num_heads"]
+        changes.setdefault("dim", heads * (base.dim // base.num_heads))
+        changes.setdefault("ffn_dim", round(base.ffn_dim * heads / base.num_heads))
+    return dataclasses.replace(base, **{k: v for k, v in changes.items() if k in names})
+
+
+def dit17b_flops(config, tokens: int, motion_tokens: int, batch: int = 2, text_tokens: int | None = None,
+                 image_tokens: int = 257) -> float:
+    """Floating-point operations of one MV-DiT-17B forward (Wan2.1 I2V-14B + motion attention every 4th block).
+
+    Per block and sample: self-attention (q, k, v, o on the patch tokens; attention 4 * heads * T^2 * head_dim),
+    cross-attention (q, o on the patch tokens; k, v on the text tokens and k_img, v_img on the 257 CLIP tokens;
+    attention over both), feed-forward (2 layers of dim x ffn_dim); in every 4th block motion attention (q, o on
+    the patch tokens, k, v on the motion tokens). Plus patch embedding, text/image embeddings and the head.
+    """
+    d, heads, layers = config.dim, config.num_heads, config.num_layers
+    ffn = config.ffn_dim
+    head_dim = d // heads
+    lt = text_tokens if text_tokens is not None else getattr(config, "text_len", 512)
+    li, t, m = image_tokens, tokens, motion_tokens
+    block = (2 * t * d * d * 4 + 4 * heads * t * t * head_dim  # self-attention
+             + 2 * t * d * d * 2 + 2 * (lt + li) * d * d * 2 + 4 * heads * t * (lt + li) * head_dim  # cross
+             + 2 * t * d * ffn * 2)  # feed-forward
+    motion = 2 * t * d * d * 2 + 2 * m * d * d * 2 + 4 * heads * t * m * head_dim
+    motion_blocks = len(range(0, layers, 4))
+    in_dim, out_dim, text_dim = getattr(config, "in_dim", 36), getattr(config, "out_dim", 16), getattr(
+        config, "text_dim", 4096)
+    edges = (2 * t * in_dim * 4 * d + 2 * t * d * out_dim * 4 + 2 * lt * (text_dim * d + d * d)
+             + 2 * li * (1280 * 1280 + 1280 * d))
+    return float(batch * (layers * block + motion_blocks * motion + edges))
