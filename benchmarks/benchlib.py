@@ -40,11 +40,13 @@ def cpu_model() -> str:
 
 
 def commit() -> str:
-    """Short commit of the pack checkout (``+dirty`` when the tree has changes), or ``unknown``."""
+    """Short commit of the pack checkout (``+dirty`` when code differs from it; Markdown files do not count), or
+    ``unknown``."""
     try:
         sha = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"], capture_output=True,
                              text=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no", "--",
+                                ".", ":(exclude)*.md"],
                                capture_output=True, text=True, timeout=10).stdout.strip()
         return (sha + ("+dirty" if dirty else "")) if sha else "unknown"
     except (OSError, subprocess.SubprocessError):

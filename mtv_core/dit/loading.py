@@ -3,8 +3,9 @@
 Accepted: the released diffusers folder (``MV-DiT/CogVideoX/``: ``config.json`` + sharded safetensors with
 an index) and single safetensors files (ComfyUI ``models/diffusion_models``; keys may carry a
 ``model.diffusion_model.`` or ``transformer.`` prefix). The model is built on the meta device and every
-tensor is read from the memory-mapped file straight into the requested dtype on the requested device, so
-peak host memory is about the size of the weights in that dtype.
+tensor is read from the file (positional reads, see ``safetensors_reader``) straight into the requested dtype
+on the requested device, so peak host memory is about the size of the weights in that dtype (on a GPU: one
+64 MiB staging buffer).
 """
 
 from __future__ import annotations
