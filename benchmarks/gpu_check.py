@@ -7,6 +7,9 @@ tokens), one CFG batch of 2 per step. Sections, each guarded (a failure prints t
 and skipped when the time budget (``--budget-s``) would not allow it:
 
 - ``environment``: versions, GPU, attention backends present, a bf16 matmul's measured TFLOP/s.
+- ``load_7b``: loading checkpoints straight to the GPU: a 2-block MV-DiT-7B at released width written as fp32
+  safetensors and fp32 ``.pt``, each loaded into bf16 on the GPU; host and GPU peaks as multiples of the bf16
+  weight bytes, load seconds, and bit-identity with a CPU load.
 - ``build_7b``: MV-DiT-7B build time, weight bytes.
 - ``step_7b``: seconds per CFG step for each attention backend: ``sdpa`` (PyTorch's own choice), SDPA restricted
   to its ``flash``, ``efficient`` and ``cudnn`` kernels (``torch.nn.attention.sdpa_kernel``), ``xformers`` when
@@ -260,6 +263,52 @@ def environment(check: Check) -> dict:
     return figures
 
 
+# ---------------------------------------------------------------------------------------------- loading
+def section_load_7b(check: Check) -> dict:
+    """Checkpoints read straight to the device: peaks relative to the weights, bit-identity with a CPU load."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from mtv_core.dit.loading import load_mvdit7b
+
+    config = config_7b(check, layers=1 if check.tiny else 2)
+    source = build_7b(check, config, torch.float32, seed=5)
+    state = {k: v.detach().cpu().contiguous() for k, v in source.state_dict().items()}
+    del source
+    free_memory()
+    figures = {"blocks": config.num_layers}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"fp32 safetensors": Path(tmp) / "m.safetensors", "fp32 .pt": Path(tmp) / "m.pt"}
+        save_file(state, str(files["fp32 safetensors"]))
+        torch.save(state, files["fp32 .pt"])
+        del state
+        for name, path in files.items():
+            expected = load_mvdit7b(path, dtype=check.dtype, device="cpu").state_dict()
+            weight_bytes = sum(t.numel() * t.element_size() for t in expected.values())
+            free_memory()
+            peak_reset(check)
+            base = torch.cuda.memory_allocated() if check.cuda else 0
+            with benchlib.MemorySampler() as mem:
+                start = time.perf_counter()
+                model = load_mvdit7b(path, dtype=check.dtype, device=check.device)
+                seconds = benchlib.synced(check.device) - start
+            got = model.state_dict()
+            identical = all(torch.equal(got[k].cpu(), v) for k, v in expected.items())
+            row = {"weight_mib": round(weight_bytes / 2**20, 1), "load_s": round(seconds, 2),
+                   "host_private_x": round(mem.anon / weight_bytes, 3),
+                   "host_incl_file_pages_x": round(mem.rss / weight_bytes, 3), "bit_identical_to_cpu_load": identical}
+            if check.cuda:
+                row["gpu_peak_x"] = round((torch.cuda.max_memory_allocated() - base) / weight_bytes, 3)
+            figures[name] = row
+            print(f"   {name}: {row}", flush=True)
+            del model, got, expected
+            free_memory()
+            if not identical:
+                raise AssertionError(f"{name}: tensors loaded on {check.device} differ from a CPU load")
+    return figures
+
+
 # ---------------------------------------------------------------------------------------------- MV-DiT-7B
 def config_7b(check: Check, layers: int | None = None):
     from mtv_core.dit.config import MVDiT7BConfig
@@ -499,6 +548,13 @@ def summary(check: Check) -> str:
     if drift.get("status") == "ok":
         lines.append(f"bf16 vs fp32, {drift['blocks']} blocks: max |diff| {drift['max_abs_diff']:.3e}, "
                      f"rel. err {drift['rel_err']:.3e}")
+    loads = check.results.get("load_7b", {})
+    for name in ("fp32 safetensors", "fp32 .pt"):
+        if name in loads:
+            row = loads[name]
+            lines.append(f"load {name} -> bf16 on the GPU: host {row['host_incl_file_pages_x']}x incl. file pages, "
+                         f"GPU {row.get('gpu_peak_x')}x, {row['load_s']} s, identical to a CPU load: "
+                         f"{row['bit_identical_to_cpu_load']}")
     lines.append("sections: " + ", ".join(f"{k} {v['status'].split(':')[0]}" for k, v in check.results.items()))
     return "\n".join(lines)
 
@@ -526,6 +582,7 @@ def main(argv: list[str] | None = None) -> int:
         check.frames, check.size = FRAMES, 32
     sections = [
         ("environment", environment, 0),
+        ("load_7b", section_load_7b, 40),
         ("build_7b", section_build_7b, 30),
         ("step_7b", section_step_7b, 30),
         ("drift_7b", section_drift_7b, 20),

@@ -182,7 +182,10 @@ class SafetensorsFile:
                 count = min(step, flat.numel() - first)
                 chunk = buffer[: count * itemsize]
                 self._read_into(f, chunk, self.data_start + begin + first * itemsize)
-                flat[first : first + count].copy_(chunk.view(file_dtype))  # synchronous: the buffer is free after
+                raw = chunk.view(file_dtype)
+                if device.type != "cpu":  # to the device as stored, converted there (blocking: the buffer is free after)
+                    raw = raw.to(device)
+                flat[first : first + count].copy_(raw)
         return result
 
     def _read_into(self, f, buffer: torch.Tensor, offset: int) -> None:

@@ -69,11 +69,12 @@ def test_gpu_check_dry_run_runs_every_7b_section(tmp_path, capsys, monkeypatch):
     monkeypatch.setitem(sys.modules, "mtv_core.dit.transformer_17b", None)  # as on a branch without the 17B
     rc, results = _gpu_check(tmp_path)
     assert rc == 0
-    for section in ("environment", "build_7b", "step_7b", "drift_7b", "budget_7b"):
+    for section in ("environment", "load_7b", "build_7b", "step_7b", "drift_7b", "budget_7b"):
         assert results[section]["status"] == "ok", (section, results[section])
     backends = results["step_7b"]["backends"]
     assert backends["sdpa"]["status"] == "ok" and backends["sdpa"]["s_per_step"] > 0
     assert results["budget_7b"]["offloaded"]["status"] == "ok"
+    assert results["load_7b"]["fp32 safetensors"]["bit_identical_to_cpu_load"] is True
     assert 0 < results["drift_7b"]["rel_err"] < 0.05  # bf16 against fp32: close, and not trivially equal
     for section in ("build_17b", "step_17b", "budget_17b"):
         assert results[section]["status"].startswith("skipped"), results[section]
