@@ -28,6 +28,9 @@ from mtv_core.dit.vae import VideoVAE, latent_frames, tiny_vae_config, vae_confi
 
 def build_vae(full: bool, channels: int, device, dtype) -> VideoVAE:
     from diffusers import AutoencoderKLCogVideoX
+    from diffusers.utils import logging as diffusers_logging
+
+    diffusers_logging.set_verbosity_error()  # its advice on casting concerns from_pretrained, not random weights
 
     config = vae_config() if full else tiny_vae_config()
     if not full:
