@@ -8,8 +8,6 @@ from pathlib import Path
 
 import pytest
 import torch
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -87,18 +85,6 @@ def test_large_tensors_pass_through_a_small_staging_buffer(tmp_path, monkeypatch
         assert 0 < staging._buffer.numel() <= 96
     else:  # integers keep their dtype: read straight into the result
         assert staging._buffer is None
-
-
-@settings(max_examples=25, deadline=None)
-@given(st.lists(st.tuples(st.sampled_from(ALL_DTYPES), st.lists(st.integers(0, 5), max_size=3)),
-                min_size=1, max_size=6), st.integers(0, 2**16))
-def test_fuzzed_files_round_trip(tmp_path_factory, specs, seed):
-    tensors = {f"k{i}.{str(dtype)[6:]}": _random(tuple(shape), dtype, seed + i) for i, (dtype, shape) in enumerate(specs)}
-    path = tmp_path_factory.mktemp("fuzz") / "f.safetensors"
-    save_file(tensors, str(path))
-    f = SafetensorsFile(path)
-    for key, tensor in tensors.items():
-        _same_bits(f.read(key), tensor)
 
 
 def test_only_requested_tensors_are_read(tmp_path, monkeypatch):
