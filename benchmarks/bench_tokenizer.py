@@ -4,11 +4,12 @@ Weights are regenerated from the reference manifest (``$MTV_REFERENCE_DIR`` or .
 random weights of the released size if it is absent); the input is real NLF motion from the reference
 ``sampled_data.pkl`` when available. Prints seconds (median of --repeats) and frames per second.
 
-    .venv/bin/python benchmarks/bench_tokenizer.py [--threads 2] [--repeats 5]
+    .venv/bin/python benchmarks/bench_tokenizer.py [--threads 2] [--repeats 5] [--record]
     .venv/bin/python benchmarks/bench_tokenizer.py --upstream /path/to/MTVCrafter   # also time upstream
 
 ``--upstream`` imports ``models/motion4d/vqvae.py`` from that checkout (its CUDA-only codebook
-creation neutralised), times it the same way and checks that both give identical indices.
+creation neutralised), times it the same way (interleaved with ours) and checks that both give identical
+indices. ``--tiny`` runs the tiny test configuration on short inputs (the smoke test; no upstream).
 """
 
 from __future__ import annotations
@@ -27,11 +28,13 @@ import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import benchlib  # noqa: E402
 from mtv_core.tokenizer.config import TokenizerConfig  # noqa: E402
 from mtv_core.tokenizer.encode import normalize_joints  # noqa: E402
 from mtv_core.tokenizer.model import MotionVQVAE  # noqa: E402
-from mtv_core.tokenizer.testing import random_state_dict, regenerate_from_manifest  # noqa: E402
+from mtv_core.tokenizer.testing import TINY_CONFIG, random_state_dict, regenerate_from_manifest  # noqa: E402
 
 LENGTHS = (49, 97, 193)
 
@@ -59,14 +62,17 @@ def motion(frames: int) -> tuple[np.ndarray, str]:
     return (rng.normal(0, 150, (frames, 24, 3)) + [0, 200, 1800]).astype(np.float32), "random joints"
 
 
-def timed(fn, repeats: int) -> float:
-    fn()  # warm-up (oneDNN primitive creation, weight packing)
-    times = []
+def timed_pair(fns, repeats: int) -> list[float]:
+    """Median seconds of each function, timed in turn (interleaved, so that load changes hit both alike)."""
+    for fn in fns:
+        fn()  # warm-up (oneDNN primitive creation, weight packing)
+    times = [[] for _ in fns]
     for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+        for i, fn in enumerate(fns):
+            start = time.perf_counter()
+            fn()
+            times[i].append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
 
 
 def load_upstream(path: Path, state: dict[str, torch.Tensor]):
@@ -82,24 +88,31 @@ def load_upstream(path: Path, state: dict[str, torch.Tensor]):
     return model.eval()
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0 = torch's default)")
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--upstream", type=Path, help="upstream MTVCrafter checkout to time for comparison")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    state, source = released_weights()
-    model = MotionVQVAE(TokenizerConfig())
+    benchlib.add_common_args(parser)
+    args = parser.parse_args(argv)
+    if args.tiny and args.upstream:
+        parser.error("--upstream needs the released size; leave out --tiny")
+    benchlib.setup_torch(args.threads)
+    if args.tiny:
+        config, lengths, args.repeats = TINY_CONFIG, (17,), 1
+        state, source = random_state_dict(config), "tiny random weights"
+    else:
+        config, lengths = TokenizerConfig(), LENGTHS
+        state, source = released_weights()
+    model = MotionVQVAE(config)
     model.load_state_dict(state, strict=True)
     model.eval().requires_grad_(False)
     upstream = load_upstream(args.upstream, state) if args.upstream else None
-    load = os.getloadavg()
-    print(f"4DMoT released size, {source}; torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"{os.cpu_count()} CPUs, load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
-    print(f"{'frames':>6} {'impl':>9} {'encode s':>9} {'enc fps':>8} {'enc+dec s':>10} {'e+d fps':>8}  input")
-    for frames in LENGTHS:
+    columns = ["frames", "impl", "encode s", "enc fps", "enc+dec s", "e+d fps", "input"]
+    if upstream is not None:
+        columns.append("indices identical")
+    table = benchlib.Table(f"4DMoT {'tiny' if args.tiny else 'released size'}, {source}; median of {args.repeats}",
+                           columns)
+    for frames in lengths:
         joints, what = motion(frames)
         x = normalize_joints(model, joints)
 
@@ -113,20 +126,25 @@ def main() -> int:
                 tokens, _, _ = model.quantize(features)
                 return model.decode_tokens(tokens, features.shape[2])
 
-        rows = [("ours", timed(encode, args.repeats), timed(encode_decode, args.repeats))]
-        if upstream is not None:
-            with torch.no_grad():
-                rows.append(("upstream", timed(lambda: upstream(x, return_vq=True), args.repeats),
-                             timed(lambda: upstream(x), args.repeats)))
-                up_tokens, _ = upstream(x, return_vq=True)
-            ours_tokens, ours_idx, _ = encode()
-            same = torch.equal(ours_idx[0], torch.cdist(up_tokens[0], model.vq.codebook).argmin(dim=1))
-            print(f"{'':>6} indices identical to upstream: {same}")
-        for name, enc_s, encdec_s in rows:
-            print(f"{frames:>6} {name:>9} {enc_s:>9.3f} {frames / enc_s:>8.1f} {encdec_s:>10.3f} "
-                  f"{frames / encdec_s:>8.1f}  {what}")
-        if upstream is not None:
-            print(f"{'':>6} {'speed-up':>9} {rows[1][1] / rows[0][1]:>9.2f}x {'':>8} {rows[1][2] / rows[0][2]:>9.2f}x")
+        if upstream is None:
+            enc_s, encdec_s = timed_pair([encode, encode_decode], args.repeats)
+            table.add(frames, "ours", enc_s, frames / enc_s, encdec_s, frames / encdec_s, what)
+            continue
+        with torch.no_grad():
+            up_tokens, _ = upstream(x, return_vq=True)
+        _, ours_idx, _ = encode()
+        same = torch.equal(ours_idx[0], torch.cdist(up_tokens[0], model.vq.codebook).argmin(dim=1))
+        with torch.no_grad():
+            enc_s, up_enc_s, encdec_s, up_encdec_s = timed_pair(
+                [encode, lambda: upstream(x, return_vq=True), encode_decode, lambda: upstream(x)], args.repeats)
+        table.add(frames, "ours", enc_s, frames / enc_s, encdec_s, frames / encdec_s, what, same)
+        table.add(frames, "upstream", up_enc_s, frames / up_enc_s, up_encdec_s, frames / up_encdec_s, what, same)
+        table.add(frames, "speed-up", f"{up_enc_s / enc_s:.2f}x", "", f"{up_encdec_s / encdec_s:.2f}x", "", "", "")
+    print(benchlib.machine_line())
+    table.print()
+    if args.record:
+        benchlib.record([table], Path(__file__).name, argv if argv is not None else sys.argv[1:],
+                        notes="CPU timings on a shared machine are noisy; ours and upstream are interleaved")
     return 0
 
 

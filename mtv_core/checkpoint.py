@@ -1,33 +1,35 @@
 """Reading model checkpoints safely and lazily.
 
-Formats: single safetensors files (memory-mapped, read tensor by tensor), diffusers model folders
-(``config.json`` + one or more ``*.safetensors`` shards, optionally with an index), and pickled
-torch files (``.pt``/``.pth``/``.bin``/``.ckpt``) read with ``torch.load(weights_only=True)``,
-e.g. upstream's DeepSpeed ``mp_rank_00_model_states.pt`` whose state dict sits under ``module``.
+Formats: single safetensors files (read tensor by tensor with positional reads, see
+``safetensors_reader``), diffusers model folders (``config.json`` + one or more ``*.safetensors`` shards,
+optionally with an index), and pickled torch files (``.pt``/``.pth``/``.bin``/``.ckpt``) read with
+``torch.load(weights_only=True, mmap=True)``, e.g. upstream's DeepSpeed ``mp_rank_00_model_states.pt``
+whose state dict sits under ``module``; the mapped pages of each tensor copied out of such a file are
+released at once, so loading holds about one copy of the weights in the target dtype, whatever the layout.
 Nothing here executes code from a file: classes a DeepSpeed file names (its config enums, say)
 are replaced by inert stand-ins.
 """
 
 from __future__ import annotations
 
+import ctypes
 import json
 import logging
+import mmap
 import pickle
+import sys
 from pathlib import Path
 from typing import Mapping
 
 import torch
+
+from .safetensors_reader import SafetensorsError, SafetensorsFile, StagingBuffer
 
 logger = logging.getLogger(__name__)
 
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _WRAPPER_KEYS = ("module", "state_dict", "model")
-_SAFETENSORS_DTYPES = {
-    "BOOL": torch.bool, "U8": torch.uint8, "I8": torch.int8, "I16": torch.int16, "I32": torch.int32,
-    "I64": torch.int64, "F16": torch.float16, "BF16": torch.bfloat16, "F32": torch.float32, "F64": torch.float64,
-    "F8_E4M3": torch.float8_e4m3fn, "F8_E5M2": torch.float8_e5m2,
-}
 
 
 class CheckpointError(ValueError):
@@ -38,12 +40,19 @@ class Checkpoint:
     """Read-only, lazy view of the tensors in a checkpoint file or folder."""
 
     def __init__(
-        self, path: Path, sources: dict[str, object], config: dict | None = None, metadata: dict | None = None
+        self,
+        path: Path,
+        sources: dict[str, object],
+        config: dict | None = None,
+        metadata: dict | None = None,
+        mapped: set[str] | frozenset[str] = frozenset(),
     ) -> None:
         self.path = path
         self.config = config
         self.metadata = metadata or {}  # header metadata of a single safetensors file, else empty
-        self._sources = sources  # key -> safetensors handle or tensor
+        self._sources = sources  # key -> SafetensorsFile or tensor
+        self._staging = StagingBuffer()  # one read buffer shared by all safetensors files of this checkpoint
+        self._mapped = mapped  # keys of tensors in memory-mapped torch files (pages released after a copy)
 
     def keys(self) -> list[str]:
         return list(self._sources)
@@ -58,7 +67,7 @@ class Checkpoint:
         source = self._sources[key]
         if isinstance(source, torch.Tensor):
             return tuple(source.shape)
-        return tuple(source.get_slice(key).get_shape())
+        return source.shape(key)
 
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {key: self.shape(key) for key in self._sources}
@@ -68,31 +77,59 @@ class Checkpoint:
         source = self._sources[key]
         if isinstance(source, torch.Tensor):
             return source.dtype
-        name = source.get_slice(key).get_dtype()
-        if name not in _SAFETENSORS_DTYPES:
-            raise CheckpointError(f"{self.path}: tensor {key!r} has dtype {name}, which torch cannot hold")
-        return _SAFETENSORS_DTYPES[name]
+        return source.dtype(key)  # a SafetensorsFile: checked against the dtypes torch holds when it was opened
 
     def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """One tensor, converted to ``dtype`` (floating tensors only) on ``device``."""
         source = self._sources[key]
-        tensor = source if isinstance(source, torch.Tensor) else source.get_tensor(key)
+        if not isinstance(source, torch.Tensor):
+            return source.read(key, dtype, device, self._staging)
+        tensor = source
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype=dtype)
-        return tensor.to(device=device)
+        tensor = tensor.to(device=device)
+        if tensor is not source and key in self._mapped:
+            _release_pages(source)
+        return tensor
+
+
+def _release_pages(tensor: torch.Tensor) -> None:
+    """Drop the resident pages of a tensor that lives in a private read-only file mapping (``torch.load(mmap=True)``).
+
+    Only pages entirely inside the tensor's bytes are dropped, so tensors sharing a page are untouched; the
+    mapping stays valid and reads the file again if the tensor is used later. Linux only; elsewhere a no-op.
+    """
+    advice = getattr(mmap, "MADV_DONTNEED", None)
+    if advice is None or not sys.platform.startswith("linux") or tensor.device.type != "cpu":
+        return
+    page = mmap.PAGESIZE
+    start = tensor.data_ptr()
+    end = start + tensor.numel() * tensor.element_size()
+    first, last = -(-start // page) * page, end // page * page
+    if last > first:
+        _libc().madvise(ctypes.c_void_p(first), ctypes.c_size_t(last - first), advice)
+
+
+_LIBC = None
+
+
+def _libc():
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)
+        _LIBC.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    return _LIBC
 
 
 def _open_safetensors(path: Path, sources: dict[str, object]) -> dict[str, str]:
     """Register the tensors of one safetensors file in ``sources``; returns its header metadata."""
-    from safetensors import safe_open
-
     try:
-        handle = safe_open(str(path), framework="pt", device="cpu")
-    except Exception as exc:  # safetensors raises its own error types for corrupt headers
-        raise CheckpointError(f"{path}: not a readable safetensors file ({exc})") from exc
+        handle = SafetensorsFile(path)
+    except SafetensorsError as exc:
+        raise CheckpointError(str(exc)) from None
     for key in handle.keys():
         sources[key] = handle
-    return dict(handle.metadata() or {})
+    return dict(handle.metadata)
 
 
 def _inert_class(module: str, qualname: str) -> type:
@@ -110,14 +147,16 @@ def _inert_class(module: str, qualname: str) -> type:
     return cls
 
 
-def _torch_load(path: Path) -> object:
+def _torch_load(path: Path) -> tuple[object, bool]:
+    """The unpickled object of a torch file and whether its tensors are memory-mapped."""
+
     def load():
         try:
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True), True
         except RuntimeError as exc:  # legacy (non-zip) files cannot be memory-mapped
             if "mmap" not in str(exc):
                 raise
-            return torch.load(str(path), map_location="cpu", weights_only=True)
+            return torch.load(str(path), map_location="cpu", weights_only=True), False
 
     try:
         return load()
@@ -129,6 +168,14 @@ def _torch_load(path: Path) -> object:
         stand_ins = [_inert_class(*name.rsplit(".", 1)) for name in names]
         with torch.serialization.safe_globals(stand_ins):
             return load()
+
+
+def _add_torch_file(path: Path, sources: dict[str, object], mapped: set[str]) -> None:
+    obj, is_mapped = _torch_load(path)
+    tensors = _unwrap_state_dict(obj, path)
+    sources.update(tensors)
+    if is_mapped:
+        mapped.update(tensors)
 
 
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
@@ -150,6 +197,7 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
     sources: dict[str, object] = {}
+    mapped: set[str] = set()
     config = None
     metadata: dict[str, str] = {}
     if path.is_dir():
@@ -172,16 +220,16 @@ def open_checkpoint(path: str | Path) -> Checkpoint:
             if not bins:
                 raise CheckpointError(f"{path}: folder holds no .safetensors or .bin weights")
             for file in bins:
-                sources.update(_unwrap_state_dict(_torch_load(file), file))
+                _add_torch_file(file, sources, mapped)
     elif path.name.lower().endswith(SAFETENSORS_SUFFIXES):
         metadata = _open_safetensors(path, sources)
     elif path.name.lower().endswith(TORCH_SUFFIXES):
-        sources.update(_unwrap_state_dict(_torch_load(path), path))
+        _add_torch_file(path, sources, mapped)
     else:
         raise CheckpointError(f"{path}: unknown checkpoint format (expected {SAFETENSORS_SUFFIXES + TORCH_SUFFIXES} or a folder)")
     if not sources:
         raise CheckpointError(f"{path}: checkpoint holds no tensors")
-    return Checkpoint(path, sources, config, metadata)
+    return Checkpoint(path, sources, config, metadata, mapped)
 
 
 class _PrefixedView:

@@ -4,8 +4,9 @@ Accepted: diffusers folders (``config.json`` + sharded safetensors with an index
 ``MV-DiT/CogVideoX/``) and single safetensors files (ComfyUI ``models/diffusion_models``; keys may carry one
 of the variant's prefixes such as ``model.diffusion_model.``). The variant is recognised from the keys
 (``variants.py``); the model is built without memory for its weights (``meta_init.empty_weights``) and
-every tensor is read from the memory-mapped file straight into the requested dtype on the requested
-device, so peak host memory is about the size of the weights in that dtype.
+every tensor is read from the file (positional reads, see ``safetensors_reader``) straight into the requested
+dtype on the requested device, so peak host memory is about the size of the weights in that dtype (on a GPU:
+one 64 MiB staging buffer).
 """
 
 from __future__ import annotations

@@ -13,8 +13,8 @@ Weights come from a CogVideoX-5B ``vae/`` folder (``config.json`` + ``diffusion_
 the folder of the whole CogVideoX-5b snapshot is accepted too) or a single safetensors file with
 diffusers key names (ComfyUI ``models/vae``). The architecture config shipped with the pack
 (``mtv_core/configs/cogvideox5b_vae.json``) is used when there is no config.json. The model is
-built without memory for its weights (``meta_init.empty_weights``) and every tensor is copied from the
-memory-mapped file straight into the requested dtype.
+built without memory for its weights (``meta_init.empty_weights``) and every tensor is read from the file
+straight into the requested dtype.
 """
 
 from __future__ import annotations

@@ -1,0 +1,612 @@
+"""One-shot GPU check of the MV-DiTs at released size: step time per attention backend, model FLOP utilisation,
+peak memory, bf16 drift, and the step under a 24 GB budget with offloading. Fits about 6 minutes on one H200.
+
+Models are built at released size on the meta device, materialised on the GPU in bf16 and filled with random
+weights in place (no checkpoint files). Inputs: 49 frames at 512 x 512 (13 latent frames x 32 x 32 = 13,312
+tokens), one CFG batch of 2 per step. Sections, each guarded (a failure prints the error and the check goes on)
+and skipped when the time budget (``--budget-s``) would not allow it:
+
+- ``environment``: versions, GPU, attention backends present, a bf16 matmul's measured TFLOP/s.
+- ``load_7b``: loading checkpoints straight to the GPU: a 2-block MV-DiT-7B at released width written as fp32
+  safetensors and fp32 ``.pt``, each loaded into bf16 on the GPU; host and GPU peaks as multiples of the bf16
+  weight bytes, load seconds, and bit-identity with a CPU load.
+- ``build_7b``: MV-DiT-7B build time, weight bytes.
+- ``step_7b``: seconds per CFG step for each attention backend: ``sdpa`` (PyTorch's own choice), SDPA restricted
+  to its ``flash``, ``efficient`` and ``cudnn`` kernels (``torch.nn.attention.sdpa_kernel``), ``xformers`` when
+  importable; model FLOP utilisation (FLOPs counted analytically: ``benchlib.dit7b_flops``) against 790 TFLOP/s
+  (an H200's measured bf16 matmul peak) and against this run's matmul; peak GPU memory; each backend's max
+  difference from ``sdpa``.
+- ``drift_7b``: bf16 against float32 (TF32 off) on a 4-block slice, same weights and inputs.
+- ``budget_7b``: the step with the allocator limited to ``--budget-gib`` (24): resident, then with diffusers
+  group offloading (block level, one block per group, ``use_stream=True`` prefetch); slowdown against the
+  unconstrained ``sdpa`` step.
+- ``build_17b``, ``step_17b``, ``budget_17b``: the same for MV-DiT-17B when ``mtv_core.dit.transformer_17b``
+  exists (``MVDiT17B(config, operations=torch.nn)``, ``MVDiT17BConfig``); under the budget with fp8 weight
+  storage (diffusers ``apply_layerwise_casting``, float8_e4m3fn stored, bf16 compute) plus group offloading.
+
+Writes every figure as JSON to ``--out`` (default ``$OUT/gpu_check.json``, else ``./gpu_check.json``) and prints
+summary tables last. ``--tiny`` (alias ``--dry-run``) runs every section on tiny models on the CPU in seconds
+(the smoke test), so the script does not fail on the GPU for a silly reason.
+
+    python3 benchmarks/gpu_check.py [--out PATH] [--steps 3] [--budget-s 330] [--tiny]
+
+Needs torch, numpy, safetensors, einops and diffusers (see benchmarks/README.md for carrying its wheel).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import copy
+import gc
+import inspect
+import json
+import os
+import platform
+import sys
+import time
+import traceback
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import benchlib  # noqa: E402
+
+benchlib.ensure_root_on_path()
+
+import torch  # noqa: E402
+
+H200_BF16_PEAK = 790e12  # FLOP/s, a bf16 matmul measured on an H200 of this workplace
+FRAMES, SIZE = 49, 512
+
+
+class Check:
+    """State shared by the sections: options, device, figures, deadline."""
+
+    def __init__(self, args) -> None:
+        self.args = args
+        self.tiny = args.tiny
+        self.device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+        self.cuda = self.device.type == "cuda"
+        self.dtype = torch.bfloat16
+        self.start = time.perf_counter()
+        self.deadline = self.start + args.budget_s
+        self.results: dict[str, dict] = {}
+        self.matmul_flops: float | None = None
+        self.frames, self.size = (FRAMES, 32) if self.tiny else (FRAMES, SIZE)
+
+    def left(self) -> float:
+        return self.deadline - time.perf_counter()
+
+    def run(self, name: str, fn, need_s: float = 0.0):
+        """Run section ``fn(self)`` (returns a dict of figures), recording ok / skipped / failed."""
+        print(f"\n== {name} ({self.left():.0f} s of the budget left)", flush=True)
+        if not self.tiny and self.left() < need_s:
+            self.results[name] = {"status": f"skipped: needs about {need_s:.0f} s, {self.left():.0f} s left"}
+            print(f"   {self.results[name]['status']}", flush=True)
+            return None
+        start = time.perf_counter()
+        try:
+            figures = fn(self) or {}
+            figures = {"status": "ok", **figures}
+        except Skip as exc:
+            figures = {"status": f"skipped: {exc}"}
+        except Exception as exc:  # a section failing must not stop the others
+            traceback.print_exc()
+            figures = {"status": f"failed: {type(exc).__name__}: {exc}"}
+        figures["section_s"] = round(time.perf_counter() - start, 2)
+        self.results[name] = figures
+        print(f"   {name}: {figures['status']} ({figures['section_s']} s)", flush=True)
+        return figures
+
+
+class Skip(Exception):
+    """A section that does not apply here (no 17B module, no CUDA, ...)."""
+
+
+# ---------------------------------------------------------------------------------------------- helpers
+def free_memory() -> None:
+    gc.collect()
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+def peak_reset(check: Check) -> None:
+    if check.cuda:
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+
+
+def peak_gib(check: Check) -> float | None:
+    return round(torch.cuda.max_memory_allocated() / 2**30, 2) if check.cuda else None
+
+
+def timed_steps(check: Check, step) -> tuple[float, list[float]]:
+    """Median seconds of ``--steps`` calls of ``step`` after one warm-up call."""
+    step()
+    times = []
+    for _ in range(check.args.steps):
+        start = benchlib.synced(check.device)
+        step()
+        times.append(benchlib.synced(check.device) - start)
+    return sorted(times)[len(times) // 2], [round(t, 4) for t in times]
+
+
+def compare(a: torch.Tensor, b: torch.Tensor) -> dict:
+    a, b = a.double(), b.double()
+    return {"max_abs_diff": (a - b).abs().max().item(),
+            "rel_err": ((a - b).norm() / b.norm().clamp_min(1e-30)).item()}
+
+
+def weight_gib(model) -> float:
+    return round(sum(t.numel() * t.element_size() for t in model.state_dict().values()) / 2**30, 3)
+
+
+@contextlib.contextmanager
+def memory_budget(check: Check, gib: float):
+    """Limit this process's CUDA caching allocator to ``gib`` GiB (no-op on CPU)."""
+    if not check.cuda:
+        yield
+        return
+    free_memory()
+    total = torch.cuda.get_device_properties(check.device).total_memory
+    torch.cuda.set_per_process_memory_fraction(min(1.0, gib * 2**30 / total), check.device)
+    try:
+        yield
+    finally:
+        torch.cuda.set_per_process_memory_fraction(1.0, check.device)
+
+
+def offload(check: Check, model, storage_dtype: torch.dtype | None = None) -> None:
+    """The offload path for small GPUs: optional fp8 weight storage (diffusers ``apply_layerwise_casting``), then
+    block-level group offloading to the CPU with stream prefetch (``apply_group_offloading``)."""
+    from diffusers.hooks import apply_group_offloading, apply_layerwise_casting
+    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+
+    if storage_dtype is not None:
+        # embeddings and the output head stay in bf16 (small; and models that take their compute dtype from a
+        # weight, as MVDiT7B.dtype does from proj_out, must not see the storage dtype), as diffusers' Wan does
+        skip = tuple(DEFAULT_SKIP_MODULES_PATTERN) + ("embedding", "^head", "proj_out")
+        apply_layerwise_casting(model, storage_dtype=storage_dtype, compute_dtype=check.dtype,
+                                skip_modules_pattern=skip)
+    model.to("cpu")
+    free_memory()
+    apply_group_offloading(model, onload_device=check.device, offload_device=torch.device("cpu"),
+                           offload_type="block_level", num_blocks_per_group=1, use_stream=check.cuda)
+
+
+SDPA_KERNELS = ("flash", "efficient", "cudnn")
+
+
+def attention_variants(check: Check) -> list[tuple[str, str, object]]:
+    """(name, backend for the model, SDPA kernel restriction or None)."""
+    from torch.nn.attention import SDPBackend
+
+    from mtv_core.attention import xformers_available
+
+    kernels = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION"}
+    variants = [("sdpa", "sdpa", None)]
+    for name in SDPA_KERNELS:
+        if hasattr(SDPBackend, kernels[name]) and (check.cuda or name == "flash"):
+            variants.append((f"sdpa-{name}", "sdpa", getattr(SDPBackend, kernels[name])))
+    if check.cuda and xformers_available():
+        variants.append(("xformers", "xformers", None))
+    return variants
+
+
+def run_variants(check: Check, model, inputs, forward, flops: float, variants) -> dict:
+    """Time ``forward(model, inputs)`` under each attention variant; returns figures per variant."""
+    from torch.nn.attention import sdpa_kernel
+
+    figures, reference = {}, None
+    for name, backend, kernel in variants:
+        if not check.tiny and check.left() < 25:
+            figures[name] = {"status": "skipped: time budget"}
+            continue
+        try:
+            model.set_attention_backend(backend)
+            restrict = sdpa_kernel([kernel]) if kernel is not None else contextlib.nullcontext()
+            with restrict, torch.no_grad():
+                peak_reset(check)
+                seconds, times = timed_steps(check, lambda: forward(model, inputs))
+                out = forward(model, inputs).float()
+            row = {"status": "ok", "s_per_step": round(seconds, 4), "times": times, "peak_gib": peak_gib(check),
+                   "tflops": round(flops / seconds / 1e12, 1), "mfu_vs_790": round(flops / seconds / H200_BF16_PEAK, 3)}
+            if check.matmul_flops:
+                row["mfu_vs_matmul"] = round(flops / seconds / check.matmul_flops, 3)
+            if reference is None:
+                reference = out
+            else:
+                row.update({f"vs_sdpa_{k}": v for k, v in compare(out, reference).items()})
+            figures[name] = row
+            print(f"   {name}: {row}", flush=True)
+        except Exception as exc:
+            figures[name] = {"status": f"failed: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}"}
+            print(f"   {name}: {figures[name]['status']}", flush=True)
+        finally:
+            model.set_attention_backend("sdpa")
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------- environment
+def environment(check: Check) -> dict:
+    from torch.nn.attention import SDPBackend
+
+    from mtv_core.attention import xformers_available
+
+    figures = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
+               "device": torch.cuda.get_device_name() if check.cuda else "cpu (tiny dry run)" if check.tiny else "cpu",
+               "cpu": benchlib.cpu_model(), "cpu_count": os.cpu_count(), "tiny": check.tiny,
+               "sdpa_backends": list(getattr(SDPBackend, "__members__", {})), "xformers": xformers_available()}
+    if check.cuda:
+        props = torch.cuda.get_device_properties(check.device)
+        figures.update(total_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}",
+                       multiprocessors=props.multi_processor_count)
+    try:
+        import diffusers
+
+        figures["diffusers"] = diffusers.__version__
+    except ImportError as exc:
+        figures["diffusers"] = f"missing ({exc})"
+    if xformers_available():
+        import xformers
+
+        figures["xformers_version"] = xformers.__version__
+    n = 256 if check.tiny else 8192
+    g = torch.Generator(device=check.device).manual_seed(0)
+    a = torch.randn(n, n, generator=g, device=check.device, dtype=check.dtype)
+    b = torch.randn(n, n, generator=g, device=check.device, dtype=check.dtype)
+    seconds = benchlib.timed(lambda: a @ b, repeats=10, device=check.device, warmup=3)
+    check.matmul_flops = 2 * n**3 / seconds
+    figures["matmul_bf16_tflops"] = round(check.matmul_flops / 1e12, 1)
+    for key, value in figures.items():
+        print(f"   {key}: {value}", flush=True)
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------- loading
+def section_load_7b(check: Check) -> dict:
+    """Checkpoints read straight to the device: peaks relative to the weights, bit-identity with a CPU load."""
+    import tempfile
+
+    from safetensors.torch import save_file
+
+    from mtv_core.dit.loading import load_mvdit7b
+
+    config = config_7b(check, layers=1 if check.tiny else 2)
+    source = build_7b(check, config, torch.float32, seed=5)
+    state = {k: v.detach().cpu().contiguous() for k, v in source.state_dict().items()}
+    del source
+    free_memory()
+    figures = {"blocks": config.num_layers}
+    with tempfile.TemporaryDirectory() as tmp:
+        files = {"fp32 safetensors": Path(tmp) / "m.safetensors", "fp32 .pt": Path(tmp) / "m.pt"}
+        save_file(state, str(files["fp32 safetensors"]))
+        torch.save(state, files["fp32 .pt"])
+        del state
+        for name, path in files.items():
+            expected = load_mvdit7b(path, dtype=check.dtype, device="cpu").state_dict()
+            weight_bytes = sum(t.numel() * t.element_size() for t in expected.values())
+            free_memory()
+            peak_reset(check)
+            base = torch.cuda.memory_allocated() if check.cuda else 0
+            with benchlib.MemorySampler() as mem:
+                start = time.perf_counter()
+                model = load_mvdit7b(path, dtype=check.dtype, device=check.device)
+                seconds = benchlib.synced(check.device) - start
+            got = model.state_dict()
+            identical = all(torch.equal(got[k].cpu(), v) for k, v in expected.items())
+            row = {"weight_mib": round(weight_bytes / 2**20, 1), "load_s": round(seconds, 2),
+                   "host_private_x": round(mem.anon / weight_bytes, 3),
+                   "host_incl_file_pages_x": round(mem.rss / weight_bytes, 3), "bit_identical_to_cpu_load": identical}
+            if check.cuda:
+                row["gpu_peak_x"] = round((torch.cuda.max_memory_allocated() - base) / weight_bytes, 3)
+            figures[name] = row
+            print(f"   {name}: {row}", flush=True)
+            del model, got, expected
+            free_memory()
+            if not identical:
+                raise AssertionError(f"{name}: tensors loaded on {check.device} differ from a CPU load")
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------- MV-DiT-7B
+def config_7b(check: Check, layers: int | None = None):
+    from mtv_core.dit.config import MVDiT7BConfig
+
+    config = MVDiT7BConfig(num_attention_heads=2, num_layers=2) if check.tiny else MVDiT7BConfig()
+    if layers is not None:
+        import dataclasses
+
+        config = dataclasses.replace(config, num_layers=layers)
+    return config
+
+
+def build_7b(check: Check, config, dtype, seed: int = 0):
+    from mtv_core.dit.transformer_7b import MVDiT7B
+
+    return benchlib.build_random(lambda: MVDiT7B(config), dtype, check.device, seed)
+
+
+def inputs_7b(check: Check, model):
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from bench_dit import step_inputs
+
+    return step_inputs(model, check.frames, check.size)
+
+
+def forward_7b(model, inputs):
+    return model(*inputs)
+
+
+def section_build_7b(check: Check) -> dict:
+    start = benchlib.synced(check.device)
+    model = build_7b(check, config_7b(check), check.dtype)
+    seconds = benchlib.synced(check.device) - start
+    check.model_7b = model
+    check.inputs_7b = inputs_7b(check, model)
+    params = sum(p.numel() for p in model.parameters())
+    return {"build_s": round(seconds, 2), "params": params, "weight_gib": weight_gib(model),
+            "tokens": check.inputs_7b[0].shape[1] * (check.size // 16) ** 2,
+            "allocated_gib": round(torch.cuda.memory_allocated() / 2**30, 2) if check.cuda else None}
+
+
+def section_step_7b(check: Check) -> dict:
+    model, inputs = _need(check, "model_7b"), check.inputs_7b
+    tokens = inputs[0].shape[1] * (check.size // 16) ** 2
+    flops = benchlib.dit7b_flops(model.config, tokens, inputs[2].shape[1], batch=inputs[0].shape[0])
+    figures = {"tokens": tokens, "tflop_per_step": round(flops / 1e12, 2)}
+    figures["backends"] = run_variants(check, model, inputs, forward_7b, flops, attention_variants(check))
+    sdpa = figures["backends"].get("sdpa", {})
+    if sdpa.get("status") == "ok":
+        check.unconstrained_7b = sdpa["s_per_step"]
+    return figures
+
+
+def section_drift_7b(check: Check) -> dict:
+    """bf16 against float32 on a 4-block slice with the same weights and inputs."""
+    layers = 2 if check.tiny else 4
+    reference = build_7b(check, config_7b(check, layers), torch.float32, seed=3)
+    low = copy.deepcopy(reference).to(check.dtype)
+    inputs = tuple(t.float() if torch.is_tensor(t) and t.is_floating_point() else t for t in inputs_7b(check, reference))
+    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    try:
+        with torch.no_grad():
+            expected = reference(*inputs).float()
+            got = low(*inputs).float()
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+    del reference, low
+    free_memory()
+    return {"blocks": layers, **compare(got, expected), "output_rms": expected.pow(2).mean().sqrt().item()}
+
+
+def section_budget(check: Check, kind: str) -> dict:
+    """The step under the memory budget: resident, then with the offload path (17B: fp8 storage too)."""
+    model, inputs, forward = _need(check, f"model_{kind}"), getattr(check, f"inputs_{kind}"), FORWARD[kind]
+    budget = check.args.budget_gib
+    figures: dict = {"budget_gib": budget}
+    base = getattr(check, f"unconstrained_{kind}", None)
+    model.set_attention_backend("sdpa")
+    if kind == "7b":  # the 17B (35 GB in bf16) cannot be resident under 24 GB: skip the attempt
+        try:
+            with memory_budget(check, budget), torch.no_grad():
+                peak_reset(check)
+                seconds, times = timed_steps(check, lambda: forward(model, inputs))
+            figures["resident"] = {"status": "ok", "s_per_step": round(seconds, 4), "peak_gib": peak_gib(check)}
+        except torch.cuda.OutOfMemoryError as exc:
+            figures["resident"] = {"status": f"out of memory: {str(exc).splitlines()[0][:200]}"}
+        free_memory()
+        print(f"   resident: {figures['resident']}", flush=True)
+    storage = torch.float8_e4m3fn if kind == "17b" else None
+    start = time.perf_counter()
+    offload(check, model, storage)
+    figures["offload_setup_s"] = round(time.perf_counter() - start, 2)
+    figures["storage_dtype"] = str(storage or check.dtype)
+    with memory_budget(check, budget), torch.no_grad():
+        peak_reset(check)
+        seconds, times = timed_steps(check, lambda: forward(model, inputs))
+    row = {"status": "ok", "s_per_step": round(seconds, 4), "times": times, "peak_gib": peak_gib(check)}
+    if base:
+        row["slowdown_vs_unconstrained"] = round(seconds / base, 2)
+    figures["offloaded"] = row
+    print(f"   offloaded: {row}", flush=True)
+    setattr(check, f"model_{kind}", None)  # hooked and on the CPU now: not reused
+    return figures
+
+
+# ---------------------------------------------------------------------------------------------- MV-DiT-17B
+def module_17b():
+    try:
+        import mtv_core.dit.transformer_17b as module
+    except ImportError as exc:
+        raise Skip(f"mtv_core.dit.transformer_17b is not available ({exc}); MV-DiT-17B not checked") from None
+    return module
+
+
+def config_17b(check: Check):
+    module = module_17b()
+    if check.tiny:  # the reference cases' tiny layout: 2 heads x 128, 5 layers (motion attention in 0 and 4)
+        return benchlib.scaled_config_17b(num_layers=5, num_heads=2, ffn_dim=512, text_dim=64)
+    return module.MVDiT17BConfig()
+
+
+def inputs_17b(check: Check, model, config) -> dict:
+    """Keyword inputs of one CFG step of 2 for ``model.forward``.
+
+    Uses ``transformer_17b.example_inputs(model, batch, latent_frames, latent_h, latent_w)`` when the module has
+    it; otherwise fills the forward's parameters by name (Wan layout: latents (B, C, F, h, w), text context
+    (B, 512, text_dim), CLIP features (B, 257, 1280), motion tokens (B, F*24, 3072), motion RoPE tables).
+    """
+    module = module_17b()
+    latent_frames, h = (check.frames - 1) // 4 + 1, check.size // 8
+    if hasattr(module, "example_inputs"):
+        return module.example_inputs(model, batch=2, latent_frames=latent_frames, latent_h=h, latent_w=h)
+    device, dtype, batch = check.device, check.dtype, 2
+    g = torch.Generator(device=device).manual_seed(0)
+
+    def randn(*shape):
+        return torch.randn(*shape, generator=g, device=device).to(dtype)
+
+    in_dim, text_dim = getattr(config, "in_dim", 36), getattr(config, "text_dim", 4096)
+    head_dim = config.dim // config.num_heads
+    params = inspect.signature(model.forward).parameters
+    split = any(n in params for n in ("y", "cond_latents", "image_latents"))
+    motion_dim = 3072 if not check.tiny else 192
+    makers = {
+        ("x", "latents", "hidden_states", "latents_in"): lambda: randn(batch, 16 if split else in_dim, latent_frames, h, h),
+        ("y", "cond_latents", "image_latents"): lambda: randn(batch, in_dim - 16, latent_frames, h, h),
+        ("t", "timestep", "timesteps"): lambda: torch.full((batch,), 500, device=device, dtype=torch.long),
+        ("context", "text", "text_embeds", "context_embeds", "encoder_hidden_states"):
+            lambda: randn(batch, getattr(config, "text_len", 512), text_dim),
+        ("clip_fea", "clip_features", "clip_embeds", "image_embeds"): lambda: randn(batch, 257, 1280),
+        ("motion_tokens", "motion", "motion_emb"): lambda: randn(batch, latent_frames * 24, motion_dim),
+        ("motion_rope",): lambda: (torch.ones(latent_frames * 24, head_dim, device=device),
+                                   torch.zeros(latent_frames * 24, head_dim, device=device)),
+    }
+    kwargs = {}
+    for name, param in params.items():
+        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
+            continue
+        maker = next((m for names, m in makers.items() if name in names), None)
+        if maker is not None:
+            kwargs[name] = maker()
+        elif param.default is param.empty:
+            raise RuntimeError(f"MVDiT17B.forward parameter {name!r} is unknown to gpu_check.inputs_17b; add it there "
+                               "or give mtv_core.dit.transformer_17b an example_inputs(model, batch, latent_frames, "
+                               "latent_h, latent_w) function")
+    return kwargs
+
+
+def forward_17b(model, inputs):
+    out = model(**inputs)
+    return out[0] if isinstance(out, (tuple, list)) else out
+
+
+def section_build_17b(check: Check) -> dict:
+    module, config = module_17b(), config_17b(check)
+    start = benchlib.synced(check.device)
+    model = benchlib.build_random(lambda: module.MVDiT17B(config, operations=torch.nn), check.dtype, check.device)
+    seconds = benchlib.synced(check.device) - start
+    check.model_17b, check.config_17b = model, config
+    check.inputs_17b = inputs_17b(check, model, config)
+    return {"build_s": round(seconds, 2), "params": sum(p.numel() for p in model.parameters()),
+            "weight_gib": weight_gib(model),
+            "allocated_gib": round(torch.cuda.memory_allocated() / 2**30, 2) if check.cuda else None}
+
+
+def section_step_17b(check: Check) -> dict:
+    model, config = _need(check, "model_17b"), check.config_17b
+    latent_frames = (check.frames - 1) // 4 + 1
+    tokens = latent_frames * (check.size // 16) ** 2
+    flops = benchlib.dit17b_flops(config, tokens, latent_frames * 24, batch=2)
+    if not hasattr(model, "set_attention_backend"):
+        model.set_attention_backend = lambda name: None  # a model without the pack's switch: SDPA kernels only
+    variants = [v for v in attention_variants(check) if v[0] in ("sdpa", "sdpa-flash", "xformers")]
+    figures = {"tokens": tokens, "tflop_per_step": round(flops / 1e12, 2)}
+    figures["backends"] = run_variants(check, model, check.inputs_17b, forward_17b, flops, variants)
+    if figures["backends"].get("sdpa", {}).get("status") == "ok":
+        check.unconstrained_17b = figures["backends"]["sdpa"]["s_per_step"]
+    return figures
+
+
+FORWARD = {"7b": forward_7b, "17b": forward_17b}
+
+
+def _need(check: Check, attr: str):
+    model = getattr(check, attr, None)
+    if model is None:
+        raise Skip(f"no {attr.replace('model_', 'MV-DiT-').upper()} model (its build failed or was skipped)")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------- report
+def summary(check: Check) -> str:
+    lines = [f"gpu_check summary ({'tiny dry run on CPU' if check.tiny else check.results.get('environment', {}).get('device')}),"
+             f" {time.perf_counter() - check.start:.0f} s"]
+    table = benchlib.Table("step time per attention backend (CFG batch 2, 49 frames 512x512 = 13,312 tokens)",
+                           ["model", "backend", "s/step", "TFLOP/s", "MFU vs 790", "peak GiB", "max |diff| vs sdpa",
+                            "status"])
+    for kind in ("7b", "17b"):
+        backends = check.results.get(f"step_{kind}", {}).get("backends", {})
+        for name, row in backends.items():
+            table.add(kind, name, row.get("s_per_step", ""), row.get("tflops", ""), row.get("mfu_vs_790", ""),
+                      row.get("peak_gib", ""), _sci(row.get("vs_sdpa_max_abs_diff")), row["status"][:40])
+    lines.append(table.text())
+    budget = benchlib.Table(f"under a {check.args.budget_gib} GiB budget",
+                            ["model", "mode", "s/step", "peak GiB", "slowdown", "status"])
+    for kind in ("7b", "17b"):
+        section = check.results.get(f"budget_{kind}", {})
+        for mode in ("resident", "offloaded"):
+            if mode in section:
+                row = section[mode]
+                budget.add(kind, mode if mode == "resident" else f"offload ({section.get('storage_dtype')})",
+                           row.get("s_per_step", ""), row.get("peak_gib", ""), row.get("slowdown_vs_unconstrained", ""),
+                           row["status"][:40])
+    lines.append(budget.text())
+    drift = check.results.get("drift_7b", {})
+    if drift.get("status") == "ok":
+        lines.append(f"bf16 vs fp32, {drift['blocks']} blocks: max |diff| {drift['max_abs_diff']:.3e}, "
+                     f"rel. err {drift['rel_err']:.3e}")
+    loads = check.results.get("load_7b", {})
+    for name in ("fp32 safetensors", "fp32 .pt"):
+        if name in loads:
+            row = loads[name]
+            lines.append(f"load {name} -> bf16 on the GPU: host {row['host_incl_file_pages_x']}x incl. file pages, "
+                         f"GPU {row.get('gpu_peak_x')}x, {row['load_s']} s, identical to a CPU load: "
+                         f"{row['bit_identical_to_cpu_load']}")
+    lines.append("sections: " + ", ".join(f"{k} {v['status'].split(':')[0]}" for k, v in check.results.items()))
+    return "\n".join(lines)
+
+
+def _sci(value) -> str:
+    return "" if value is None else f"{value:.2e}"
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--out", type=Path, default=None, help="JSON path (default $OUT/gpu_check.json)")
+    parser.add_argument("--steps", type=int, default=3, help="timed steps after one warm-up, per measurement")
+    parser.add_argument("--budget-s", type=float, default=330, help="skip sections that would end past this")
+    parser.add_argument("--budget-gib", type=float, default=24, help="memory budget of the offload sections")
+    parser.add_argument("--tiny", "--dry-run", action="store_true", help="tiny models on the CPU, seconds")
+    parser.add_argument("--skip", nargs="*", default=[], help="sections to leave out")
+    args = parser.parse_args(argv)
+    if args.tiny:
+        args.steps = 1
+    out = args.out or Path(os.environ.get("OUT", ".")) / "gpu_check.json"
+    check = Check(args)
+    if not check.cuda and not check.tiny:
+        print("no CUDA device: running the tiny dry run instead (use --tiny to ask for it)")
+        check.tiny = args.tiny = True
+        check.frames, check.size = FRAMES, 32
+    sections = [
+        ("environment", environment, 0),
+        ("load_7b", section_load_7b, 40),
+        ("build_7b", section_build_7b, 30),
+        ("step_7b", section_step_7b, 30),
+        ("drift_7b", section_drift_7b, 20),
+        ("budget_7b", lambda c: section_budget(c, "7b"), 60),
+        ("build_17b", section_build_17b, 60),
+        ("step_17b", section_step_17b, 40),
+        ("budget_17b", lambda c: section_budget(c, "17b"), 90),
+    ]
+    for name, fn, need in sections:
+        if name in args.skip:
+            check.results[name] = {"status": "skipped: --skip"}
+            continue
+        check.run(name, fn, need)
+        if name == "budget_7b":  # free the 7B before the 17B
+            check.model_7b = None
+            free_memory()
+    check.results["total_s"] = {"status": "ok", "seconds": round(time.perf_counter() - check.start, 1)}
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(check.results, indent=2, default=str))
+    print("\n" + summary(check))
+    print(f"figures written to {out}")
+    failed = [k for k, v in check.results.items() if v["status"].startswith("failed")]
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
