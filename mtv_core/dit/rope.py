@@ -29,21 +29,19 @@ def _rope_1d(dim: int, positions: torch.Tensor, theta: float = THETA) -> tuple[t
     return angles.cos().repeat_interleave(2, dim=1), angles.sin().repeat_interleave(2, dim=1)
 
 
-def vision_rope_7b(
-    latent_frames: int, grid_h: int, grid_w: int, head_dim: int = 64
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """3D RoPE for F x gh x gw patch tokens -> (cos, sin), each (F*gh*gw, head_dim) float32."""
-    dim_t, dim_hw = head_dim // 4, head_dim // 8 * 3
-    if dim_t + 2 * dim_hw != head_dim:
-        raise ValueError(f"head_dim {head_dim} cannot be split into t/h/w RoPE bands")
-    bands = (
+def grid_rope(latent_frames: int, grid_h: int, grid_w: int, bands: tuple[int, int, int]
+              ) -> tuple[torch.Tensor, torch.Tensor]:
+    """3D RoPE on the integer patch grid with band widths ``bands`` = (t, h, w) -> (cos, sin), each
+    (F*gh*gw, sum(bands)) float32, token order frame, row, column."""
+    dim_t, dim_h, dim_w = bands
+    tables = (
         _rope_1d(dim_t, torch.arange(latent_frames, dtype=torch.float32)),
-        _rope_1d(dim_hw, torch.arange(grid_h, dtype=torch.float32)),
-        _rope_1d(dim_hw, torch.arange(grid_w, dtype=torch.float32)),
+        _rope_1d(dim_h, torch.arange(grid_h, dtype=torch.float32)),
+        _rope_1d(dim_w, torch.arange(grid_w, dtype=torch.float32)),
     )
     out = []
     for part in (0, 1):  # cos, sin
-        t, h, w = (band[part] for band in bands)
+        t, h, w = (table[part] for table in tables)
         table = torch.cat(
             [
                 t[:, None, None, :].expand(-1, grid_h, grid_w, -1),
@@ -52,8 +50,37 @@ def vision_rope_7b(
             ],
             dim=-1,
         )
-        out.append(table.reshape(latent_frames * grid_h * grid_w, head_dim))
+        out.append(table.reshape(latent_frames * grid_h * grid_w, sum(bands)))
     return out[0], out[1]
+
+
+def joint_rope(latent_frames: int, joint_mean_mm: np.ndarray, dim_t: int, dim_xyz: int
+               ) -> tuple[torch.Tensor, torch.Tensor]:
+    """4D RoPE for F x joints motion tokens with bands t | x | y | z of ``dim_t`` | ``dim_xyz`` x 3 -> (cos, sin),
+    each (F*joints, dim_t + 3 dim_xyz) float32, token order frame-major, joint-minor. t is the latent frame index,
+    x/y/z the centred dataset-mean joint positions in mm (``motion_rope_positions``)."""
+    positions = motion_rope_positions(joint_mean_mm)
+    num_joints = positions.shape[0]
+    t_cos, t_sin = _rope_1d(dim_t, torch.arange(latent_frames, dtype=torch.float32))
+    axes = [_rope_1d(dim_xyz, torch.from_numpy(np.ascontiguousarray(positions[:, a]))) for a in range(3)]
+    out = []
+    for part, t in ((0, t_cos), (1, t_sin)):
+        spatial = torch.cat([axis[part] for axis in axes], dim=-1)  # (joints, 3 * dim_xyz)
+        table = torch.cat(
+            [t[:, None, :].expand(-1, num_joints, -1), spatial[None].expand(latent_frames, -1, -1)], dim=-1
+        )
+        out.append(table.reshape(latent_frames * num_joints, dim_t + 3 * dim_xyz))
+    return out[0], out[1]
+
+
+def vision_rope_7b(
+    latent_frames: int, grid_h: int, grid_w: int, head_dim: int = 64
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """3D RoPE for F x gh x gw patch tokens -> (cos, sin), each (F*gh*gw, head_dim) float32."""
+    dim_t, dim_hw = head_dim // 4, head_dim // 8 * 3
+    if dim_t + 2 * dim_hw != head_dim:
+        raise ValueError(f"head_dim {head_dim} cannot be split into t/h/w RoPE bands")
+    return grid_rope(latent_frames, grid_h, grid_w, (dim_t, dim_hw, dim_hw))
 
 
 def motion_rope_positions(joint_mean_mm: np.ndarray) -> np.ndarray:
@@ -71,18 +98,7 @@ def motion_rope_7b(
     band = head_dim // 4
     if band % 2 or 4 * band != head_dim:
         raise ValueError(f"head_dim {head_dim} cannot be split into t/x/y/z RoPE bands")
-    positions = motion_rope_positions(joint_mean_mm)
-    num_joints = positions.shape[0]
-    t_cos, t_sin = _rope_1d(band, torch.arange(latent_frames, dtype=torch.float32))
-    axes = [_rope_1d(band, torch.from_numpy(np.ascontiguousarray(positions[:, a]))) for a in range(3)]
-    out = []
-    for part, t in ((0, t_cos), (1, t_sin)):
-        spatial = torch.cat([axis[part] for axis in axes], dim=-1)  # (joints, 3*band)
-        table = torch.cat(
-            [t[:, None, :].expand(-1, num_joints, -1), spatial[None].expand(latent_frames, -1, -1)], dim=-1
-        )
-        out.append(table.reshape(latent_frames * num_joints, head_dim))
-    return out[0], out[1]
+    return joint_rope(latent_frames, joint_mean_mm, band, band)
 
 
 def apply_rope(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:

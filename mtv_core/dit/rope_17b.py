@@ -20,7 +20,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from .rope import _rope_1d, motion_rope_positions
+from .rope import grid_rope, joint_rope
 
 
 def wan_rope_bands(head_dim: int) -> tuple[int, int, int]:
@@ -36,25 +36,7 @@ def vision_rope_17b(
     latent_frames: int, grid_h: int, grid_w: int, head_dim: int = 128
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Wan 3D RoPE for F x gh x gw patch tokens -> (cos, sin), each (F*gh*gw, head_dim) float32."""
-    dim_t, dim_h, dim_w = wan_rope_bands(head_dim)
-    bands = (
-        _rope_1d(dim_t, torch.arange(latent_frames, dtype=torch.float32)),
-        _rope_1d(dim_h, torch.arange(grid_h, dtype=torch.float32)),
-        _rope_1d(dim_w, torch.arange(grid_w, dtype=torch.float32)),
-    )
-    out = []
-    for part in (0, 1):  # cos, sin
-        t, h, w = (band[part] for band in bands)
-        table = torch.cat(
-            [
-                t[:, None, None, :].expand(-1, grid_h, grid_w, -1),
-                h[None, :, None, :].expand(latent_frames, -1, grid_w, -1),
-                w[None, None, :, :].expand(latent_frames, grid_h, -1, -1),
-            ],
-            dim=-1,
-        )
-        out.append(table.reshape(latent_frames * grid_h * grid_w, head_dim))
-    return out[0], out[1]
+    return grid_rope(latent_frames, grid_h, grid_w, wan_rope_bands(head_dim))
 
 
 def motion_rope_17b(
@@ -68,15 +50,4 @@ def motion_rope_17b(
     dim_xyz = (head_dim - dim_t) // 3
     if 3 * dim_xyz != head_dim - dim_t or dim_xyz % 2:
         raise ValueError(f"head_dim {head_dim} cannot be split into t/x/y/z RoPE bands")
-    positions = motion_rope_positions(joint_mean_mm)
-    num_joints = positions.shape[0]
-    t_cos, t_sin = _rope_1d(dim_t, torch.arange(latent_frames, dtype=torch.float32))
-    axes = [_rope_1d(dim_xyz, torch.from_numpy(np.ascontiguousarray(positions[:, a]))) for a in range(3)]
-    out = []
-    for part, t in ((0, t_cos), (1, t_sin)):
-        spatial = torch.cat([axis[part] for axis in axes], dim=-1)  # (joints, 3 * dim_xyz)
-        table = torch.cat(
-            [t[:, None, :].expand(-1, num_joints, -1), spatial[None].expand(latent_frames, -1, -1)], dim=-1
-        )
-        out.append(table.reshape(latent_frames * num_joints, head_dim))
-    return out[0], out[1]
+    return joint_rope(latent_frames, joint_mean_mm, dim_t, dim_xyz)

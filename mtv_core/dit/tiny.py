@@ -49,16 +49,24 @@ def save_mvdit7b(
     max_shard_bytes: int | None = None,
 ) -> Path:
     """Write a state dict as one safetensors file, or as a diffusers folder (config.json + shards + index)."""
+    tensors = {k: (v.to(dtype) if dtype is not None else v).contiguous() for k, v in state_dict.items()}
+    return save_weights(tensors, path, config.to_diffusers_config() if as_folder else None, as_folder, max_shard_bytes)
+
+
+def save_weights(tensors: dict[str, torch.Tensor], path: str | Path, config_json: dict | None = None,
+                 as_folder: bool = False, max_shard_bytes: int | None = None) -> Path:
+    """Write ``tensors`` as one safetensors file, or as a diffusers-style folder: ``config.json`` (when given) and
+    one weights file, or shards of at most ``max_shard_bytes`` with their index."""
     from safetensors.torch import save_file
 
     path = Path(path)
-    tensors = {k: (v.to(dtype) if dtype is not None else v).contiguous() for k, v in state_dict.items()}
     if not as_folder:
         path.parent.mkdir(parents=True, exist_ok=True)
         save_file(tensors, str(path))
         return path
     path.mkdir(parents=True, exist_ok=True)
-    (path / "config.json").write_text(json.dumps(config.to_diffusers_config(), indent=2))
+    if config_json is not None:
+        (path / "config.json").write_text(json.dumps(config_json, indent=2))
     if max_shard_bytes is None:
         save_file(tensors, str(path / WEIGHTS_NAME))
         return path

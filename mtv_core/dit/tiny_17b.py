@@ -10,7 +10,6 @@ plain or scaled fp8, or split into a Wan base and a motion adapter.
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from pathlib import Path
 
@@ -19,10 +18,9 @@ import torch
 from ..tokenizer.testing import random_weights
 from .config_17b import MVDiT17BConfig
 from .fp8_ops import quantize_fp8
+from .tiny import save_weights
 from .transformer_17b import MVDiT17B
 
-WEIGHTS_NAME = "diffusion_pytorch_model.safetensors"
-INDEX_NAME = "diffusion_pytorch_model.safetensors.index.json"
 _ADAPTER_KEY = re.compile(r"blocks\.\d+\.(motion_attn|norm4)\.")
 
 
@@ -90,41 +88,14 @@ def save_mvdit17b(
     ``dtype`` converts the non-fp8 floating tensors; ``prefix`` is prepended to every key (e.g.
     ``model.diffusion_model.``).
     """
-    from safetensors.torch import save_file
 
     def convert(t: torch.Tensor) -> torch.Tensor:
         keep = dtype is None or not t.is_floating_point() or t.dtype in (torch.float8_e4m3fn, torch.float8_e5m2)
         return (t if keep else t.to(dtype)).contiguous()
 
-    path = Path(path)
     tensors = {prefix + k: convert(v) for k, v in state_dict.items()}
-    if not as_folder:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        save_file(tensors, str(path))
-        return path
-    path.mkdir(parents=True, exist_ok=True)
-    if config is not None:
-        (path / "config.json").write_text(json.dumps(config.to_wan_config(), indent=2))
-    if max_shard_bytes is None:
-        save_file(tensors, str(path / WEIGHTS_NAME))
-        return path
-    shards: list[dict[str, torch.Tensor]] = [{}]
-    size = 0
-    for key, tensor in tensors.items():
-        nbytes = tensor.numel() * tensor.element_size()
-        if shards[-1] and size + nbytes > max_shard_bytes:
-            shards.append({})
-            size = 0
-        shards[-1][key] = tensor
-        size += nbytes
-    weight_map = {}
-    for i, shard in enumerate(shards):
-        name = f"diffusion_pytorch_model-{i + 1:05d}-of-{len(shards):05d}.safetensors"
-        save_file(shard, str(path / name))
-        weight_map.update({key: name for key in shard})
-    total = sum(t.numel() * t.element_size() for t in tensors.values())
-    (path / INDEX_NAME).write_text(json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2))
-    return path
+    config_json = config.to_wan_config() if config is not None and as_folder else None
+    return save_weights(tensors, path, config_json, as_folder, max_shard_bytes)
 
 
 def write_tiny_mvdit17b(
