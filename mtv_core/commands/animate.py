@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputError, log_input_error
 from ..progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -100,17 +101,31 @@ def resolve_device(name: str) -> torch.device:
 
 
 def load_reference(path: str | Path) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB, turned upright by its EXIF orientation."""
+    """An image file -> (H, W, 3) RGB, uint8 (uint16 for 16-bit images), turned upright by its EXIF orientation.
+
+    The pixel count is checked against ``MAX_IMAGE_PIXELS`` from the header, before the image is decoded;
+    anything wrong with the file is an InputError naming it.
+    """
+    import warnings
+
     from PIL import Image, ImageOps
+
+    from ..errors import reading
+    from ..limits import MAX_IMAGE_PIXELS, check_limit
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"reference image not found: {path}")
-    try:
-        with Image.open(path) as image:  # upright as the camera meant it (EXIF orientation), as ComfyUI's LoadImage
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except OSError as exc:
-        raise ValueError(f"cannot read reference image {path}: {exc}") from exc
+    with reading(path, "reference image"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies instead
+        with Image.open(path) as image:
+            check_limit(image.size[0] * image.size[1], MAX_IMAGE_PIXELS, "the number of pixels", path)
+            # upright as the camera meant it (EXIF orientation), as ComfyUI's LoadImage
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey: keep its range
+                grey = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
+                return np.repeat(grey[..., None], 3, axis=-1)
+            return np.asarray(image.convert("RGB"))
 
 
 def check_motion_length(num_frames: int, window: int = WINDOW) -> None:
@@ -168,7 +183,7 @@ def animate(joints: Any, reference: np.ndarray, paths: ModelPaths, out: str | Pa
 
     out = Path(out)
     if out.suffix.lower() != ".mp4":
-        raise ValueError(f"output must be an .mp4 file, got {out}")
+        raise InputError(f"output must be an .mp4 file, got {out}")
     frames, fps = animate_frames(joints, reference, paths, **kwargs)
     # to uint8 in place: a long float32 video is large, and write_mp4 would convert through two float copies
     pixels = frames.clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8).numpy()
@@ -214,14 +229,33 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every number and the output path, checked before any file is read or model loaded (InputError)."""
+    from ..dit.pipeline_7b import snap_size
+    from ..files import check_writable
+    from ..limits import MAX_FRAMES, MAX_GUIDANCE, MAX_STEPS, check_fps, check_number
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"output must be an .mp4 file, got {out}")
+    check_writable(out, "output video")
+    check_number(args.steps, "--steps", 1, MAX_STEPS, integer=True)
+    check_number(args.guidance, "--guidance", 0.0, MAX_GUIDANCE)
+    snap_size(args.width, args.height)
+    if args.motion_fps is not None:
+        check_fps(args.motion_fps, name="--motion-fps")
+    if args.frames is not None:
+        check_number(args.frames, "--frames", 1, MAX_FRAMES, integer=True)
+    if args.motion_index < 0:
+        raise InputError(f"--motion-index must be 0 or more, got {args.motion_index}")
+
+
 def run_animate(args: argparse.Namespace) -> int:
     """Command entry: returns the exit code (2 for bad input or missing models)."""
-    from ..checkpoint import CheckpointError
-    from ..motion import MotionFormatError, load_motion
+    from ..motion import load_motion
 
     try:
-        if args.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {args.steps}")
+        check_arguments(args)
         reference = load_reference(args.ref)
         joints = load_motion(args.motion, index=args.motion_index, fps=args.motion_fps)
         if args.frames is not None:
@@ -233,8 +267,8 @@ def run_animate(args: argparse.Namespace) -> int:
         animate(joints, reference, paths, args.out, steps=args.steps, guidance=args.guidance, seed=args.seed,
                 width=args.width, height=args.height, device=args.device, dtype=args.dtype,
                 attention=args.attention, callback=_log_progress())
-    except (FileNotFoundError, ValueError, IndexError, CheckpointError, MotionFormatError) as exc:
-        logger.error("%s", exc)
+    except (FileNotFoundError, ValueError, IndexError) as exc:  # InputError is a ValueError
+        log_input_error(exc)
         return 2
     return 0
 

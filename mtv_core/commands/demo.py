@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ..errors import log_input_error
 from ..motion import MOTIONS, JointSequence, procedural_motion, render_skeleton, save_motion
 from ..video import to_uint8, write_mp4
 
@@ -172,13 +173,17 @@ def save_generated(args: argparse.Namespace, generated: Generated, stem: str) ->
 def run_demo(args: argparse.Namespace) -> int:
     """Run every step; returns the process exit code."""
     from ..checkpoint import CheckpointError
+    from ..files import check_writable
+    from ..limits import MAX_GUIDANCE, check_number
 
+    check_writable(Path(args.out) / f"demo_{args.motion}_generated_RANDOM_WEIGHTS.mp4", "output")
+    check_number(args.guidance, "--guidance", 0.0, MAX_GUIDANCE)
     joints = make_motion(args)
     logger.info("motion '%s': %d frames at %g fps", args.motion, joints.num_frames, joints.fps)
     try:
         generated = generate_video(args, joints)
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
-        logger.error("%s", exc)
+        log_input_error(exc)
         return 2
     stem = f"demo_{args.motion}"
     outputs = save_outputs(args, joints, stem=stem)

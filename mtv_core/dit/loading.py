@@ -64,16 +64,25 @@ def check_variant(keys, path: Path) -> None:
 
 
 def config_for(ckpt) -> MVDiT7BConfig:
-    """Config from the folder's config.json when present, else inferred from the tensor shapes."""
-    if ckpt.config is not None:
-        try:
-            return MVDiT7BConfig.from_diffusers_config(ckpt.config)
-        except (TypeError, ValueError) as exc:
-            raise CheckpointError(f"{ckpt.path}/config.json: {exc}") from exc
+    """Config from the folder's config.json when present, else inferred from the tensor shapes.
+
+    A config.json is trusted only where the weights agree with it (layer count, widths, ...), checked before
+    any model is built from it.
+    """
     try:
-        return MVDiT7BConfig.infer_from_shapes(ckpt.shapes())
-    except ValueError as exc:
+        inferred = MVDiT7BConfig.infer_from_shapes(ckpt.shapes())
+    except (TypeError, ValueError) as exc:
         raise CheckpointError(f"{ckpt.path}: {exc}") from exc
+    if ckpt.config is None:
+        return inferred
+    try:
+        config = MVDiT7BConfig.from_diffusers_config(ckpt.config)
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(f"{ckpt.path}/config.json: {exc}") from exc
+    disagreements = config.disagreements(inferred)
+    if disagreements:
+        raise CheckpointError(f"{ckpt.path}/config.json does not match the weights: {'; '.join(disagreements)}")
+    return config
 
 
 def load_mvdit7b(
