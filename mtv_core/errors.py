@@ -14,6 +14,7 @@ import logging
 import os
 import pickle
 import struct
+import tokenize
 import zipfile
 import zlib
 from typing import Iterator
@@ -32,7 +33,7 @@ class LimitError(InputError):
 PARSER_ERRORS = (
     ValueError, TypeError, KeyError, IndexError, AttributeError, EOFError, OSError, OverflowError,
     RecursionError, MemoryError, UnicodeError, ArithmeticError, AssertionError, SyntaxError, RuntimeError,
-    struct.error, zlib.error, zipfile.BadZipFile, zipfile.LargeZipFile, pickle.UnpicklingError,
+    struct.error, zlib.error, zipfile.BadZipFile, zipfile.LargeZipFile, pickle.UnpicklingError, tokenize.TokenError,
 )  # fmt: skip
 
 
@@ -40,13 +41,18 @@ PARSER_ERRORS = (
 def reading(path: str | os.PathLike, what: str = "file", error: type[InputError] = InputError) -> Iterator[None]:
     """Run a parser on ``path``: what it raises on malformed input becomes one ``error`` naming the file.
 
-    ``InputError`` (already named) and ``FileNotFoundError`` (a missing file, not a broken one) pass
-    unchanged. A ``MemoryError`` is reported as such: the limits keep valid-looking files small, so one
-    here means the machine has less memory than the file legitimately needs.
+    An ``InputError`` passes unchanged when it names the file, else it is prefixed with it (checks deep in
+    a parser do not always know the file name); ``FileNotFoundError`` (a missing file, not a broken one)
+    passes unchanged. A ``MemoryError`` is reported as such: the limits keep valid-looking files small, so
+    one here means the machine has less memory than the file legitimately needs.
     """
     try:
         yield
-    except (InputError, FileNotFoundError):
+    except InputError as exc:
+        if str(path) in str(exc):
+            raise
+        raise type(exc)(f"{path}: {exc}") from exc
+    except FileNotFoundError:
         raise
     except MemoryError as exc:
         raise error(f"{path}: not enough memory to read this {what}") from exc

@@ -19,6 +19,7 @@ import json
 import os
 import select
 import signal
+import struct
 import subprocess
 import sys
 import tempfile
@@ -93,7 +94,7 @@ class FuzzWorker:
             self._stderr.close()
         self.proc = None
 
-    def run(self, target: str, path: Path, **extra: Any) -> dict:
+    def run(self, target: str, path: Path, timeout: float | None = None, **extra: Any) -> dict:
         if self.proc is None or self.proc.poll() is not None:
             self._kill()
             self._start()
@@ -104,14 +105,15 @@ class FuzzWorker:
         except BrokenPipeError:
             pass
         started = time.monotonic()
-        line = self._readline(TIMEOUT_S)
+        timeout = timeout or TIMEOUT_S
+        line = self._readline(timeout)
         if line is None:
             alive = self.proc.poll() is None
+            code = self.proc.returncode
             self._kill()
             if alive:
-                verdict = {"outcome": "hang", "message": f"no answer within {TIMEOUT_S:.0f} s"}
+                verdict = {"outcome": "hang", "message": f"no answer within {timeout:.0f} s"}
             else:
-                code = self.proc.returncode if self.proc else None
                 verdict = {"outcome": "crash", "message": f"worker died ({_describe_exit(code)})"}
         else:
             verdict = json.loads(line)
@@ -168,18 +170,65 @@ def keep_failure(path: Path, keep_dir: Path | None = None) -> Path:
     return target
 
 
+# --- hand-assembled pickles ------------------------------------------------------------------------------
+# A hostile pickle is not one Python's pickler would write; these push one object each.
+
+
+def pk_global(module: str, name: str) -> bytes:
+    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
+
+
+def pk_int(v: int) -> bytes:
+    if 0 <= v < 256:
+        return b"K" + bytes([v])
+    if -(2**31) <= v < 2**31:
+        return b"J" + struct.pack("<i", v)
+    raw = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
+    return b"\x8a" + bytes([len(raw)]) + raw
+
+
+def pk_str(s: str) -> bytes:
+    raw = s.encode("utf-8", "surrogatepass")
+    return b"X" + struct.pack("<I", len(raw)) + raw
+
+
+def pk_bytes(b: bytes) -> bytes:
+    return b"B" + struct.pack("<I", len(b)) + b
+
+
+def pk_tuple(*items: bytes) -> bytes:
+    return b"(" + b"".join(items) + b"t"
+
+
+def pk_call(fn: bytes, *args: bytes) -> bytes:
+    return fn + pk_tuple(*args) + b"R"
+
+
+def pk_build(obj: bytes, state: bytes) -> bytes:
+    return obj + state + b"b"
+
+
 # --- strategies ---------------------------------------------------------------------------------------
 
 INTERESTING = [0, 1, 2, 7, 8, 16, 24, 49, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFFFF, 0x7FFFFFFF, 0x80000000,
                0xFFFFFFFF, 2**40, 2**62, 2**63 - 1, 2**64 - 1]
 
 
-@st.composite
-def mutated(draw, seeds: list[bytes], max_ops: int = 6) -> bytes:
+class _Corpus(tuple):
+    def __repr__(self) -> str:  # hypothesis prints strategies; the seeds are megabytes
+        return f"<{len(self)} seed files>"
+
+
+def mutated(seeds: list[bytes], max_ops: int = 6) -> st.SearchStrategy[bytes]:
     """One of ``seeds`` with 1..max_ops byte-level mutations (AFL-style: flips, interesting integers, deletes,
     duplications, inserts, truncation, splices), biased towards the first and last kilobyte where formats
     keep their headers, indexes and central directories."""
-    data = bytearray(draw(st.sampled_from(seeds)))
+    return _mutated(_Corpus(seeds), max_ops)
+
+
+@st.composite
+def _mutated(draw, seeds: _Corpus, max_ops: int) -> bytes:
+    data = bytearray(seeds[draw(st.integers(0, len(seeds) - 1))])
     for _ in range(draw(st.integers(1, max_ops))):
         if not data:
             data += draw(st.binary(min_size=1, max_size=16))

@@ -104,7 +104,7 @@ def run_vae(path: str, request: dict) -> None:
 
 
 def run_image(path: str, request: dict) -> None:
-    image = load_reference(path)
+    image = load_reference(path, min_side=64)  # as the commands read it
     if not (isinstance(image, np.ndarray) and image.ndim == 3 and image.shape[-1] == 3
             and image.dtype in (np.uint8, np.uint16)):
         raise Invalid(f"reference array {image.dtype} {image.shape}")

@@ -17,7 +17,22 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fuzz import INTERESTING, check, deeply_nested, json_text, json_values, mutated, scaled
+from _fuzz import (
+    INTERESTING,
+    pk_build,
+    pk_bytes,
+    pk_call,
+    pk_global,
+    pk_int,
+    pk_str,
+    pk_tuple,
+    check,
+    deeply_nested,
+    json_text,
+    json_values,
+    mutated,
+    scaled,
+)
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -63,6 +78,9 @@ def seeds(reference, tmp_path_factory) -> dict[str, list[bytes]]:
     }
 
 
+_SUFFIX = {"pickle": ".pkl", "nlf": ".pkl", "npz": ".npz", "npy": ".npy"}
+
+
 def _load(worker, path: Path, data: bytes, **extra) -> None:
     path.write_bytes(data)
     check(worker.run("motion", path, **extra), path)
@@ -72,9 +90,10 @@ def test_seed_corpus_loads(fuzz_worker, seeds, tmp_path):
     """The unmutated seeds are valid files: the fuzz targets start from files that load."""
     for kind, blobs in seeds.items():
         for i, blob in enumerate(blobs):
-            path = tmp_path / f"{kind}{i}.bin"
+            path = tmp_path / f"{kind}{i}{_SUFFIX[kind]}"
             path.write_bytes(blob)
-            assert fuzz_worker.run("motion", path)["outcome"] == "ok", (kind, i)
+            verdict = fuzz_worker.run("motion", path)
+            assert verdict["outcome"] == "ok", (kind, i, verdict)
 
 
 @scaled(150)
@@ -82,7 +101,7 @@ def test_seed_corpus_loads(fuzz_worker, seeds, tmp_path):
 def test_fuzz_mutated_motion_files(fuzz_worker, seeds, tmp_path_factory, data):
     kind = data.draw(st.sampled_from(sorted(seeds)))
     blob = data.draw(mutated(seeds[kind]))
-    _load(fuzz_worker, tmp_path_factory.getbasetemp() / f"mutated_{kind}.pkl", blob)
+    _load(fuzz_worker, tmp_path_factory.getbasetemp() / f"mutated_{kind}{_SUFFIX[kind]}", blob)
 
 
 # --- pickles built from random Python structures -----------------------------------------------------
@@ -151,40 +170,6 @@ def test_fuzz_pickled_structures(fuzz_worker, tmp_path_factory, structure, proto
 # and states, plus random opcodes.
 
 
-def _global(module: str, name: str) -> bytes:
-    return b"c" + module.encode() + b"\n" + name.encode() + b"\n"
-
-
-def _int(v: int) -> bytes:
-    if 0 <= v < 256:
-        return b"K" + bytes([v])
-    if -(2**31) <= v < 2**31:
-        return b"J" + struct.pack("<i", v)
-    raw = v.to_bytes((v.bit_length() + 8) // 8, "little", signed=True)
-    return b"\x8a" + bytes([len(raw)]) + raw
-
-
-def _str(s: str) -> bytes:
-    raw = s.encode("utf-8", "surrogatepass")
-    return b"X" + struct.pack("<I", len(raw)) + raw
-
-
-def _bytes(b: bytes) -> bytes:
-    return b"B" + struct.pack("<I", len(b)) + b
-
-
-def _tuple(*items: bytes) -> bytes:
-    return b"(" + b"".join(items) + b"t"
-
-
-def _call(fn: bytes, *args: bytes) -> bytes:
-    return fn + _tuple(*args) + b"R"
-
-
-def _build(obj: bytes, state: bytes) -> bytes:
-    return obj + state + b"b"
-
-
 _CORE = ("numpy._core", "numpy.core")
 _SPECS = ["<f4", "f8", "<i8", "|b1", "u1", "c8", "O", "O8", "|O", "V8", "U3", "S2", "m8", "M8", "f4,i4", "(2,)f4",
           "<f4\x00", "", "x" * 40]
@@ -195,13 +180,13 @@ scalar_values = st.one_of(st.sampled_from(INTERESTING), st.integers(-(2**70), 2*
 @st.composite
 def dtype_objects(draw) -> bytes:
     spec = draw(st.one_of(st.sampled_from(_SPECS), st.text(max_size=6)))
-    obj = _call(_global("numpy", "dtype"), _str(spec), b"\x89", b"\x88")
+    obj = pk_call(pk_global("numpy", "dtype"), pk_str(spec), b"\x89", b"\x88")
     if draw(st.booleans()):
-        fields = draw(st.sampled_from([b"NNN", _tuple(_str("a")) + b"}N", b"N" + _tuple(_str("a")) + b"N"]))
-        state = _tuple(_int(3), _str(draw(st.sampled_from(["<", ">", "|", "=", "?"]))), fields,
-                       _int(draw(st.sampled_from([-1, 0, 4, 8, 2**31]))), _int(draw(st.sampled_from([-1, 1, 4]))),
-                       _int(draw(st.sampled_from([0, 63, 1, 16, 255]))))  # flags: object / list-pickle bits
-        obj = _build(obj, state)
+        fields = draw(st.sampled_from([b"NNN", pk_tuple(pk_str("a")) + b"}N", b"N" + pk_tuple(pk_str("a")) + b"N"]))
+        state = pk_tuple(pk_int(3), pk_str(draw(st.sampled_from(["<", ">", "|", "=", "?"]))), fields,
+                       pk_int(draw(st.sampled_from([-1, 0, 4, 8, 2**31]))), pk_int(draw(st.sampled_from([-1, 1, 4]))),
+                       pk_int(draw(st.sampled_from([0, 63, 1, 16, 255]))))  # flags: object / list-pickle bits
+        obj = pk_build(obj, state)
     return obj
 
 
@@ -212,7 +197,7 @@ def shape_tuples(draw) -> tuple[bytes, int]:
     count = 1
     for d in dims:
         count *= max(d, 0)
-    return _tuple(*(_int(d) for d in dims)), count
+    return pk_tuple(*(pk_int(d) for d in dims)), count
 
 
 @st.composite
@@ -224,20 +209,20 @@ def array_programs(draw) -> bytes:
     core = draw(st.sampled_from(_CORE))
     kind = draw(st.sampled_from(["reconstruct", "frombuffer", "scalar", "ndarray"]))
     if kind == "reconstruct":
-        cls = draw(st.sampled_from([_global("numpy", "ndarray"), _global("collections", "OrderedDict"), b"N"]))
-        base = _call(_global(f"{core}.multiarray", "_reconstruct"), cls, _tuple(_int(0)), _bytes(b"b"))
-        state_items = [_int(draw(st.sampled_from([1, 0, 2]))), shape, draw(dtype_objects()),
-                       draw(st.sampled_from([b"\x89", b"\x88", _int(2)])),
-                       draw(st.sampled_from([_bytes(raw), _str(raw.decode("latin-1")), b"]" + _int(1) + b"a"]))]
+        cls = draw(st.sampled_from([pk_global("numpy", "ndarray"), pk_global("collections", "OrderedDict"), b"N"]))
+        base = pk_call(pk_global(f"{core}.multiarray", "_reconstruct"), cls, pk_tuple(pk_int(0)), pk_bytes(b"b"))
+        state_items = [pk_int(draw(st.sampled_from([1, 0, 2]))), shape, draw(dtype_objects()),
+                       draw(st.sampled_from([b"\x89", b"\x88", pk_int(2)])),
+                       draw(st.sampled_from([pk_bytes(raw), pk_str(raw.decode("latin-1")), b"]" + pk_int(1) + b"a"]))]
         if draw(st.booleans()):
             state_items = state_items[1:]
-        return _build(base, _tuple(*state_items))
+        return pk_build(base, pk_tuple(*state_items))
     if kind == "frombuffer":
-        return _call(_global(f"{core}.numeric", "_frombuffer"), _bytes(raw), draw(dtype_objects()), shape,
-                     _str(draw(st.sampled_from(["C", "F", "K"]))))
+        return pk_call(pk_global(f"{core}.numeric", "_frombuffer"), pk_bytes(raw), draw(dtype_objects()), shape,
+                     pk_str(draw(st.sampled_from(["C", "F", "K"]))))
     if kind == "scalar":
-        return _call(_global(f"{core}.multiarray", "scalar"), draw(dtype_objects()), _bytes(raw[:16]))
-    return _call(_global("numpy", "ndarray"), shape, _str(draw(st.sampled_from(_SPECS[:3]))))
+        return pk_call(pk_global(f"{core}.multiarray", "scalar"), draw(dtype_objects()), pk_bytes(raw[:16]))
+    return pk_call(pk_global("numpy", "ndarray"), shape, pk_str(draw(st.sampled_from(_SPECS[:3]))))
 
 
 def _storage_blob(n: int, dtype: torch.dtype) -> bytes:
@@ -252,46 +237,46 @@ def tensor_programs(draw) -> bytes:
     if draw(st.booleans()):
         blob = draw(mutated([blob], max_ops=3))
     storage = draw(st.sampled_from([
-        _call(_global("torch.storage", "_load_from_bytes"), _bytes(blob)),
+        pk_call(pk_global("torch.storage", "_load_from_bytes"), pk_bytes(blob)),
         draw(array_programs()),  # a numpy array where a storage belongs (e.g. 2-D)
-        _int(5),
+        pk_int(5),
     ]))
     dims = draw(st.lists(st.tuples(st.sampled_from([0, 1, 2, 3, 24, 2000, 2**31, -1]),
                                    st.sampled_from([0, 1, 3, 72, -1, 2**40])), max_size=4))
-    size = _tuple(*(_int(s) for s, _ in dims))
-    stride = _tuple(*(_int(st_) for _, st_ in dims)) if draw(st.booleans()) else _tuple(_int(1))
-    offset = _int(draw(st.sampled_from([0, 1, 5, 79, -1, 2**40])))
-    hooks = _call(_global("collections", "OrderedDict"))
-    return _call(_global("torch._utils", "_rebuild_tensor_v2"), storage, offset, size, stride, b"\x89", hooks)
+    size = pk_tuple(*(pk_int(s) for s, _ in dims))
+    stride = pk_tuple(*(pk_int(st_) for _, st_ in dims)) if draw(st.booleans()) else pk_tuple(pk_int(1))
+    offset = pk_int(draw(st.sampled_from([0, 1, 5, 79, -1, 2**40])))
+    hooks = pk_call(pk_global("collections", "OrderedDict"))
+    return pk_call(pk_global("torch._utils", "_rebuild_tensor_v2"), storage, offset, size, stride, b"\x89", hooks)
 
 
 @st.composite
 def misc_programs(draw) -> bytes:
     kind = draw(st.sampled_from(["codec", "build_global", "ordered", "deny", "memo", "keys", "lengths"]))
     if kind == "codec":
-        return _call(_global("_codecs", "encode"), _str(draw(st.text(max_size=200))),
-                     _str(draw(st.sampled_from(["latin1", "latin-1", "utf-8", "punycode", "idna", "rot13",
+        return pk_call(pk_global("_codecs", "encode"), pk_str(draw(st.text(max_size=200))),
+                     pk_str(draw(st.sampled_from(["latin1", "latin-1", "utf-8", "punycode", "idna", "rot13",
                                                 "base64", "bz2_codec", "zlib_codec"]))))
     if kind == "build_global":
         target = draw(st.sampled_from([("collections", "OrderedDict"), ("numpy", "dtype"), ("_codecs", "encode"),
                                        (f"{_CORE[0]}.multiarray", "_reconstruct"), ("numpy", "ndarray")]))
-        state = draw(st.sampled_from([b"}" + _str("__reduce__") + b"Ns",
-                                      b"N}" + _str("__defaults__") + b"N" + b"s\x86"]))
-        return _build(_global(*target), state) + b"0" + _call(_global("collections", "OrderedDict"))
+        state = draw(st.sampled_from([b"}" + pk_str("__reduce__") + b"Ns",
+                                      b"N}" + pk_str("__defaults__") + b"N" + b"s\x86"]))
+        return pk_build(pk_global(*target), state) + b"0" + pk_call(pk_global("collections", "OrderedDict"))
     if kind == "ordered":
-        key = draw(st.sampled_from([_str("pose"), _tuple(_int(1), _int(2)), _int(2**80), b"N"]))
-        return _call(_global("collections", "OrderedDict"), b"]" + b"(" + _tuple(key, _int(1)) + b"e")
+        key = draw(st.sampled_from([pk_str("pose"), pk_tuple(pk_int(1), pk_int(2)), pk_int(2**80), b"N"]))
+        return pk_call(pk_global("collections", "OrderedDict"), b"]" + b"(" + pk_tuple(key, pk_int(1)) + b"e")
     if kind == "deny":
-        return _call(_global(*draw(st.sampled_from([("os", "system"), ("builtins", "eval"), ("posix", "system"),
+        return pk_call(pk_global(*draw(st.sampled_from([("os", "system"), ("builtins", "eval"), ("posix", "system"),
                                                     ("numpy.dtypes", "Float32DType"), ("copyreg", "_reconstructor"),
-                                                    ("torch", "load")]))), _str("true"))
+                                                    ("torch", "load")]))), pk_str("true"))
     if kind == "memo":
         index = draw(st.sampled_from([0, 1, 255, 2**16, 2**24, 2**31 - 1, 2**32 - 1]))
         return b"N" + b"r" + struct.pack("<I", index) + b"0" + b"j" + struct.pack("<I", index)
     if kind == "keys":
-        key = draw(st.sampled_from([_tuple(_int(1), _int(2)), _int(2**80), b"N", _str("k"), b"G" + struct.pack(
+        key = draw(st.sampled_from([pk_tuple(pk_int(1), pk_int(2)), pk_int(2**80), b"N", pk_str("k"), b"G" + struct.pack(
             ">d", float("nan"))]))
-        return b"}" + key + _int(1) + b"s"
+        return b"}" + key + pk_int(1) + b"s"
     opcode = draw(st.sampled_from([b"\x8e", b"\x8d", b"\x96", b"\x95", b"T", b"B", b"X", b"\x8b"]))
     width = 8 if opcode in (b"\x8e", b"\x8d", b"\x96", b"\x95") else 4
     length = draw(st.sampled_from([0, 1, 2**20, 2**31 - 1, 2**32 - 1] + ([2**40, 2**63] if width == 8 else [])))
@@ -302,9 +287,9 @@ random_opcodes = st.lists(st.one_of(
     st.sampled_from([b"(", b")", b"]", b"}", b"t", b"\x85", b"\x86", b"\x87", b"R", b"b", b"s", b"u", b"a", b"e",
                      b"l", b"d", b"0", b"1", b"2", b"N", b"\x88", b"\x89", b"\x94", b"\x81", b"\x92", b"\x8f", b"\x90",
                      b"\x91"]),
-    st.builds(_int, scalar_values.filter(lambda v: isinstance(v, int) and not isinstance(v, bool))),
-    st.builds(_str, st.sampled_from(_SPECS + ["latin1", "pose"])),
-    st.builds(lambda m: _global(*m), st.sampled_from([(f"{_CORE[0]}.multiarray", "_reconstruct"), ("numpy", "ndarray"),
+    st.builds(pk_int, scalar_values.filter(lambda v: isinstance(v, int) and not isinstance(v, bool))),
+    st.builds(pk_str, st.sampled_from(_SPECS + ["latin1", "pose"])),
+    st.builds(lambda m: pk_global(*m), st.sampled_from([(f"{_CORE[0]}.multiarray", "_reconstruct"), ("numpy", "ndarray"),
                                                       ("numpy", "dtype"), ("_codecs", "encode"),
                                                       ("collections", "OrderedDict"), ("torch._utils",
                                                                                        "_rebuild_tensor_v2")])),
@@ -316,9 +301,9 @@ random_opcodes = st.lists(st.one_of(
        wrap=st.sampled_from(["bare", "upstream", "nlf"]), protocol=st.sampled_from([b"\x80\x02", b"\x80\x04", b""]))
 def test_fuzz_pickle_programs(fuzz_worker, tmp_path_factory, program, wrap, protocol):
     if wrap == "upstream":
-        program = b"]" + b"(" + b"}" + _str("pose") + program + b"s" + b"e"
+        program = b"]" + b"(" + b"}" + pk_str("pose") + program + b"s" + b"e"
     elif wrap == "nlf":
-        program = b"}" + _str("joints3d_nonparam") + b"]" + b"(" + b"]" + program + b"a" + b"e" + b"s"
+        program = b"}" + pk_str("joints3d_nonparam") + b"]" + b"(" + b"]" + program + b"a" + b"e" + b"s"
     _load(fuzz_worker, tmp_path_factory.getbasetemp() / "program.pkl", protocol + program + b".")
 
 

@@ -100,11 +100,13 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_reference(path: str | Path) -> np.ndarray:
+def load_reference(path: str | Path, min_side: int = 0) -> np.ndarray:
     """An image file -> (H, W, 3) RGB, uint8 (uint16 for 16-bit images), turned upright by its EXIF orientation.
 
-    The pixel count is checked against ``MAX_IMAGE_PIXELS`` from the header, before the image is decoded;
-    anything wrong with the file is an InputError naming it.
+    The size is checked from the header, before the image is decoded (at most ``MAX_IMAGE_PIXELS``, at least
+    ``min_side`` px on each side: the commands pass the pipeline's ``MIN_REFERENCE_SIDE``, so a reference the
+    pipeline would refuse is found before any model is loaded); anything wrong with the file is an InputError
+    naming it.
     """
     import warnings
 
@@ -120,6 +122,9 @@ def load_reference(path: str | Path) -> np.ndarray:
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies instead
         with Image.open(path) as image:
             check_limit(image.size[0] * image.size[1], MAX_IMAGE_PIXELS, "the number of pixels", path)
+            if min(image.size) < min_side:
+                raise InputError(f"{path}: reference image is {image.size[0]}x{image.size[1]} pixels; it must be at "
+                                 f"least {min_side} px on each side")
             # upright as the camera meant it (EXIF orientation), as ComfyUI's LoadImage
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey: keep its range
@@ -252,11 +257,12 @@ def check_arguments(args: argparse.Namespace) -> None:
 
 def run_animate(args: argparse.Namespace) -> int:
     """Command entry: returns the exit code (2 for bad input or missing models)."""
+    from ..dit.pipeline_7b import MIN_REFERENCE_SIDE
     from ..motion import load_motion
 
     try:
         check_arguments(args)
-        reference = load_reference(args.ref)
+        reference = load_reference(args.ref, min_side=MIN_REFERENCE_SIDE)
         joints = load_motion(args.motion, index=args.motion_index, fps=args.motion_fps)
         if args.frames is not None:
             from ..motion import trim

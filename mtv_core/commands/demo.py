@@ -124,6 +124,7 @@ def _tiny_size(width: int, height: int) -> tuple[int, int]:
 
 def generate_video(args: argparse.Namespace, joints: JointSequence) -> Generated | None:
     """Step 2: tokens -> MV-DiT-7B -> frames (in memory). None when skipped."""
+    from ..dit.pipeline_7b import MIN_REFERENCE_SIDE
     from .animate import WINDOW, animate_frames, load_reference, write_tiny_models
 
     if getattr(args, "no_generate", False):
@@ -144,7 +145,8 @@ def generate_video(args: argparse.Namespace, joints: JointSequence) -> Generated
         else:
             width, height = args.width, args.height
             random_weights = False
-        reference = load_reference(args.ref) if args.ref else demo_reference(joints, width, height)
+        reference = (load_reference(args.ref, min_side=MIN_REFERENCE_SIDE) if args.ref
+                     else demo_reference(joints, width, height))
         frames, fps = animate_frames(joints, reference, paths, steps=args.steps, guidance=args.guidance,
                                      seed=args.seed, width=width, height=height, device=args.device)
     return Generated(frames.numpy(), fps, random_weights)

@@ -23,13 +23,18 @@ _MAX_HEADER = 10_000  # numpy's own default limit for .npy headers
 
 
 def _read_header(fp: IO[bytes], source: str) -> tuple[tuple[int, ...], bool, np.dtype]:
-    version = np.lib.format.read_magic(fp)
-    if version == (1, 0):
-        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, max_header_size=_MAX_HEADER)
-    elif version in ((2, 0), (3, 0)):
-        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, max_header_size=_MAX_HEADER)
-    else:  # pragma: no cover - read_magic accepts only what numpy writes
-        raise InputError(f"{source}: unsupported .npy format version {version}")
+    try:
+        version = np.lib.format.read_magic(fp)
+        if version == (1, 0):
+            shape, fortran, dtype = np.lib.format.read_array_header_1_0(fp, max_header_size=_MAX_HEADER)
+        elif version in ((2, 0), (3, 0)):
+            shape, fortran, dtype = np.lib.format.read_array_header_2_0(fp, max_header_size=_MAX_HEADER)
+        else:
+            raise InputError(f"{source}: unsupported .npy format version {version}")
+    except InputError:
+        raise
+    except Exception as exc:  # numpy parses the header with tokenize + ast: any of their errors means "malformed"
+        raise InputError(f"{source}: malformed .npy header ({type(exc).__name__}: {str(exc)[:200]})") from None
     if dtype.hasobject:
         raise InputError(f"{source}: holds an object array (pickled data is never loaded)")
     if dtype.itemsize == 0:
