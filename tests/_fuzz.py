@@ -91,7 +91,11 @@ class FuzzWorker:
             self.proc.kill()
         if self.proc is not None:
             self.proc.wait()
-            self._stderr.close()
+            for stream in (self.proc.stdin, self.proc.stdout, self._stderr):
+                try:
+                    stream.close()
+                except OSError:  # a dead worker's pipe
+                    pass
         self.proc = None
 
     def run(self, target: str, path: Path, timeout: float | None = None, **extra: Any) -> dict:
@@ -214,8 +218,10 @@ INTERESTING = [0, 1, 2, 7, 8, 16, 24, 49, 0x7F, 0x80, 0xFF, 0x7FFF, 0x8000, 0xFF
                0xFFFFFFFF, 2**40, 2**62, 2**63 - 1, 2**64 - 1]
 
 
-class _Corpus(tuple):
-    def __repr__(self) -> str:  # hypothesis prints strategies; the seeds are megabytes
+class Corpus(tuple):
+    """Seed files with a short repr (hypothesis prints strategies and failing examples; seeds are megabytes)."""
+
+    def __repr__(self) -> str:
         return f"<{len(self)} seed files>"
 
 
@@ -223,11 +229,11 @@ def mutated(seeds: list[bytes], max_ops: int = 6) -> st.SearchStrategy[bytes]:
     """One of ``seeds`` with 1..max_ops byte-level mutations (AFL-style: flips, interesting integers, deletes,
     duplications, inserts, truncation, splices), biased towards the first and last kilobyte where formats
     keep their headers, indexes and central directories."""
-    return _mutated(_Corpus(seeds), max_ops)
+    return _mutated(Corpus(seeds), max_ops)
 
 
 @st.composite
-def _mutated(draw, seeds: _Corpus, max_ops: int) -> bytes:
+def _mutated(draw, seeds: Corpus, max_ops: int) -> bytes:
     data = bytearray(seeds[draw(st.integers(0, len(seeds) - 1))])
     for _ in range(draw(st.integers(1, max_ops))):
         if not data:

@@ -53,7 +53,7 @@ def test_seeds_load(fuzz_worker, files):
         assert fuzz_worker.run("checkpoint", case)["outcome"] == "ok", case
 
 
-@scaled(60)
+@scaled(120)
 @given(data=st.data())
 def test_fuzz_mutated_safetensors(fuzz_worker, files, tmp_path_factory, data):
     which = data.draw(st.sampled_from(["tokenizer", "case"]))
@@ -102,7 +102,7 @@ def safetensors_files(draw, model) -> bytes:
     return struct.pack("<Q", size) + text + b"".join(blobs)
 
 
-@scaled(60)
+@scaled(120)
 @given(data=st.data())
 def test_fuzz_safetensors_headers(fuzz_worker, tmp_path_factory, data):
     path = tmp_path_factory.getbasetemp() / "header.safetensors"
@@ -137,7 +137,7 @@ def torch_payloads(draw) -> object:
     return {wrapper: state, "ds_version": draw(st.sampled_from(["0.16", 3, None]))}
 
 
-@scaled(50)
+@scaled(100)
 @given(data=st.data())
 def test_fuzz_torch_files(fuzz_worker, files, tmp_path_factory, data):
     path = tmp_path_factory.getbasetemp() / "fuzz.pt"
@@ -166,7 +166,7 @@ def _mutate_json(data, original: dict) -> str:
     return data.draw(mutated([json.dumps(original).encode()], max_ops=3)).decode("latin-1")
 
 
-@scaled(40)
+@scaled(60)
 @given(data=st.data())
 def test_fuzz_dit_folder_config_and_index(fuzz_worker, files, tmp_path_factory, data):
     folder = tmp_path_factory.getbasetemp() / "CogVideoX_fuzz"
@@ -191,7 +191,7 @@ def test_fuzz_dit_folder_config_and_index(fuzz_worker, files, tmp_path_factory, 
     check(fuzz_worker.run("dit", folder), folder)
 
 
-@scaled(25)
+@scaled(40)
 @given(data=st.data())
 def test_fuzz_vae_config(fuzz_worker, files, tmp_path_factory, data):
     folder = tmp_path_factory.getbasetemp() / "vae_fuzz"

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 import torch
 from _fuzz import (
+    Corpus,
     INTERESTING,
     pk_build,
     pk_bytes,
@@ -71,10 +72,10 @@ def seeds(reference, tmp_path_factory) -> dict[str, list[bytes]]:
     npy = io.BytesIO()
     np.save(npy, items[4]["pose"][:7])
     return {
-        "pickle": [sampled] + [pickle.dumps(small, protocol=p) for p in range(pickle.HIGHEST_PROTOCOL + 1)],
-        "nlf": [_cuda_tagged(nlf), _cuda_tagged({"joints3d_nonparam": [[pose[t : t + 1] for t in range(4)]]})],
-        "npz": [npz, buffer.getvalue()],
-        "npy": [npy.getvalue()],
+        "pickle": Corpus([sampled] + [pickle.dumps(small, protocol=p) for p in range(pickle.HIGHEST_PROTOCOL + 1)]),
+        "nlf": Corpus([_cuda_tagged(nlf), _cuda_tagged({"joints3d_nonparam": [[pose[t : t + 1] for t in range(4)]]})]),
+        "npz": Corpus([npz, buffer.getvalue()]),
+        "npy": Corpus([npy.getvalue()]),
     }
 
 
@@ -96,7 +97,7 @@ def test_seed_corpus_loads(fuzz_worker, seeds, tmp_path):
             assert verdict["outcome"] == "ok", (kind, i, verdict)
 
 
-@scaled(150)
+@scaled(300)
 @given(data=st.data())
 def test_fuzz_mutated_motion_files(fuzz_worker, seeds, tmp_path_factory, data):
     kind = data.draw(st.sampled_from(sorted(seeds)))
@@ -155,7 +156,7 @@ nlf_like = st.fixed_dictionaries({"pose": st.fixed_dictionaries({"joints3d_nonpa
     st.one_of(st.lists(tensors(), max_size=2), tensors(), trees), max_size=6)})}, optional={"video_length": trees})
 
 
-@scaled(150)
+@scaled(300)
 @given(structure=st.one_of(upstream_like, nlf_like, trees), protocol=st.integers(0, pickle.HIGHEST_PROTOCOL))
 def test_fuzz_pickled_structures(fuzz_worker, tmp_path_factory, structure, protocol):
     with warnings.catch_warnings():
@@ -296,7 +297,7 @@ random_opcodes = st.lists(st.one_of(
 ), max_size=30).map(b"".join)
 
 
-@scaled(300)
+@scaled(600)
 @given(program=st.one_of(array_programs(), tensor_programs(), misc_programs(), random_opcodes),
        wrap=st.sampled_from(["bare", "upstream", "nlf"]), protocol=st.sampled_from([b"\x80\x02", b"\x80\x04", b""]))
 def test_fuzz_pickle_programs(fuzz_worker, tmp_path_factory, program, wrap, protocol):
@@ -338,7 +339,7 @@ def npy_files(draw, joints_like: bool = False) -> bytes:
     return b"\x93NUMPY" + bytes([version, 0]) + length + header_bytes + data
 
 
-@scaled(100)
+@scaled(200)
 @given(blob=npy_files())
 def test_fuzz_npy_headers(fuzz_worker, tmp_path_factory, blob):
     _load(fuzz_worker, tmp_path_factory.getbasetemp() / "fuzz.npy", blob)
@@ -367,9 +368,10 @@ def member_data(draw, name: str) -> bytes:
     if choice == 3:
         return _npy(np.zeros(draw(st.sampled_from([(3, 24, 3), (1,), (2_000_000,)])), np.float32))  # a bomb, compressed
     if choice == 4:
-        values = draw(st.sampled_from([1e3, 1e39, float("nan"), 0.0]))
+        value = draw(st.sampled_from([1e3, 1e39, float("nan"), 0.0]))
         frames = draw(st.integers(1, 6))
-        return _npy(np.full((frames, 24, 3), values, draw(st.sampled_from([np.float32, np.float64]))))
+        dtype = np.float64 if value == 1e39 else draw(st.sampled_from([np.float32, np.float64]))
+        return _npy(np.full((frames, 24, 3), value, dtype))
     return draw(st.binary(max_size=200))
 
 
@@ -387,7 +389,7 @@ def npz_files(draw) -> bytes:
     return draw(mutated([blob], max_ops=2)) if draw(st.integers(0, 3)) == 0 else blob
 
 
-@scaled(120)
+@scaled(240)
 @given(blob=npz_files())
 def test_fuzz_npz_archives(fuzz_worker, tmp_path_factory, blob):
     _load(fuzz_worker, tmp_path_factory.getbasetemp() / "fuzz.npz", blob)
@@ -412,11 +414,11 @@ def smpl_files(tmp_path_factory):
              mocap_framerate=np.float64(60.0))
     camera = pickle.dumps({"pose": rng.normal(0, 0.2, (3, 72)).astype(np.float32), "betas": np.zeros(10, np.float32),
                            "trans": np.array([[0, 0, 3.0]] * 3, np.float32)}, protocol=2)
-    return {"model_pkl": model_pkl, "model_npz": model_npz, "models": [model_pkl.read_bytes(), model_npz.read_bytes()],
-            "params": [amass.getvalue(), camera]}
+    return {"model_pkl": model_pkl, "model_npz": model_npz,
+            "models": Corpus([model_pkl.read_bytes(), model_npz.read_bytes()]), "params": Corpus([amass.getvalue(), camera])}
 
 
-@scaled(40)
+@scaled(60)
 @given(data=st.data())
 def test_fuzz_smpl_parameter_files(fuzz_worker, smpl_files, tmp_path_factory, data):
     blob = data.draw(mutated(smpl_files["params"], max_ops=3))
@@ -426,7 +428,7 @@ def test_fuzz_smpl_parameter_files(fuzz_worker, smpl_files, tmp_path_factory, da
           names=(str(smpl_files["model_pkl"]),))
 
 
-@scaled(60)
+@scaled(100)
 @given(data=st.data())
 def test_fuzz_smpl_model_files(fuzz_worker, smpl_files, tmp_path_factory, data):
     blob = data.draw(mutated(smpl_files["models"], max_ops=4))

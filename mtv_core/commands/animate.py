@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..errors import InputError, log_input_error
+from ..errors import InputError, LimitError, log_input_error
 from ..progress import ProgressCallback
 
 logger = logging.getLogger(__name__)
@@ -120,7 +120,11 @@ def load_reference(path: str | Path, min_side: int = 0) -> np.ndarray:
         raise FileNotFoundError(f"reference image not found: {path}")
     with reading(path, "reference image"), warnings.catch_warnings():
         warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies instead
-        with Image.open(path) as image:
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError as exc:  # a header claiming even more pixels than PIL allows
+            raise LimitError(f"{path}: the number of pixels is over the limit ({exc})") from None
+        with image:
             check_limit(image.size[0] * image.size[1], MAX_IMAGE_PIXELS, "the number of pixels", path)
             if min(image.size) < min_side:
                 raise InputError(f"{path}: reference image is {image.size[0]}x{image.size[1]} pixels; it must be at "
