@@ -46,6 +46,15 @@ def reference() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _default_float_state():
+    """Undo ``torch.set_flush_denormal(True)`` (the CPU commands set it for speed): it is processor state shared
+    by the whole test process, and hypothesis refuses to draw floats without subnormals."""
+    yield
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_flush_denormal(False)
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread: tiny models gain nothing from more, and on a busy CPU OpenMP barriers make them crawl."""

@@ -34,7 +34,8 @@ def _read_header(fp: IO[bytes], source: str) -> tuple[tuple[int, ...], bool, np.
     except InputError:
         raise
     except Exception as exc:  # numpy parses the header with tokenize + ast: any of their errors means "malformed"
-        raise InputError(f"{source}: malformed .npy header ({type(exc).__name__}: {str(exc)[:200]})") from None
+        raise InputError(f"{source}: not a readable .npy array (malformed header: {type(exc).__name__}: "
+                         f"{str(exc)[:200]})") from None
     if dtype.hasobject:
         raise InputError(f"{source}: holds an object array (pickled data is never loaded)")
     if dtype.itemsize == 0:
