@@ -16,7 +16,9 @@ import struct
 import numpy as np
 import pytest
 import torch
-from _fuzz import check, deeply_nested, json_text, json_values, mutated, scaled
+
+from _fuzz import check
+from _fuzz_strategies import deeply_nested, json_text, json_values, mutated, scaled
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -7,7 +7,9 @@ import io
 
 import numpy as np
 import pytest
-from _fuzz import Corpus, check, mutated, scaled
+
+from _fuzz import check
+from _fuzz_strategies import Corpus, mutated, scaled
 from hypothesis import assume, given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

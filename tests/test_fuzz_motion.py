@@ -17,23 +17,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from _fuzz import (
-    Corpus,
-    INTERESTING,
-    pk_build,
-    pk_bytes,
-    pk_call,
-    pk_global,
-    pk_int,
-    pk_str,
-    pk_tuple,
-    check,
-    deeply_nested,
-    json_text,
-    json_values,
-    mutated,
-    scaled,
-)
+
+from _fuzz import check, pk_build, pk_bytes, pk_call, pk_global, pk_int, pk_str, pk_tuple
+from _fuzz_strategies import INTERESTING, Corpus, deeply_nested, json_text, json_values, mutated, scaled
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp

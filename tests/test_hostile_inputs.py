@@ -342,6 +342,18 @@ def test_nan_guidance_is_refused_before_sampling():
         sample_7b(None, None, np.zeros((64, 64, 3), np.uint8), None, guidance=float("nan"))
 
 
+def test_nan_vae_scaling_factor_is_refused(tmp_path):
+    """A config.json scaling factor of NaN divided every latent into NaN: a black video after all the sampling."""
+    from mtv_core.dit.vae import load_vae
+
+    folder = write_tiny_vae(tmp_path / "vae", as_folder=True)
+    config = json.loads((folder / "config.json").read_text())
+    config["scaling_factor"] = float("nan")
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError, match=r"vae.*scaling_factor must be a positive finite number"):
+        load_vae(folder, dtype=torch.float32)
+
+
 def test_nan_reference_pixels_are_refused():
     image = np.full((80, 80, 3), 0.5, np.float32)
     image[40, 40, 1] = np.nan

@@ -132,8 +132,10 @@ def load_reference(path: str | Path, min_side: int = 0) -> np.ndarray:
             # upright as the camera meant it (EXIF orientation), as ComfyUI's LoadImage
             image = ImageOps.exif_transpose(image)
             if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey: keep its range
-                grey = np.clip(np.asarray(image, dtype=np.int64), 0, 65535).astype(np.uint16)
-                return np.repeat(grey[..., None], 3, axis=-1)
+                grey = np.asarray(image)
+                if grey.dtype != np.uint16:  # mode I holds 16-bit PNG data in int32
+                    grey = np.clip(grey, 0, 65535).astype(np.uint16)
+                return np.broadcast_to(grey[..., None], (*grey.shape, 3))  # a grey view, not three copies
             return np.asarray(image.convert("RGB"))
 
 

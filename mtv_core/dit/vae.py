@@ -193,6 +193,11 @@ def check_vae_config(config: dict[str, Any], shapes: dict[str, tuple[int, ...]],
         value = config.get(name, low)
         if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
             fail(f"{name} must be a whole number between {low} and {high}, got {str(value)[:40]}")
+    for name, default in (("scaling_factor", 0.7), ("norm_eps", 1e-6)):
+        value = config.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6 \
+                or value != value:
+            fail(f"{name} must be a positive finite number, got {str(value)[:40]}")
     for name in ("down_block_types", "up_block_types"):
         types = config.get(name, [])
         if not isinstance(types, list) or len(types) != len(channels) or not all(isinstance(t, str) for t in types):
