@@ -283,12 +283,21 @@ random_opcodes = st.lists(st.one_of(
 ), max_size=30).map(b"".join)
 
 
+_VALID_POSE = pk_call(pk_global("numpy._core.numeric", "_frombuffer"),
+                      pk_bytes(np.full((2, 24, 3), 1000.0, np.float32).tobytes()),
+                      pk_call(pk_global("numpy", "dtype"), pk_str("<f4"), b"\x89", b"\x88"),
+                      pk_tuple(pk_int(2), pk_int(24), pk_int(3)), pk_str("C"))
+
+
 @scaled(600)
 @given(program=st.one_of(array_programs(), tensor_programs(), misc_programs(), random_opcodes),
-       wrap=st.sampled_from(["bare", "upstream", "nlf"]), protocol=st.sampled_from([b"\x80\x02", b"\x80\x04", b""]))
+       wrap=st.sampled_from(["bare", "upstream", "meta", "nlf"]),
+       protocol=st.sampled_from([b"\x80\x02", b"\x80\x04", b""]))
 def test_fuzz_pickle_programs(fuzz_worker, tmp_path_factory, program, wrap, protocol):
     if wrap == "upstream":
         program = b"]" + b"(" + b"}" + pk_str("pose") + program + b"s" + b"e"
+    elif wrap == "meta":  # a valid pose, the program as metadata (which the loader copies into the sequence)
+        program = b"]" + b"(" + b"}(" + pk_str("pose") + _VALID_POSE + pk_str("video_path") + program + b"u" + b"e"
     elif wrap == "nlf":
         program = b"}" + pk_str("joints3d_nonparam") + b"]" + b"(" + b"]" + program + b"a" + b"e" + b"s"
     _load(fuzz_worker, tmp_path_factory.getbasetemp() / "program.pkl", protocol + program + b".")
