@@ -55,7 +55,7 @@ def test_seeds_load(fuzz_worker, files):
         assert fuzz_worker.run("checkpoint", case)["outcome"] == "ok", case
 
 
-@scaled(120)
+@scaled(240)
 @given(data=st.data())
 def test_fuzz_mutated_safetensors(fuzz_worker, files, tmp_path_factory, data):
     which = data.draw(st.sampled_from(["tokenizer", "case"]))
@@ -104,7 +104,7 @@ def safetensors_files(draw, model) -> bytes:
     return struct.pack("<Q", size) + text + b"".join(blobs)
 
 
-@scaled(120)
+@scaled(240)
 @given(data=st.data())
 def test_fuzz_safetensors_headers(fuzz_worker, tmp_path_factory, data):
     path = tmp_path_factory.getbasetemp() / "header.safetensors"
@@ -139,7 +139,7 @@ def torch_payloads(draw) -> object:
     return {wrapper: state, "ds_version": draw(st.sampled_from(["0.16", 3, None]))}
 
 
-@scaled(100)
+@scaled(200)
 @given(data=st.data())
 def test_fuzz_torch_files(fuzz_worker, files, tmp_path_factory, data):
     path = tmp_path_factory.getbasetemp() / "fuzz.pt"
@@ -168,7 +168,7 @@ def _mutate_json(data, original: dict) -> str:
     return data.draw(mutated([json.dumps(original).encode()], max_ops=3)).decode("latin-1")
 
 
-@scaled(60)
+@scaled(120)
 @given(data=st.data())
 def test_fuzz_dit_folder_config_and_index(fuzz_worker, files, tmp_path_factory, data):
     folder = tmp_path_factory.getbasetemp() / "CogVideoX_fuzz"
@@ -193,7 +193,7 @@ def test_fuzz_dit_folder_config_and_index(fuzz_worker, files, tmp_path_factory, 
     check(fuzz_worker.run("dit", folder), folder)
 
 
-@scaled(40)
+@scaled(80)
 @given(data=st.data())
 def test_fuzz_vae_config(fuzz_worker, files, tmp_path_factory, data):
     folder = tmp_path_factory.getbasetemp() / "vae_fuzz"

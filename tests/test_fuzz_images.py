@@ -54,7 +54,7 @@ def generated_images(draw) -> bytes:
         assume(False)  # a mode the format cannot store
 
 
-@scaled(120)
+@scaled(240)
 @given(data=st.data())
 def test_fuzz_image_files(fuzz_worker, image_seeds, tmp_path_factory, data):
     blob = data.draw(st.one_of(generated_images(), mutated(image_seeds)))
@@ -83,7 +83,7 @@ def image_arrays(draw) -> np.ndarray:
     return np.full(shape, draw(st.integers(0, 255)), dtype=np.uint8).astype(dtype)
 
 
-@scaled(120)
+@scaled(240)
 @given(array=image_arrays(), as_torch=st.booleans(), size=st.sampled_from([(64, 64), (96, 64), (64, 128)]))
 def test_fuzz_reference_arrays(fuzz_worker, tmp_path_factory, array, as_torch, size):
     path = tmp_path_factory.getbasetemp() / "reference_array.npy"

@@ -83,7 +83,7 @@ def test_seed_corpus_loads(fuzz_worker, seeds, tmp_path):
             assert verdict["outcome"] == "ok", (kind, i, verdict)
 
 
-@scaled(300)
+@scaled(600)
 @given(data=st.data())
 def test_fuzz_mutated_motion_files(fuzz_worker, seeds, tmp_path_factory, data):
     kind = data.draw(st.sampled_from(sorted(seeds)))
@@ -142,7 +142,7 @@ nlf_like = st.fixed_dictionaries({"pose": st.fixed_dictionaries({"joints3d_nonpa
     st.one_of(st.lists(tensors(), max_size=2), tensors(), trees), max_size=6)})}, optional={"video_length": trees})
 
 
-@scaled(300)
+@scaled(600)
 @given(structure=st.one_of(upstream_like, nlf_like, trees), protocol=st.integers(0, pickle.HIGHEST_PROTOCOL))
 def test_fuzz_pickled_structures(fuzz_worker, tmp_path_factory, structure, protocol):
     with warnings.catch_warnings():
@@ -289,7 +289,7 @@ _VALID_POSE = pk_call(pk_global("numpy._core.numeric", "_frombuffer"),
                       pk_tuple(pk_int(2), pk_int(24), pk_int(3)), pk_str("C"))
 
 
-@scaled(600)
+@scaled(1200)
 @given(program=st.one_of(array_programs(), tensor_programs(), misc_programs(), random_opcodes),
        wrap=st.sampled_from(["bare", "upstream", "meta", "nlf"]),
        protocol=st.sampled_from([b"\x80\x02", b"\x80\x04", b""]))
@@ -334,7 +334,7 @@ def npy_files(draw, joints_like: bool = False) -> bytes:
     return b"\x93NUMPY" + bytes([version, 0]) + length + header_bytes + data
 
 
-@scaled(200)
+@scaled(400)
 @given(blob=npy_files())
 def test_fuzz_npy_headers(fuzz_worker, tmp_path_factory, blob):
     _load(fuzz_worker, tmp_path_factory.getbasetemp() / "fuzz.npy", blob)
@@ -384,7 +384,7 @@ def npz_files(draw) -> bytes:
     return draw(mutated([blob], max_ops=2)) if draw(st.integers(0, 3)) == 0 else blob
 
 
-@scaled(240)
+@scaled(480)
 @given(blob=npz_files())
 def test_fuzz_npz_archives(fuzz_worker, tmp_path_factory, blob):
     _load(fuzz_worker, tmp_path_factory.getbasetemp() / "fuzz.npz", blob)
@@ -413,7 +413,7 @@ def smpl_files(tmp_path_factory):
             "models": Corpus([model_pkl.read_bytes(), model_npz.read_bytes()]), "params": Corpus([amass.getvalue(), camera])}
 
 
-@scaled(60)
+@scaled(120)
 @given(data=st.data())
 def test_fuzz_smpl_parameter_files(fuzz_worker, smpl_files, tmp_path_factory, data):
     blob = data.draw(mutated(smpl_files["params"], max_ops=3))
@@ -423,7 +423,7 @@ def test_fuzz_smpl_parameter_files(fuzz_worker, smpl_files, tmp_path_factory, da
           names=(str(smpl_files["model_pkl"]),))
 
 
-@scaled(100)
+@scaled(200)
 @given(data=st.data())
 def test_fuzz_smpl_model_files(fuzz_worker, smpl_files, tmp_path_factory, data):
     blob = data.draw(mutated(smpl_files["models"], max_ops=4))
