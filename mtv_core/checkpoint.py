@@ -8,21 +8,34 @@ whose state dict sits under ``module``; the mapped pages of each tensor copied o
 released at once, so loading holds about one copy of the weights in the target dtype, whatever the layout.
 Nothing here executes code from a file: classes a DeepSpeed file names (its config enums, say)
 are replaced by inert stand-ins.
+
+Hostile files: everything a file claims is checked before it is used (``mtv_core.limits``): JSON
+configs and indexes are size- and depth-limited objects, the shards an index names must lie inside the
+model folder, a pickled tensor may not view more elements than its storage holds (a stride-0 view would
+otherwise expand to gigabytes on conversion), the number of tensors and shards is bounded, and weights
+must have the kind (floating / integer) of the parameter they fill. Legacy (pre-zip) torch files are
+refused: their storages are allocated at the size the pickle claims before anything can be checked.
+Whatever goes wrong is a :class:`CheckpointError` naming the file. Loaders built on these functions
+(the 4DMoT, MV-DiT and VAE loaders here, the 17B and Wan loaders) inherit all of it.
 """
 
 from __future__ import annotations
 
 import ctypes
-import json
 import logging
 import mmap
 import pickle
+import re
 import sys
+import zipfile
 from pathlib import Path
 from typing import Mapping
 
 import torch
 
+from .errors import InputError, reading
+from .files import contained_path
+from .limits import MAX_SHARDS, MAX_TENSORS, check_limit, read_json_file
 from .safetensors_reader import SafetensorsError, SafetensorsFile, StagingBuffer
 
 logger = logging.getLogger(__name__)
@@ -30,9 +43,10 @@ logger = logging.getLogger(__name__)
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 _WRAPPER_KEYS = ("module", "state_dict", "model")
+_GLOBAL_NAME = re.compile(r"^[A-Za-z_][\w.]*\.[A-Za-z_]\w*$")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(InputError):
     """A checkpoint that cannot be used: wrong model, missing or mis-shaped keys, bad file."""
 
 
@@ -82,12 +96,13 @@ class Checkpoint:
     def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """One tensor, converted to ``dtype`` (floating tensors only) on ``device``."""
         source = self._sources[key]
-        if not isinstance(source, torch.Tensor):
-            return source.read(key, dtype, device, self._staging)
-        tensor = source
-        if dtype is not None and tensor.is_floating_point():
-            tensor = tensor.to(dtype=dtype)
-        tensor = tensor.to(device=device)
+        with reading(self.path, "checkpoint", CheckpointError):
+            if not isinstance(source, torch.Tensor):
+                return source.read(key, dtype, device, self._staging)
+            tensor = source
+            if dtype is not None and tensor.is_floating_point():
+                tensor = tensor.to(dtype=dtype)
+            tensor = tensor.to(device=device)
         if tensor is not source and key in self._mapped:
             _release_pages(source)
         return tensor
@@ -127,7 +142,9 @@ def _open_safetensors(path: Path, sources: dict[str, object]) -> dict[str, str]:
         handle = SafetensorsFile(path)
     except SafetensorsError as exc:
         raise CheckpointError(str(exc)) from None
-    for key in handle.keys():
+    keys = handle.keys()
+    check_limit(len(sources) + len(keys), MAX_TENSORS, "the number of tensors", path)
+    for key in keys:
         sources[key] = handle
     return dict(handle.metadata)
 
@@ -147,40 +164,49 @@ def _inert_class(module: str, qualname: str) -> type:
     return cls
 
 
-def _torch_load(path: Path) -> tuple[object, bool]:
-    """The unpickled object of a torch file and whether its tensors are memory-mapped."""
+def _torch_load(path: Path) -> object:
+    """``torch.load(weights_only=True)`` of a zip-format file, memory-mapped; foreign classes become inert."""
+    if not zipfile.is_zipfile(path):
+        raise CheckpointError(f"{path}: not a zip-format torch file (legacy or corrupt); legacy torch files are "
+                              "not read because their tensors are allocated before they can be checked. Re-save "
+                              "it with torch.save, or convert it to safetensors")
 
     def load():
-        try:
-            return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True), True
-        except RuntimeError as exc:  # legacy (non-zip) files cannot be memory-mapped
-            if "mmap" not in str(exc):
-                raise
-            return torch.load(str(path), map_location="cpu", weights_only=True), False
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
 
     try:
-        return load()
+        state = load()
     except pickle.UnpicklingError:
         names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
         if not names:
             raise
+        check_limit(len(names), 64, "the number of foreign classes it names", path)
+        if not all(isinstance(n, str) and _GLOBAL_NAME.match(n) for n in names):
+            raise CheckpointError(f"{path}: names invalid classes") from None
         logger.info("%s names classes %s; reading them as inert placeholders", path.name, ", ".join(names))
         stand_ins = [_inert_class(*name.rsplit(".", 1)) for name in names]
         with torch.serialization.safe_globals(stand_ins):
-            return load()
+            state = load()
+    return state
 
 
-def _add_torch_file(path: Path, sources: dict[str, object], mapped: set[str]) -> None:
-    obj, is_mapped = _torch_load(path)
-    tensors = _unwrap_state_dict(obj, path)
-    sources.update(tensors)
-    if is_mapped:
-        mapped.update(tensors)
+def _check_tensor(tensor: torch.Tensor, key: str, path: Path) -> None:
+    """A pickled tensor may not claim more elements than its storage holds (no expanded / overlapping views)."""
+    needed = tensor.numel() * tensor.element_size()
+    storage = tensor.untyped_storage().nbytes()
+    if needed > storage:
+        raise CheckpointError(f"{path}: tensor '{key}' of shape {tuple(tensor.shape)} claims {needed} bytes but its "
+                              f"storage holds {storage} (an expanded view); refusing to materialise it")
 
 
 def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
     for _ in range(3):
         if isinstance(obj, dict) and obj and all(isinstance(v, torch.Tensor) for v in obj.values()):
+            check_limit(len(obj), MAX_TENSORS, "the number of tensors", path)
+            for key, tensor in obj.items():
+                if not isinstance(key, str):
+                    raise CheckpointError(f"{path}: state-dict keys must be strings, got {type(key).__name__}")
+                _check_tensor(tensor, key, path)
             return obj
         if isinstance(obj, dict):
             inner = next((obj[k] for k in _WRAPPER_KEYS if isinstance(obj.get(k), dict)), None)
@@ -192,44 +218,83 @@ def _unwrap_state_dict(obj: object, path: Path) -> dict[str, torch.Tensor]:
 
 
 def open_checkpoint(path: str | Path) -> Checkpoint:
-    """Open a checkpoint file or diffusers model folder for lazy reading."""
+    """Open a checkpoint file or diffusers model folder for lazy reading.
+
+    Raises FileNotFoundError for a missing path and CheckpointError naming the file for anything else.
+    """
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"checkpoint not found: {path}")
-    sources: dict[str, object] = {}
-    mapped: set[str] = set()
-    config = None
-    metadata: dict[str, str] = {}
-    if path.is_dir():
-        config_file = path / "config.json"
-        if config_file.is_file():
-            config = json.loads(config_file.read_text())
-        shards = sorted(p for p in path.iterdir() if p.name.endswith(SAFETENSORS_SUFFIXES))
-        index = next(iter(sorted(path.glob("*.safetensors.index.json"))), None)
-        if index is not None:
-            weight_map = json.loads(index.read_text()).get("weight_map", {})
-            shards = sorted({path / name for name in weight_map.values()})
-            missing = [p.name for p in shards if not p.is_file()]
-            if missing:
-                raise CheckpointError(f"{path}: shards listed in {index.name} are missing: {', '.join(missing)}")
-        if shards:
-            for shard in shards:
+    with reading(path, "checkpoint", CheckpointError):
+        sources: dict[str, object] = {}
+        mapped: set[str] = set()  # tensors of memory-mapped torch files (every one read: legacy files are refused)
+        config = None
+        metadata: dict[str, str] = {}
+        if path.is_dir():
+            config_file = path / "config.json"
+            if config_file.is_file():
+                config = _read_json(config_file, "config.json")
+            for shard in _folder_shards(path):
                 _open_safetensors(shard, sources)
+            if not sources:
+                bins = sorted(p for p in path.iterdir() if p.name.endswith(TORCH_SUFFIXES))
+                if not bins:
+                    raise CheckpointError(f"{path}: folder holds no .safetensors or .bin weights")
+                check_limit(len(bins), MAX_SHARDS, "the number of weight files", path)
+                for file in bins:
+                    with reading(file, "torch checkpoint", CheckpointError):
+                        state = _unwrap_state_dict(_torch_load(file), file)
+                    check_limit(len(sources) + len(state), MAX_TENSORS, "the number of tensors", path)
+                    sources.update(state)
+                    mapped.update(state)
+        elif path.name.lower().endswith(SAFETENSORS_SUFFIXES):
+            metadata = _open_safetensors(path, sources)
+        elif path.name.lower().endswith(TORCH_SUFFIXES):
+            state = _unwrap_state_dict(_torch_load(path), path)
+            sources.update(state)
+            mapped.update(state)
         else:
-            bins = sorted(p for p in path.iterdir() if p.name.endswith(TORCH_SUFFIXES))
-            if not bins:
-                raise CheckpointError(f"{path}: folder holds no .safetensors or .bin weights")
-            for file in bins:
-                _add_torch_file(file, sources, mapped)
-    elif path.name.lower().endswith(SAFETENSORS_SUFFIXES):
-        metadata = _open_safetensors(path, sources)
-    elif path.name.lower().endswith(TORCH_SUFFIXES):
-        _add_torch_file(path, sources, mapped)
-    else:
-        raise CheckpointError(f"{path}: unknown checkpoint format (expected {SAFETENSORS_SUFFIXES + TORCH_SUFFIXES} or a folder)")
+            raise CheckpointError(f"{path}: unknown checkpoint format (expected {SAFETENSORS_SUFFIXES + TORCH_SUFFIXES} "
+                                  "or a folder)")
     if not sources:
         raise CheckpointError(f"{path}: checkpoint holds no tensors")
     return Checkpoint(path, sources, config, metadata, mapped)
+
+
+def _read_json(file: Path, what: str) -> dict:
+    try:
+        return read_json_file(file, what)
+    except InputError as exc:
+        raise CheckpointError(str(exc)) from None
+
+
+def _folder_shards(folder: Path) -> list[Path]:
+    """The safetensors shards of a model folder: those its ``*.safetensors.index.json`` names (each inside the
+    folder, none missing), else every safetensors file in it."""
+    index = next(iter(sorted(folder.glob("*.safetensors.index.json"))), None)
+    if index is None:
+        shards = sorted(p for p in folder.iterdir() if p.name.endswith(SAFETENSORS_SUFFIXES))
+        check_limit(len(shards), MAX_SHARDS, "the number of safetensors files", folder)
+        return shards
+    weight_map = _read_json(index, index.name).get("weight_map", {})
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise CheckpointError(f"{index}: 'weight_map' must map tensor names to shard file names")
+    check_limit(len(weight_map), MAX_TENSORS, "the number of tensors", index)
+    names = sorted(set(weight_map.values()))
+    check_limit(len(names), MAX_SHARDS, "the number of shards", index)
+    shards = []
+    for name in names:
+        try:
+            shard = contained_path(folder, name, f"shard '{name}' listed in {index.name}")
+        except InputError as exc:
+            raise CheckpointError(f"{index}: {exc}") from None
+        if not shard.name.endswith(SAFETENSORS_SUFFIXES):
+            raise CheckpointError(f"{index}: shard '{name}' is not a safetensors file")
+        shards.append(shard)
+    missing = [p.name for p in shards if not p.is_file()]
+    if missing:
+        raise CheckpointError(f"{folder}: shards listed in {index.name} are missing: {', '.join(missing[:8])}")
+    return shards
 
 
 class _PrefixedView:
@@ -265,12 +330,27 @@ def strip_key_prefix(ckpt: Checkpoint, prefixes: tuple[str, ...]):
     return ckpt
 
 
-def key_report(expected: Mapping[str, tuple], found: Mapping[str, tuple], limit: int = 8) -> str | None:
-    """Readable difference between expected and found key->shape maps, or None if they match."""
+def _kind(dtype: torch.dtype) -> str:
+    if dtype.is_floating_point:
+        return "floating"
+    if dtype.is_complex:
+        return "complex"
+    return "bool" if dtype == torch.bool else "integer"
+
+
+def key_report(expected: Mapping[str, tuple], found: Mapping[str, tuple], limit: int = 8,
+               expected_dtypes: Mapping[str, torch.dtype] | None = None,
+               found_dtypes: Mapping[str, torch.dtype] | None = None) -> str | None:
+    """Readable difference between expected and found key->shape maps (and, given both dtype maps, keys whose
+    kind -- floating, integer, bool, complex -- differs), or None if they match."""
     missing = [k for k in expected if k not in found]
     unexpected = [k for k in found if k not in expected]
     misshaped = [k for k in expected if k in found and tuple(expected[k]) != tuple(found[k])]
-    if not (missing or unexpected or misshaped):
+    mistyped = []
+    if expected_dtypes is not None and found_dtypes is not None:
+        mistyped = [k for k in expected if k in found_dtypes and k not in misshaped
+                    and _kind(expected_dtypes[k]) != _kind(found_dtypes[k])]
+    if not (missing or unexpected or misshaped or mistyped):
         return None
 
     def block(title: str, keys: list[str], fmt) -> list[str]:
@@ -284,6 +364,9 @@ def key_report(expected: Mapping[str, tuple], found: Mapping[str, tuple], limit:
     lines += block(
         "mis-shaped keys", misshaped, lambda k: f"{k}: file {tuple(found[k])}, model {tuple(expected[k])}"
     )
+    lines += block("keys of the wrong kind", mistyped,
+                   lambda k: f"{k}: file {str(found_dtypes[k]).replace('torch.', '')}, model "
+                             f"{_kind(expected_dtypes[k])}")
     return "\n".join(lines)
 
 
@@ -297,8 +380,13 @@ def load_into(
     hint: str = "",
 ) -> None:
     """Strictly load ``ckpt`` into ``module`` (which may live on the meta device), tensor by tensor."""
-    expected = {k: tuple(v.shape) for k, v in module.state_dict(keep_vars=True).items()}
-    report = key_report(expected, ckpt.shapes())
+    state = module.state_dict(keep_vars=True)
+    expected = {k: tuple(v.shape) for k, v in state.items()}
+    with reading(ckpt.path, "checkpoint", CheckpointError):
+        found = ckpt.shapes()
+        found_dtypes = {k: ckpt.dtype(k) for k in expected if k in found}
+    report = key_report(expected, found, expected_dtypes={k: v.dtype for k, v in state.items()},
+                        found_dtypes=found_dtypes)
     if report is not None:
         msg = f"{ckpt.path}: not a {what} checkpoint of the expected layout\n{report}"
         raise CheckpointError(msg + (f"\n{hint}" if hint else ""))

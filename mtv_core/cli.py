@@ -1,6 +1,8 @@
 """Command line: ``python -m mtv_core {demo,animate,extract-adapter} ...``.
 
-Each sub-command lives in its own module and registers itself through ``add_parser``.
+Each sub-command lives in its own module and registers itself through ``add_parser``. Bad input (a
+missing, broken or hostile file, a value out of range, an unwritable output) ends the command with exit
+code 2 and one line naming the file or value and the problem; output is checked before any model is loaded.
 """
 
 from __future__ import annotations
@@ -8,6 +10,8 @@ from __future__ import annotations
 import argparse
 import importlib
 import logging
+
+from .errors import InputError, log_input_error
 
 COMMANDS = ("demo", "animate", "extract_adapter")  # modules under mtv_core.commands; each has add_parser(subparsers)
 
@@ -20,4 +24,8 @@ def main(argv: list[str] | None = None) -> int:
         importlib.import_module(f".commands.{name}", __package__).add_parser(sub)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    return int(args.func(args) or 0)
+    try:
+        return int(args.func(args) or 0)
+    except (InputError, FileNotFoundError) as exc:  # bad input: exit code 2 and one line, never a traceback
+        log_input_error(exc)
+        return 2

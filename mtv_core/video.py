@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from .files import atomic_output
+from .limits import check_fps
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +34,7 @@ def write_mp4(path: str | os.PathLike, frames: np.ndarray, fps: float, crf: int 
     frames = to_uint8(frames)
     if frames.ndim != 4 or frames.shape[-1] != 3 or frames.shape[0] < 1:
         raise ValueError(f"frames must be (T, H, W, 3) with T >= 1, got {frames.shape}")
-    if fps <= 0:
-        raise ValueError(f"fps must be positive, got {fps}")
+    fps = check_fps(fps, path)  # before any encoding: an absurd rate would fail in the encoder
     pad_h, pad_w = frames.shape[1] % 2, frames.shape[2] % 2
     if pad_h or pad_w:
         frames = np.pad(frames, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode="edge")

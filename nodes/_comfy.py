@@ -151,15 +151,18 @@ def model_choices(
 
 def resolve_model(keys: tuple[str, ...] | str, name: str, hint: str = "") -> str:
     """Absolute path of ``name`` in the folders of ``keys``; FileNotFoundError naming them if absent."""
+    from ..mtv_core.errors import InputError
+    from ..mtv_core.files import contained_path
+
     if isinstance(keys, str):
         keys = (keys,)
-    parts = Path(name).parts
-    if not name or Path(name).is_absolute() or ".." in parts:
-        raise ValueError(f"model name '{name}' must be a path inside the model folders (no '..', not absolute)")
+    parts = Path(name).parts if isinstance(name, str) else ()
+    if not name or not isinstance(name, str) or Path(name).is_absolute() or ".." in parts:
+        raise InputError(f"model name '{name}' must be a path inside the model folders (no '..', not absolute)")
     searched: list[str] = []
     for key in keys:
         for base in folder_dirs(key):
-            candidate = Path(base) / name
+            candidate = contained_path(base, name, "model name")
             searched.append(base)
             if candidate.exists():
                 return str(candidate)

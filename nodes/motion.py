@@ -7,12 +7,15 @@ from __future__ import annotations
 
 import glob
 import logging
+import os
 import re
 from pathlib import Path
 
 import torch
 
 from ..mtv_core.constants import WINDOW_FRAMES
+from ..mtv_core.errors import InputError
+from ..mtv_core.files import contained_path
 from ..mtv_core.motion import edit
 from ..mtv_core.motion.io import MOTION_EXTENSIONS, load_motion, save_motion
 from ..mtv_core.motion.procedural import MOTIONS, procedural_motion
@@ -49,9 +52,12 @@ def resolve_motion_file(name: str) -> Path:
     """A motion choice -> its path (input folder first, then models/mtvcrafter); clear error if absent."""
     if name == NO_FILES:
         raise FileNotFoundError(f"no motion file selected: {NO_FILES}")
-    root = Path(input_directory()).resolve()
-    candidate = (root / name).resolve()
-    if candidate.is_relative_to(root) and candidate.is_file():
+    root = Path(input_directory())
+    try:
+        candidate = contained_path(root, name, "motion file")
+    except InputError:
+        candidate = None  # resolve_model below names the rule
+    if candidate is not None and candidate.is_file():
         return candidate
     try:
         return Path(resolve_model(MTV_FOLDER, name))
@@ -111,12 +117,9 @@ class MTVLoadMotion(io.ComfyNode):
 
 
 def _next_output_path(prefix: str) -> Path:
-    root = Path(output_directory()).resolve()
-    if not prefix.strip():
-        raise ValueError("filename_prefix is empty")
-    base = (root / prefix).resolve()
-    if not base.is_relative_to(root):
-        raise ValueError(f"filename_prefix '{prefix}' points outside the output folder {root}")
+    root = output_directory()
+    # inside the output folder and never the folder itself ('.', 'sub/..' would write beside it)
+    base = contained_path(root, prefix, "filename_prefix", f"the output folder {os.path.abspath(root)}")
     pattern = re.compile(re.escape(base.name) + r"_(\d{5})\.npz$")
     existing = [int(m.group(1)) for p in base.parent.glob(f"{glob.escape(base.name)}_*.npz")
                 if (m := pattern.match(p.name))]

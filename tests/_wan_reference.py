@@ -73,6 +73,9 @@ class ShapesOnly:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return dict(self._shapes)
 
+    def dtype(self, key: str) -> torch.dtype:
+        return torch.bfloat16
+
     def get(self, key, dtype=None, device="cpu") -> torch.Tensor:
         return torch.empty(self._shapes[key], dtype=dtype or torch.bfloat16, device="meta")
 

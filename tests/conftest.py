@@ -48,6 +48,11 @@ _load_pack()
 if not any(isinstance(finder, _OneName) for finder in sys.meta_path):
     sys.meta_path.insert(0, _OneName())
 
+try:
+    import hypothesis  # noqa: F401
+except ImportError:  # e.g. the ComfyUI integration venv: the fuzz suite needs the dev requirements
+    collect_ignore_glob = ["test_fuzz_*.py"]
+
 
 def reference_dir() -> Path:
     """The upstream reference data folder (``MTV_REFERENCE_DIR``, default ``../shared/reference``)."""
@@ -62,6 +67,15 @@ def reference() -> Path:
     return path
 
 
+@pytest.fixture(autouse=True)
+def _default_float_state():
+    """Undo ``torch.set_flush_denormal(True)`` (the CPU commands set it for speed): it is processor state shared
+    by the whole test process, and hypothesis refuses to draw floats without subnormals."""
+    yield
+    if "torch" in sys.modules:
+        sys.modules["torch"].set_flush_denormal(False)
+
+
 @pytest.fixture
 def one_torch_thread():
     """One torch thread: tiny models gain nothing from more, and on a busy CPU OpenMP barriers make them crawl."""
@@ -73,7 +87,40 @@ def one_torch_thread():
     torch.set_num_threads(before)
 
 
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption("--fuzz-long", nargs="?", type=int, const=30, default=0, metavar="N",
+                     help="run N times the CI fuzz examples (default 30), freshly random instead of the fixed CI set")
+
+
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "integration: needs a real ComfyUI checkout in COMFYUI_DIR")
     config.addinivalue_line("markers", "browser: the real web frontend in a headless Chromium; needs COMFYUI_DIR, "
                                        "selenium, chromium and chromedriver")
+    import _fuzz
+
+    _fuzz.LONG_SCALE = config.getoption("--fuzz-long") or 0
+
+
+@pytest.fixture(scope="session")
+def fuzz_worker(tmp_path_factory):
+    """The fuzz suite's worker process (see tests/_fuzz.py): loaders run there under a time and memory ceiling."""
+    import _fuzz
+
+    worker = _fuzz.FuzzWorker(tmp_path_factory.mktemp("fuzz_worker"))
+    yield worker
+    worker.close()
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
+    import _fuzz
+
+    if not _fuzz.STATS:
+        return
+    targets = sorted({t for t, _ in _fuzz.STATS})
+    outcomes = ("ok", "input_error", "bad", "crash", "hang")
+    terminalreporter.section("fuzz examples (worker verdicts, shrinking included)")
+    terminalreporter.write_line(f"{'target':<12}" + "".join(f"{o:>13}" for o in outcomes))
+    for target in targets:
+        terminalreporter.write_line(f"{target:<12}" + "".join(f"{_fuzz.STATS[(target, o)]:>13}" for o in outcomes))
+    total = {o: sum(_fuzz.STATS[(t, o)] for t in targets) for o in outcomes}
+    terminalreporter.write_line(f"{'total':<12}" + "".join(f"{total[o]:>13}" for o in outcomes))

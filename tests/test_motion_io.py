@@ -182,7 +182,7 @@ def test_bare_npy_and_fps_override(tmp_path):
         (lambda p: p.write_bytes(pickle.dumps([{"pose": np.zeros((4, 24, 2), np.float32)}])), r"bad.*24 joints"),
         (lambda p: p.write_bytes(pickle.dumps({"x": 1})), r"bad.*unknown motion format"),
         (lambda p: p.write_bytes(b"PK\x03\x04 not a zip"), r"bad.*not a readable \.npz"),
-        (lambda p: p.write_bytes(b"\x93NUMPY\x01\x00"), r"bad.*unreadable npy"),
+        (lambda p: p.write_bytes(b"\x93NUMPY\x01\x00"), r"bad.*not a readable \.npy"),
         (lambda p: np.savez(open(p, "wb"), joints_mm=np.zeros((3, 24, 3)), meta=np.array("[1]")),
          r"bad.*'meta' must be a JSON object"),
         (lambda p: np.savez(open(p, "wb"), joints_mm=np.zeros((3, 24, 3)), fps=np.array([20.0, 30.0])),
@@ -233,9 +233,9 @@ def test_nlf_layout_with_all_frames_in_one_entry(tmp_path):
 
 
 def test_tensor_views_outside_their_storage_are_rejected():
-    from mtv_pack.mtv_core.motion.safe_pickle import _rebuild_tensor_as_numpy
+    from mtv_pack.mtv_core.motion.safe_pickle import _rebuild_tensor_as_numpy, _TensorStorage
 
-    storage = np.arange(6, dtype=np.float32)
+    storage = _TensorStorage(np.arange(6, dtype=np.float32))
     assert np.array_equal(_rebuild_tensor_as_numpy(storage, 2, (2, 2), (1, 2)), [[2, 4], [3, 5]])
     for offset, size, stride in ((0, (7,), (1,)), (4, (2,), (2,)), (5, (2,), (-3,)), (0, (2,), (1, 1))):
         with pytest.raises(UnsafePickleError):

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from ..errors import InputError, LimitError, log_input_error
 from ..precision import DTYPE_CHOICES
 from ..progress import ProgressCallback
 
@@ -105,18 +106,43 @@ def resolve_device(name: str) -> torch.device:
     return device
 
 
-def load_reference(path: str | Path) -> np.ndarray:
-    """An image file -> (H, W, 3) uint8 RGB, turned upright by its EXIF orientation."""
+def load_reference(path: str | Path, min_side: int = 0) -> np.ndarray:
+    """An image file -> (H, W, 3) RGB, uint8 (uint16 for 16-bit images), turned upright by its EXIF orientation.
+
+    The size is checked from the header, before the image is decoded (at most ``MAX_IMAGE_PIXELS``, at least
+    ``min_side`` px on each side: the commands pass the pipeline's ``MIN_REFERENCE_SIDE``, so a reference the
+    pipeline would refuse is found before any model is loaded); anything wrong with the file is an InputError
+    naming it.
+    """
+    import warnings
+
     from PIL import Image, ImageOps
+
+    from ..errors import reading
+    from ..limits import MAX_IMAGE_PIXELS, check_limit
 
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"reference image not found: {path}")
-    try:
-        with Image.open(path) as image:  # upright as the camera meant it (EXIF orientation), as ComfyUI's LoadImage
-            return np.asarray(ImageOps.exif_transpose(image).convert("RGB"))
-    except OSError as exc:
-        raise ValueError(f"cannot read reference image {path}: {exc}") from exc
+    with reading(path, "reference image"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # our own pixel limit applies instead
+        try:
+            image = Image.open(path)
+        except Image.DecompressionBombError as exc:  # a header claiming even more pixels than PIL allows
+            raise LimitError(f"{path}: the number of pixels is over the limit ({exc})") from None
+        with image:
+            check_limit(image.size[0] * image.size[1], MAX_IMAGE_PIXELS, "the number of pixels", path)
+            if min(image.size) < min_side:
+                raise InputError(f"{path}: reference image is {image.size[0]}x{image.size[1]} pixels; it must be at "
+                                 f"least {min_side} px on each side")
+            # upright as the camera meant it (EXIF orientation), as ComfyUI's LoadImage
+            image = ImageOps.exif_transpose(image)
+            if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I"):  # 16-bit grey: keep its range
+                grey = np.asarray(image)
+                if grey.dtype != np.uint16:  # mode I holds 16-bit PNG data in int32
+                    grey = np.clip(grey, 0, 65535).astype(np.uint16)
+                return np.broadcast_to(grey[..., None], (*grey.shape, 3))  # a grey view, not three copies
+            return np.asarray(image.convert("RGB"))
 
 
 def motion_window(dit: str | Path, variant: str = DEFAULT_VARIANT) -> int:
@@ -206,7 +232,7 @@ def animate(joints: Any, reference: np.ndarray, paths: ModelPaths, out: str | Pa
 
     out = Path(out)
     if out.suffix.lower() != ".mp4":
-        raise ValueError(f"output must be an .mp4 file, got {out}")
+        raise InputError(f"output must be an .mp4 file, got {out}")
     frames, fps = animate_frames(joints, reference, paths, **kwargs)
     # to uint8 in place: a long float32 video is large, and write_mp4 would convert through two float copies
     pixels = frames.clamp_(0.0, 1.0).mul_(255.0).add_(0.5).to(torch.uint8).numpy()
@@ -264,16 +290,38 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     return parser
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every number and the output path, checked before any file is read or model loaded (InputError)."""
+    from ..dit.pipeline import snap_size
+    from ..files import check_writable
+    from ..limits import MAX_FRAMES, MAX_GUIDANCE, MAX_STEPS, check_fps, check_number
+
+    out = Path(args.out)
+    if out.suffix.lower() != ".mp4":
+        raise InputError(f"output must be an .mp4 file, got {out}")
+    check_writable(out, "output video")
+    if args.steps is not None:  # None: the variant's default
+        check_number(args.steps, "--steps", 1, MAX_STEPS, integer=True)
+    if args.guidance is not None:
+        check_number(args.guidance, "--guidance", 0.0, MAX_GUIDANCE)
+    snap_size(args.width, args.height)
+    if args.motion_fps is not None:
+        check_fps(args.motion_fps, name="--motion-fps")
+    if args.frames is not None:
+        check_number(args.frames, "--frames", 1, MAX_FRAMES, integer=True)
+    if args.motion_index < 0:
+        raise InputError(f"--motion-index must be 0 or more, got {args.motion_index}")
+
+
 def run_animate(args: argparse.Namespace) -> int:
     """Command entry: returns the exit code (2 for bad input or missing models)."""
-    from ..checkpoint import CheckpointError
+    from ..dit.pipeline_7b import MIN_REFERENCE_SIDE
     from ..dit.variants import get_variant
-    from ..motion import MotionFormatError, load_motion
+    from ..motion import load_motion
 
     try:
-        if args.steps is not None and args.steps < 1:
-            raise ValueError(f"--steps must be at least 1, got {args.steps}")
-        reference = load_reference(args.ref)
+        check_arguments(args)
+        reference = load_reference(args.ref, min_side=MIN_REFERENCE_SIDE)
         joints = load_motion(args.motion, index=args.motion_index, fps=args.motion_fps)
         if args.frames is not None:
             from ..motion import trim
@@ -286,8 +334,8 @@ def run_animate(args: argparse.Namespace) -> int:
                 seed=args.seed, width=args.width, height=args.height, device=args.device, dtype=args.dtype,
                 attention=args.attention, offload=args.offload, weight_dtype=args.weight_dtype,
                 callback=_log_progress())
-    except (FileNotFoundError, ValueError, IndexError, CheckpointError, MotionFormatError) as exc:
-        logger.error("%s", exc)
+    except (FileNotFoundError, ValueError, IndexError) as exc:  # InputError (CheckpointError, ...) is a ValueError
+        log_input_error(exc)
         return 2
     return 0
 

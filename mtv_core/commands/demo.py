@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from ..constants import WINDOW_FRAMES
+from ..errors import log_input_error
 from ..motion import MOTIONS, JointSequence, procedural_motion, render_skeleton, save_motion
 from ..video import to_uint8, write_mp4
 
@@ -131,6 +132,7 @@ def _tiny_size(width: int, height: int) -> tuple[int, int]:
 
 def generate_video(args: argparse.Namespace, joints: JointSequence) -> Generated | None:
     """Step 2: tokens -> MV-DiT-7B -> frames (in memory). None when skipped."""
+    from ..dit.pipeline_7b import MIN_REFERENCE_SIDE
     from . import animate
 
     if getattr(args, "no_generate", False):
@@ -153,7 +155,8 @@ def generate_video(args: argparse.Namespace, joints: JointSequence) -> Generated
             logger.warning("no released weights configured (--models or MTV_MODELS_DIR): running the pipeline on "
                            "tiny RANDOM-weight models at %dx%d; the generated video is noise, not an animation",
                            width, height)
-        reference = animate.load_reference(args.ref) if args.ref else demo_reference(joints, width, height)
+        reference = (animate.load_reference(args.ref, min_side=MIN_REFERENCE_SIDE) if args.ref
+                     else demo_reference(joints, width, height))
         frames, fps = animate.animate_frames(joints, reference, paths, steps=args.steps, guidance=args.guidance,
                                              seed=args.seed, width=width, height=height, device=args.device)
     return Generated(frames.numpy(), fps, random_weights)
@@ -182,13 +185,17 @@ def save_generated(args: argparse.Namespace, generated: Generated, stem: str) ->
 def run_demo(args: argparse.Namespace) -> int:
     """Run every step; returns the process exit code."""
     from ..checkpoint import CheckpointError
+    from ..files import check_writable
+    from ..limits import MAX_GUIDANCE, check_number
 
+    check_writable(Path(args.out) / f"demo_{args.motion}_generated_RANDOM_WEIGHTS.mp4", "output")
+    check_number(args.guidance, "--guidance", 0.0, MAX_GUIDANCE)
     joints = make_motion(args)
     logger.info("motion '%s': %d frames at %g fps", args.motion, joints.num_frames, joints.fps)
     try:
         generated = generate_video(args, joints)
     except (FileNotFoundError, ValueError, CheckpointError) as exc:
-        logger.error("%s", exc)
+        log_input_error(exc)
         return 2
     stem = f"demo_{args.motion}"
     outputs = save_outputs(args, joints, stem=stem)

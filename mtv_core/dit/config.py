@@ -12,13 +12,25 @@ width): those come from the weights' shapes (``from_diffusers_config(config, sha
 from __future__ import annotations
 
 import logging
+import math
 import re
 from dataclasses import dataclass, fields
 from typing import Mapping
 
 from ..constants import NUM_JOINTS, WINDOW_FRAMES, latent_frames, video_frames
+from ..limits import MAX_LAYERS, MAX_WIDTH
 
 logger = logging.getLogger(__name__)
+
+# Fields the weights determine: a config.json must agree with them before a model of its size is built.
+SHAPE_FIELDS = ("num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "time_embed_dim",
+                "text_embed_dim", "num_layers", "patch_size", "ff_dim", "num_unconditional_tokens")
+_INT_RANGES = {
+    "num_attention_heads": (1, 1024), "attention_head_dim": (1, 4096), "in_channels": (1, MAX_WIDTH),
+    "out_channels": (1, MAX_WIDTH), "time_embed_dim": (1, MAX_WIDTH), "text_embed_dim": (1, MAX_WIDTH),
+    "num_layers": (1, MAX_LAYERS), "patch_size": (1, 64), "temporal_compression_ratio": (1, 64),
+    "freq_shift": (-MAX_WIDTH, MAX_WIDTH), "ff_inner_dim": (1, 1 << 20), "num_unconditional_tokens": (1, 1 << 20),
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -39,6 +51,31 @@ class MVDiT7BConfig:
     attention_bias: bool = True
     ff_inner_dim: int | None = None  # None: 4 x inner_dim
     num_unconditional_tokens: int = latent_frames(WINDOW_FRAMES) * NUM_JOINTS  # 312
+
+    def __post_init__(self) -> None:
+        # values may come from a config.json: checked here, before anything is built from them
+        for name, (low, high) in _INT_RANGES.items():
+            value = getattr(self, name)
+            if name == "ff_inner_dim" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r:.40}")
+        for name in ("norm_eps", "qk_norm_eps"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or not 0 < value < 1:
+                raise ValueError(f"{name} must be a small positive number, got {value!r:.40}")
+        for name in ("flip_sin_to_cos", "attention_bias"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r:.40}")
+        if self.num_attention_heads * self.attention_head_dim > MAX_WIDTH:
+            raise ValueError(f"hidden size {self.num_attention_heads} x {self.attention_head_dim} is over the limit "
+                             f"of {MAX_WIDTH}")
+
+    def disagreements(self, other: "MVDiT7BConfig") -> list[str]:
+        """``SHAPE_FIELDS`` where ``self`` (e.g. from config.json) differs from ``other`` (from the weights)."""
+        return [f"{name}={getattr(self, name)} but the weights have {getattr(other, name)}" for name in SHAPE_FIELDS
+                if getattr(self, name) != getattr(other, name)]
 
     @property
     def inner_dim(self) -> int:
@@ -135,7 +172,16 @@ class MVDiT7BConfig:
             num_uncond = shapes["unconditional_motion_token"][0]
         except KeyError as exc:
             raise ValueError(f"not an MV-DiT-7B state dict: key {exc.args[0]!r} is missing") from None
-        layer_ids = {int(m.group(1)) for k in shapes if (m := re.match(r"transformer_blocks\.(\d+)\.", k))}
+        except (ValueError, IndexError, TypeError):
+            raise ValueError("not an MV-DiT-7B state dict: its patch embedding, norms or projections have the "
+                             "wrong number of dimensions") from None
+        if min(inner, in_channels, patch, head_dim, out_features) < 1 or inner % head_dim or out_features % (patch * patch):
+            raise ValueError(f"not an MV-DiT-7B state dict: hidden size {inner}, head size {head_dim}, patch {patch} "
+                             f"and output {out_features} do not fit together")
+        layer_ids = {int(m.group(1)) for k in shapes if (m := re.match(r"transformer_blocks\.(\d{1,6})\.", k))}
+        if layer_ids != set(range(len(layer_ids))):
+            raise ValueError(f"transformer block indices are not 0..{len(layer_ids) - 1} (the weights hold "
+                             f"{len(layer_ids)} blocks numbered up to {max(layer_ids)})")
         return cls(
             num_attention_heads=inner // head_dim,
             attention_head_dim=head_dim,

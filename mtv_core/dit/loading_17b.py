@@ -309,6 +309,13 @@ class _LoadPlan:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {key: self.shape(key) for key in self._keys}
 
+    def dtype(self, key: str) -> torch.dtype:
+        """The stored dtype behind ``key`` (fp8 scales are float32), for ``load_into``'s kind check."""
+        layer, leaf = _leaf(key)
+        if leaf == "scale_weight" and layer in self._fp8_layers:
+            return torch.float32
+        return self._weights.dtype(key)
+
     def _file_scale(self, layer: str) -> torch.Tensor | None:
         key = self._file_scales.get(layer)
         return None if key is None else self._weights.get(key).to(torch.float32).reshape(())

@@ -29,6 +29,7 @@ from typing import Any, Callable
 import numpy as np
 import torch
 
+from ..limits import MAX_STEPS, check_number
 from ..progress import ProgressCallback, report
 from ..tokenizer.tokens import MotionTokens
 from ..windows import WindowPlan
@@ -45,8 +46,7 @@ MAX_SIDE = 4096
 def snap_size(width: int, height: int) -> tuple[int, int]:
     """Round a target size to multiples of 16 (nearest, at least 64); warns when it changes."""
     for name, value in (("width", width), ("height", height)):
-        if not MIN_SIDE <= int(value) <= MAX_SIDE:
-            raise ValueError(f"{name} must be between {MIN_SIDE} and {MAX_SIDE} pixels, got {value}")
+        check_number(value, f"{name} (pixels)", MIN_SIDE, MAX_SIDE)
     snapped = tuple(max(MIN_SIDE, int(v / SIZE_MULTIPLE + 0.5) * SIZE_MULTIPLE) for v in (width, height))
     if snapped != (width, height):
         logger.warning("size %dx%d is not a multiple of %d; using %dx%d", width, height, SIZE_MULTIPLE, *snapped)
@@ -211,8 +211,7 @@ def sample_video(
     ``callback(step, windows * num_steps, preview_or_None)`` is called after every denoising step (raise to
     cancel); with ``preview`` it gets a false-colour view of the current prediction.
     """
-    if num_steps < 1:
-        raise ValueError(f"steps must be at least 1, got {num_steps}")
+    num_steps = int(check_number(num_steps, "steps", 1, MAX_STEPS, integer=True))
     fmt = vae.latent_format
     if fmt.name != conditioning.latent_format_name:
         raise ValueError(f"{conditioning.title} works with {conditioning.latent_format_name} latents, but the VAE given "

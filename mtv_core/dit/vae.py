@@ -34,6 +34,8 @@ from ..checkpoint import (
     open_checkpoint,
     strip_key_prefix,
 )
+from ..errors import InputError, reading
+from ..limits import MAX_LAYERS, MAX_WIDTH, parse_json
 from ..meta_init import empty_weights, finish_loading
 from .latents import FRAMES_FIRST, LatentFormat
 from .video_vae import VideoVAE
@@ -140,7 +142,7 @@ def _weights_path(path: Path) -> Path:
     if not path.is_file():
         raise FileNotFoundError(f"VAE not found: {path}")
     if not path.name.lower().endswith(SAFETENSORS_SUFFIXES):
-        raise ValueError(f"VAE file {path} is not a .safetensors file; only safetensors weights are loaded")
+        raise CheckpointError(f"VAE file {path} is not a .safetensors file; only safetensors weights are loaded")
     return path
 
 
@@ -161,19 +163,64 @@ def load_vae(
     path = _weights_path(Path(path))
     ckpt = strip_key_prefix(open_checkpoint(path), _KEY_PREFIXES)
     stored = ckpt.metadata.get(_CONFIG_METADATA_KEY)  # a single file written by write_tiny_vae carries its config
-    config = ckpt.config or (json.loads(stored) if stored else None) or vae_config()
+    try:
+        config = ckpt.config or (parse_json(stored, path, f"'{_CONFIG_METADATA_KEY}' metadata") if stored else None)
+    except InputError as exc:
+        raise CheckpointError(str(exc)) from None
+    from_file = bool(config)
+    config = config or vae_config()
     if config.get("_class_name", "AutoencoderKLCogVideoX") != "AutoencoderKLCogVideoX":
-        raise ValueError(f"{path}: config.json describes a {config['_class_name']}, not a CogVideoX VAE")
+        raise CheckpointError(f"{path}: config.json describes a {str(config['_class_name'])[:80]}, not a CogVideoX VAE")
     if any(k.startswith(("transformer_blocks.", "blocks.")) for k in ckpt.keys()):
         raise CheckpointError(f"{path} is a diffusion transformer checkpoint, not a CogVideoX VAE")
     config = {k: v for k, v in config.items() if not k.startswith("_") and k != "quantization_config"}
-    with empty_weights():
+    if from_file:
+        check_vae_config(config, ckpt.shapes(), path)
+    with empty_weights(), reading(path, "CogVideoX VAE config", CheckpointError):
         vae = AutoencoderKLCogVideoX.from_config(config)
     load_into(vae, ckpt, dtype=dtype, device=device, what="CogVideoX VAE",
               hint="expected diffusers key names (the vae folder of THUDM/CogVideoX-5b)")
     finish_loading(vae, device, path)
     logger.info("loaded CogVideoX VAE from %s (%s, %s)", path, dtype, device)
     return CogVideoXVAE(vae, source=str(path), tiling=tiling, slicing=slicing)
+
+
+def check_vae_config(config: dict[str, Any], shapes: dict[str, tuple[int, ...]], path: Path) -> None:
+    """A VAE config from a file (config.json or metadata), checked before a model is built from it: every size in
+    range, and the block counts (what the cost of building grows with) equal to what the weights hold.
+    Individual tensor shapes are left to ``load_into``'s key report. CheckpointError naming the file otherwise."""
+
+    def fail(problem: str) -> None:
+        raise CheckpointError(f"{path}: the VAE config does not fit the weights: {problem}")
+
+    channels = config.get("block_out_channels")
+    if not isinstance(channels, list) or not 1 <= len(channels) <= 16 or not all(
+            isinstance(c, int) and not isinstance(c, bool) and 1 <= c <= MAX_WIDTH for c in channels):
+        fail(f"block_out_channels must be 1 to 16 widths, got {str(channels)[:80]}")
+    for name, low, high in (("layers_per_block", 1, MAX_LAYERS), ("in_channels", 1, MAX_WIDTH),
+                            ("out_channels", 1, MAX_WIDTH), ("latent_channels", 1, MAX_WIDTH),
+                            ("norm_num_groups", 1, MAX_WIDTH), ("temporal_compression_ratio", 1, 64),
+                            ("sample_height", 1, 1 << 16), ("sample_width", 1, 1 << 16)):
+        value = config.get(name, low)
+        if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+            fail(f"{name} must be a whole number between {low} and {high}, got {str(value)[:40]}")
+    for name, default in (("scaling_factor", 0.7), ("norm_eps", 1e-6)):
+        value = config.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < 1e6 \
+                or value != value:
+            fail(f"{name} must be a positive finite number, got {str(value)[:40]}")
+    for name in ("down_block_types", "up_block_types"):
+        types = config.get(name, [])
+        if not isinstance(types, list) or len(types) != len(channels) or not all(isinstance(t, str) for t in types):
+            fail(f"{name} must name one block per entry of block_out_channels")
+    if any(c % config.get("norm_num_groups", 32) for c in channels):
+        fail(f"block_out_channels {channels} are not divisible by norm_num_groups {config.get('norm_num_groups')}")
+    blocks = {int(k.split(".")[2]) for k in shapes if k.startswith("encoder.down_blocks.") and k.split(".")[2].isdigit()}
+    if blocks != set(range(len(channels))):
+        fail(f"{len(channels)} down blocks in the config, {len(blocks)} in the weights")
+    resnets = {k.split(".")[4] for k in shapes if k.startswith("encoder.down_blocks.0.resnets.")}
+    if len(resnets) != config.get("layers_per_block", 1):
+        fail(f"layers_per_block={config.get('layers_per_block', 1)}, the weights have {len(resnets)}")
 
 
 def write_tiny_vae(path: str | Path, seed: int = 0, as_folder: bool = False) -> Path:

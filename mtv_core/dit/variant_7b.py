@@ -12,10 +12,18 @@ from .variants import DiTVariant, register
 
 
 def config_7b(config_json: Mapping | None, shapes: Mapping[str, tuple]) -> MVDiT7BConfig:
-    """From the folder's config.json (completed from the shapes) when there is one, else from the shapes alone."""
-    if config_json is not None:
-        return MVDiT7BConfig.from_diffusers_config(config_json, shapes)
-    return MVDiT7BConfig.infer_from_shapes(shapes)
+    """From the folder's config.json (completed from the shapes) when there is one, else from the shapes alone.
+
+    A config.json is trusted only where the weights agree with it (layer count, widths, ...): checked here,
+    before any model is built from it."""
+    inferred = MVDiT7BConfig.infer_from_shapes(shapes)
+    if config_json is None:
+        return inferred
+    config = MVDiT7BConfig.from_diffusers_config(config_json, shapes)
+    disagreements = config.disagreements(inferred)
+    if disagreements:
+        raise ValueError(f"config.json does not match the weights: {'; '.join(disagreements)}")
+    return config
 
 
 def near_miss_7b(keys: set[str]) -> str | None:

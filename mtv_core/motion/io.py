@@ -16,7 +16,10 @@ Formats read by ``load_motions`` / ``load_motion``:
   with a user-supplied SMPL model (see ``smpl.py`` for the frame transform);
 * a bare ``.npy`` array (T, 24, 3) in camera-frame millimetres.
 
-Pickles are never read with a plain ``pickle.load`` (see ``safe_pickle.py``).
+Pickles are never read with a plain ``pickle.load`` (see ``safe_pickle.py``); ``.npy``/``.npz`` are read
+without pickle, their headers checked before any data is (``arrays.py``). Every file is held to the
+budgets of ``mtv_core.limits`` (file size, decoded bytes, frames, people per frame, metadata depth), and
+whatever is wrong with it is one ``MotionFormatError`` naming the file.
 """
 
 from __future__ import annotations
@@ -24,13 +27,27 @@ from __future__ import annotations
 import json
 import logging
 import os
-import zipfile
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..errors import InputError, reading
 from ..files import atomic_output
+from ..limits import (
+    MAX_ABS_MM,
+    MAX_FRAMES,
+    MAX_MOTION_FILE_BYTES,
+    MAX_PEOPLE_PER_FRAME,
+    MAX_SEQUENCES,
+    REAL_KINDS,
+    Budget,
+    check_file_size,
+    check_fps,
+    check_limit,
+    parse_json,
+)
+from .arrays import NpzArchive, read_npy
 from .safe_pickle import safe_load_pickle
 from .sequence import NUM_JOINTS, JointSequence
 
@@ -42,35 +59,46 @@ FORMAT_NAME = "mtv_joints"
 FORMAT_VERSION = 1
 
 
-class MotionFormatError(ValueError):
+class MotionFormatError(InputError):
     """The file exists but is not a motion file we understand (or its content is invalid)."""
 
 
-def _plain(value: Any) -> Any:
-    """Make metadata JSON-friendly (numpy scalars -> Python)."""
+_META_DEPTH = 3  # nested lists kept in metadata taken from pickles
+_META_ITEMS = 16
+
+
+def _plain(value: Any, depth: int = 0) -> Any:
+    """Make metadata JSON-friendly (numpy scalars -> Python); large or deep values are dropped (None)."""
     if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value.item() if value.dtype.kind in "biufSU" else None
+    if isinstance(value, str):
+        return value if len(value) <= 4096 else None
+    if isinstance(value, (int, float, bool)) or value is None:
         return value
-    if isinstance(value, np.ndarray) and value.size <= 16:
+    if depth >= _META_DEPTH:
+        return None
+    if isinstance(value, np.ndarray) and value.size <= _META_ITEMS and value.dtype.kind in "biufSU":
         return value.tolist()
-    if isinstance(value, (list, tuple)) and len(value) <= 16:
-        return [_plain(v) for v in value]
+    if isinstance(value, (list, tuple)) and len(value) <= _META_ITEMS:
+        return [_plain(v, depth + 1) for v in value]
     return None
 
 
 def _sequence(path: Path, joints: Any, fps: float, valid: Any = None, meta: dict | None = None,
               what: str = "") -> JointSequence:
     where = f"{path}{what}"
-    joints = np.asarray(joints)
-    if joints.dtype == object or not np.issubdtype(joints.dtype, np.number):
-        raise MotionFormatError(f"{where}: joints are not a numeric array (dtype {joints.dtype})")
+    try:
+        joints = np.asarray(joints)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise MotionFormatError(f"{where}: joints are not a regular numeric array ({exc})") from None
+    if joints.dtype.kind not in REAL_KINDS:
+        raise MotionFormatError(f"{where}: joints must be real numbers, got dtype {joints.dtype}")
     if joints.ndim == 3 and joints.shape[1:] != (NUM_JOINTS, 3):
         raise MotionFormatError(f"{where}: expected {NUM_JOINTS} joints x 3 coordinates per frame, "
                                 f"got shape {tuple(joints.shape)}")
     try:
         return JointSequence(joints, fps=fps, valid=valid, meta=meta or {})
-    except ValueError as exc:
+    except InputError as exc:
         raise MotionFormatError(f"{where}: {exc}") from None
 
 
@@ -78,15 +106,28 @@ def _sequence(path: Path, joints: Any, fps: float, valid: Any = None, meta: dict
 
 
 def _frame_people(entry: Any) -> np.ndarray:
-    """One NLF frame entry ([tensor(n,24,3)] or the array itself) -> (n, 24, 3) float32."""
+    """One NLF frame entry ([tensor(n,24,3)] or the array itself) -> (n, 24, 3) float32.
+
+    Detections with coordinates beyond ``MAX_ABS_MM`` become NaN, so ``pick_people`` drops them like
+    any other non-finite detection.
+    """
     if isinstance(entry, (list, tuple)):
         entry = entry[0] if len(entry) else np.zeros((0, NUM_JOINTS, 3), np.float32)
-    people = np.asarray(entry, dtype=np.float32)
+    try:
+        people = np.asarray(entry)
+    except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+        raise ValueError(f"a frame holds no regular joint array ({exc})") from None
+    if people.dtype.kind not in REAL_KINDS:
+        raise ValueError(f"a frame holds joints of dtype {people.dtype}, expected real numbers")
     if people.ndim == 2:
         people = people[None]
     if people.ndim != 3 or people.shape[1:] != (NUM_JOINTS, 3):
         raise ValueError(f"a frame holds joints of shape {people.shape}, expected (n_people, 24, 3)")
-    return people
+    if len(people) > MAX_PEOPLE_PER_FRAME:
+        raise ValueError(f"a frame holds {len(people)} people, over the limit of {MAX_PEOPLE_PER_FRAME}")
+    people = people.astype(np.float64)
+    people[np.abs(people) > MAX_ABS_MM] = np.nan
+    return people.astype(np.float32)
 
 
 def pick_people(frames: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
@@ -147,6 +188,7 @@ def _from_nlf_raw(path: Path, data: dict, per_frame: Any, fps: float) -> JointSe
         raise MotionFormatError(f"{path}: NLF pickle holds no frames (joint sequence is empty)")
     if len(per_frame) == 1 and isinstance(per_frame[0], (list, tuple)) and len(per_frame[0]) > 1:
         per_frame = per_frame[0]  # one outer entry holding all frames (kijai's NLFPRED layout)
+    check_limit(len(per_frame), MAX_FRAMES, "the number of frames", path)
     try:
         frames = [_frame_people(entry) for entry in per_frame]
     except (ValueError, TypeError) as exc:
@@ -164,6 +206,7 @@ def _from_nlf_raw(path: Path, data: dict, per_frame: Any, fps: float) -> JointSe
 
 
 def _from_upstream_list(path: Path, items: list, fps: float) -> list[JointSequence]:
+    check_limit(len(items), MAX_SEQUENCES, "the number of sequences", path)
     sequences = []
     for i, item in enumerate(items):
         if not isinstance(item, dict) or "pose" not in item:
@@ -189,10 +232,13 @@ def _from_smpl_params(path: Path, data: dict, fps: float | None, smpl_model: str
                                 "joints (put e.g. SMPL_NEUTRAL.pkl in models/mtvcrafter/smpl)")
     amass = "poses" in data
     poses = data["poses"] if amass else data["pose"]
+    check_limit(len(poses), MAX_FRAMES, "the number of frames", path)
     betas = np.asarray(data.get("betas", np.zeros(10, np.float32)))
     if fps is None:
         rate = data.get("mocap_framerate", data.get("mocap_frame_rate", data.get("fps")))
-        fps = float(np.asarray(rate)) if rate is not None else DEFAULT_FPS
+        if rate is not None and (not isinstance(rate, (int, float, np.ndarray, np.generic)) or np.size(rate) != 1):
+            raise MotionFormatError(f"{path}: the frame rate must be one number, got {type(rate).__name__}")
+        fps = check_fps(np.asarray(rate).reshape(()).item(), path) if rate is not None else DEFAULT_FPS
     try:
         joints_m = smpl_joints_m(smpl_model, poses, betas, data["trans"], source=str(path))
     except ValueError as exc:
@@ -202,8 +248,8 @@ def _from_smpl_params(path: Path, data: dict, fps: float | None, smpl_model: str
     return _sequence(path, joints_mm, fps, None, meta)
 
 
-def _from_pickle(path: Path, fps: float | None, smpl_model) -> list[JointSequence]:
-    data = safe_load_pickle(path, allow_torch=True)
+def _from_pickle(path: Path, fps: float | None, smpl_model, budget: Budget) -> list[JointSequence]:
+    data = safe_load_pickle(path, allow_torch=True, budget=budget)
     rate = DEFAULT_FPS if fps is None else fps
     per_frame = _nlf_frames(data)
     if per_frame is not None:
@@ -223,46 +269,46 @@ def _from_pickle(path: Path, fps: float | None, smpl_model) -> list[JointSequenc
 # --- npz / npy ----------------------------------------------------------------------------------
 
 
-def _from_npz(path: Path, fps: float | None, smpl_model) -> list[JointSequence]:
-    data: dict[str, np.ndarray] = {}
-    try:
-        with np.load(path, allow_pickle=False) as npz:
-            for key in npz.files:
-                try:
-                    data[key] = npz[key]
-                except ValueError:  # an object array would need pickle: refused, the key is skipped
-                    logger.warning("%s: skipping '%s' (object array; pickled data is never loaded)", path, key)
-    except (zipfile.BadZipFile, OSError, EOFError, ValueError) as exc:
-        raise MotionFormatError(f"{path}: not a readable .npz archive ({exc})") from None
-    if "joints_mm" in data:
+_SMPL_KEYS = ("poses", "pose", "betas", "trans", "mocap_framerate", "mocap_frame_rate", "fps")
+
+
+def _from_npz(path: Path, fps: float | None, smpl_model, budget: Budget) -> list[JointSequence]:
+    with NpzArchive(path, budget) as npz:  # members are read (decompressed) only when used
+        if "joints_mm" not in npz:
+            data = {key: npz.read(key) for key in _SMPL_KEYS if key in npz}
+            if _is_smpl_params(data):
+                return [_from_smpl_params(path, data, fps, smpl_model)]
+            keys = sorted(npz.keys())
+            shown = ", ".join(k[:40] for k in keys[:10]) + (f" and {len(keys) - 10} more" if len(keys) > 10 else "")
+            raise MotionFormatError(f"{path}: unknown motion format (npz keys: {shown or 'none'}; expected "
+                                    "'joints_mm', or SMPL 'poses'/'pose' with 'trans')")
+        joints = npz.read("joints_mm")
         meta: dict[str, Any] = {}
-        if "meta" in data:
+        if "meta" in npz:
             try:
-                meta = json.loads(str(data["meta"]))
-            except json.JSONDecodeError as exc:
-                raise MotionFormatError(f"{path}: 'meta' is not valid JSON ({exc})") from None
-            if not isinstance(meta, dict):
-                raise MotionFormatError(f"{path}: 'meta' must be a JSON object, got a {type(meta).__name__}")
-        if fps is None and "fps" in data:
-            if data["fps"].size != 1 or not np.issubdtype(data["fps"].dtype, np.number):
-                raise MotionFormatError(f"{path}: 'fps' must be one number, got shape {data['fps'].shape} "
-                                        f"dtype {data['fps'].dtype}")
-            rate = float(data["fps"].reshape(()))
+                raw = npz.read("meta")
+            except InputError as exc:  # e.g. an object array: never unpickled, the metadata is left out
+                logger.warning("%s: skipping 'meta' (%s)", path, exc)
+            else:
+                if raw.ndim != 0 or raw.dtype.kind not in "US":
+                    raise MotionFormatError(f"{path}: 'meta' must be one JSON string, got shape {raw.shape} "
+                                            f"dtype {raw.dtype}")
+                text = raw.item()
+                meta = parse_json(text.decode("utf-8") if isinstance(text, bytes) else text, path, "'meta'")
+        if fps is None and "fps" in npz:
+            value = npz.read("fps")
+            if value.size != 1 or value.dtype.kind not in REAL_KINDS:
+                raise MotionFormatError(f"{path}: 'fps' must be one number, got shape {value.shape} "
+                                        f"dtype {value.dtype}")
+            rate = float(value.reshape(()))
         else:
             rate = fps or DEFAULT_FPS
-        return [_sequence(path, data["joints_mm"], rate, data.get("valid"), meta)]
-    if _is_smpl_params(data):
-        return [_from_smpl_params(path, data, fps, smpl_model)]
-    raise MotionFormatError(f"{path}: unknown motion format (npz keys: {', '.join(sorted(data)) or 'none'}; "
-                            "expected 'joints_mm', or SMPL 'poses'/'pose' with 'trans')")
+        valid = npz.read("valid") if "valid" in npz else None
+    return [_sequence(path, joints, rate, valid, meta)]
 
 
-def _from_npy(path: Path, fps: float | None) -> list[JointSequence]:
-    try:
-        joints = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        raise MotionFormatError(f"{path}: unreadable npy without pickle ({exc})") from None
-    return [_sequence(path, joints, fps or DEFAULT_FPS, None, {"format": "npy"})]
+def _from_npy(path: Path, fps: float | None, budget: Budget) -> list[JointSequence]:
+    return [_sequence(path, read_npy(path, budget), fps or DEFAULT_FPS, None, {"format": "npy"})]
 
 
 # --- public API ---------------------------------------------------------------------------------
@@ -278,17 +324,23 @@ def load_motions(path: str | os.PathLike, fps: float | None = None,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"motion file not found: {path}")
-    if fps is not None and (not np.isfinite(fps) or fps <= 0):
-        raise ValueError(f"fps must be a positive number, got {fps}")
-    with open(path, "rb") as f:
-        head = f.read(8)
+    if fps is not None:
+        fps = check_fps(fps)
+    with reading(path, "motion file", MotionFormatError):
+        check_file_size(path, MAX_MOTION_FILE_BYTES, "motion file")
+        budget = Budget.for_file(path)
+        with open(path, "rb") as f:
+            head = f.read(8)
     suffix = path.suffix.lower()
     if head.startswith(b"PK"):
-        sequences = _from_npz(path, fps, smpl_model)
+        with reading(path, ".npz archive", MotionFormatError):
+            sequences = _from_npz(path, fps, smpl_model, budget)
     elif head.startswith(b"\x93NUMPY"):
-        sequences = _from_npy(path, fps)
+        with reading(path, ".npy array", MotionFormatError):
+            sequences = _from_npy(path, fps, budget)
     elif head[:1] == b"\x80" or suffix in (".pkl", ".pickle"):
-        sequences = _from_pickle(path, fps, smpl_model)
+        with reading(path, "motion pickle", MotionFormatError):
+            sequences = _from_pickle(path, fps, smpl_model, budget)
     else:
         raise MotionFormatError(f"{path}: unknown motion format (expected one of {', '.join(MOTION_EXTENSIONS)})")
     for seq in sequences:
@@ -297,12 +349,16 @@ def load_motions(path: str | os.PathLike, fps: float | None = None,
     return sequences
 
 
+class MotionIndexError(MotionFormatError, IndexError):
+    """The file holds fewer sequences than the index asks for."""
+
+
 def load_motion(path: str | os.PathLike, index: int = 0, fps: float | None = None,
                 smpl_model: str | os.PathLike | None = None) -> JointSequence:
     """Sequence ``index`` of ``path`` (see ``load_motions``)."""
     sequences = load_motions(path, fps=fps, smpl_model=smpl_model)
     if not 0 <= index < len(sequences):
-        raise IndexError(f"{path}: sequence index {index} out of range (the file holds {len(sequences)})")
+        raise MotionIndexError(f"{path}: sequence index {index} out of range (the file holds {len(sequences)})")
     return sequences[index]
 
 

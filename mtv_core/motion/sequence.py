@@ -13,6 +13,8 @@ from typing import Any
 import numpy as np
 
 from ..constants import NUM_JOINTS
+from ..errors import InputError
+from ..limits import MAX_ABS_MM, MAX_FRAMES, check_fps, check_limit, real_array
 
 SMPL_JOINT_NAMES = (
     "pelvis", "left_hip", "right_hip", "spine1", "left_knee", "right_knee",
@@ -42,25 +44,38 @@ class JointSequence:
     meta: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        joints = np.asarray(self.joints_mm)
+        # The one validation of joint data, wherever it comes from (files, nodes, edits): real numbers
+        # (no complex / timedelta / strings), finite and within MAX_ABS_MM *before* the float32 cast, so
+        # values that would overflow float32 are refused rather than turned into inf.
+        try:
+            joints = np.asarray(self.joints_mm)
+        except (ValueError, TypeError, OverflowError, RecursionError) as exc:
+            raise InputError(f"joints are not a regular (T, {NUM_JOINTS}, 3) array ({exc})") from None
         if joints.ndim != 3 or joints.shape[1:] != (NUM_JOINTS, 3):
-            raise ValueError(f"joints must have shape (T, {NUM_JOINTS}, 3), got {tuple(joints.shape)}")
+            raise InputError(f"joints must have shape (T, {NUM_JOINTS}, 3), got {tuple(joints.shape)}")
         if joints.shape[0] < 1:
-            raise ValueError("joint sequence is empty (0 frames)")
-        if not np.isfinite(joints).all():
+            raise InputError("joint sequence is empty (0 frames)")
+        check_limit(joints.shape[0], MAX_FRAMES, "the number of frames", "joint sequence")
+        if joints.dtype.kind == "f" and not np.isfinite(joints).all():
             bad = int((~np.isfinite(joints)).any(axis=(1, 2)).sum())
-            raise ValueError(f"joints contain NaN or inf values in {bad} frame(s)")
-        if not np.isfinite(self.fps) or self.fps <= 0:
-            raise ValueError(f"fps must be a positive number, got {self.fps}")
+            raise InputError(f"joints contain NaN or inf values in {bad} frame(s)")
+        joints = real_array(joints, "joints (mm)", max_abs=MAX_ABS_MM)
         self.joints_mm = np.ascontiguousarray(joints, dtype=np.float32)
-        self.fps = float(self.fps)
+        self.fps = check_fps(self.fps)
         if self.valid is None:
             self.valid = np.ones(joints.shape[0], dtype=bool)
         else:
-            valid = np.asarray(self.valid, dtype=bool)
+            try:
+                valid = np.asarray(self.valid)
+            except (ValueError, TypeError, OverflowError, RecursionError):
+                raise InputError("valid mask is not a regular array") from None
             if valid.shape != (joints.shape[0],):
-                raise ValueError(f"valid mask must have shape ({joints.shape[0]},), got {tuple(valid.shape)}")
-            self.valid = valid
+                raise InputError(f"valid mask must have shape ({joints.shape[0]},), got {tuple(valid.shape)}")
+            if valid.dtype.kind != "b" and not (valid.dtype.kind in "iuf" and np.isin(valid, (0, 1)).all()):
+                raise InputError(f"valid mask must be booleans (or 0/1), got dtype {valid.dtype}")
+            self.valid = valid.astype(bool)
+        if not isinstance(self.meta, dict):
+            raise InputError(f"metadata must be a dict, got a {type(self.meta).__name__}")
 
     @property
     def num_frames(self) -> int:

@@ -12,8 +12,27 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from ..limits import MAX_LAYERS, MAX_WIDTH
+
 # A key every 4DMoT checkpoint has; used to recognise (and reject) other checkpoints.
 SIGNATURE_KEYS = ("encoder.conv_in.weight", "decoder.conv_out.weight", "vq.codebook")
+# Fields the weights determine (compared with a stored config before a model is built), and the range of
+# every integer field (a stored config comes from the file: it is checked before anything is allocated).
+SHAPE_FIELDS = ("in_channels", "encoder_channels", "decoder_channels", "code_dim", "num_codes", "num_res_blocks")
+_RANGES = {
+    "in_channels": (1, MAX_WIDTH), "encoder_channels": (1, MAX_WIDTH), "decoder_channels": (1, MAX_WIDTH),
+    "code_dim": (1, MAX_WIDTH), "num_codes": (1, 1 << 24), "num_res_blocks": (0, MAX_LAYERS),
+    "downsample_time": (1, 16), "downsample_joint": (1, 16), "upsample_time": (1, 16), "upsample_joint": (1, 16),
+    "norm_groups": (1, MAX_WIDTH), "dilation_base": (1, 1 << 20), "num_joints": (1, 1024),
+    "encoder_chunk": (1, 1 << 16), "decoder_chunk": (1, 1 << 16),
+}  # fmt: skip
+
+
+def _checked_int(name: str, value: Any) -> int:
+    low, high = _RANGES[name]
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"4DMoT config: {name} must be a whole number between {low} and {high}, got {value!r:.40}")
+    return int(value)
 
 
 @dataclass(frozen=True)
@@ -42,12 +61,18 @@ class TokenizerConfig:
     decoder_chunk: int = 2  # latent frames per decoder chunk; the first absorbs the remainder
 
     def __post_init__(self) -> None:
-        for name in ("encoder_channels", "decoder_channels", "downsample_time", "downsample_joint",
-                     "upsample_time", "upsample_joint"):
-            value = tuple(int(v) for v in getattr(self, name))
-            if len(value) != 2:
-                raise ValueError(f"4DMoT config: {name} needs 2 values, got {value}")
-            object.__setattr__(self, name, value)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, (tuple, list)):
+                if len(value) != 2:
+                    raise ValueError(f"4DMoT config: {f.name} needs 2 values, got {value!r:.60}")
+                value = tuple(_checked_int(f.name, v) for v in value)
+            elif f.name in ("encoder_channels", "decoder_channels", "downsample_time", "downsample_joint",
+                            "upsample_time", "upsample_joint"):
+                raise ValueError(f"4DMoT config: {f.name} needs 2 values, got {value!r:.60}")
+            else:
+                value = _checked_int(f.name, value)
+            object.__setattr__(self, f.name, value)
         for ch in self.encoder_channels + self.decoder_channels:
             if ch % self.norm_groups:
                 raise ValueError(f"4DMoT config: {ch} channels are not divisible by {self.norm_groups} norm groups")
@@ -96,18 +121,21 @@ class TokenizerConfig:
         codebook = tuple(shapes["vq.codebook"])
         enc_in = tuple(shapes["encoder.conv_in.weight"])
         dec_out = tuple(shapes["decoder.conv_out.weight"])
-        mid_enc = shapes.get("encoder.resnet2.block.2.weight")
-        mid_dec = shapes.get("decoder.resnet2.block.2.weight")
-        if mid_enc is None or mid_dec is None or len(codebook) != 2:
+        dec_in = tuple(shapes.get("decoder.conv_in.weight", ()))
+        mid_enc = tuple(shapes.get("encoder.resnet2.block.2.weight", ()))
+        mid_dec = tuple(shapes.get("decoder.resnet2.block.2.weight", ()))
+        if not (mid_enc and mid_dec and dec_in) or len(codebook) != 2 or min(len(enc_in), len(dec_out)) < 2:
             raise ValueError("not a 4DMoT motion tokenizer state dict: no encoder/decoder resnet2 or bad codebook")
         if dec_out[0] != enc_in[1]:
             raise ValueError(f"4DMoT decoder writes {dec_out[0]} channels but the encoder reads {enc_in[1]}")
-        pattern = re.compile(r"encoder\.resnet1\.(\d+)\.")
+        pattern = re.compile(r"encoder\.resnet1\.(\d{1,6})\.")
         blocks = {int(m.group(1)) for k in shapes if (m := pattern.match(k))}
+        if blocks and blocks != set(range(len(blocks))):
+            raise ValueError(f"4DMoT encoder res-block indices are not 0..{len(blocks) - 1}")
         inferred = dict(
             in_channels=enc_in[1],
             encoder_channels=(enc_in[0], mid_enc[0]),
-            decoder_channels=(tuple(shapes["decoder.conv_in.weight"])[0], mid_dec[0]),
+            decoder_channels=(dec_in[0], mid_dec[0]),
             code_dim=codebook[1],
             num_codes=codebook[0],
             num_res_blocks=len(blocks) or 3,

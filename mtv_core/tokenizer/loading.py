@@ -17,9 +17,11 @@ import numpy as np
 import torch
 
 from ..checkpoint import Checkpoint, CheckpointError, load_into, open_checkpoint
+from ..errors import InputError
 from ..files import atomic_output
+from ..limits import parse_json
 from ..meta_init import empty_weights, finish_loading
-from .config import SIGNATURE_KEYS, TokenizerConfig
+from .config import SHAPE_FIELDS, SIGNATURE_KEYS, TokenizerConfig
 from .model import MotionVQVAE
 
 logger = logging.getLogger(__name__)
@@ -43,12 +45,19 @@ def stats_from_metadata(metadata: Mapping[str, str], path: object = "") -> tuple
     stored = metadata.get(STATS_METADATA_KEY)
     if not stored:
         return None
-    data = json.loads(stored)
-    mean = np.asarray(data["mean"], dtype=np.float32)
-    std = np.asarray(data["std"], dtype=np.float32)
-    if mean.shape != (24, 3) or std.shape != (24, 3) or not (std > 0).all():
-        raise CheckpointError(f"{path}: stored normalisation statistics must be two (24, 3) arrays with std > 0")
-    return mean, std
+    message = f"{path}: stored normalisation statistics must be two (24, 3) arrays of finite numbers with std > 0"
+    try:
+        data = parse_json(stored, path, f"'{STATS_METADATA_KEY}' metadata")
+        mean = np.asarray(data["mean"], dtype=np.float64)
+        std = np.asarray(data["std"], dtype=np.float64)
+    except InputError as exc:
+        raise CheckpointError(str(exc)) from None
+    except (KeyError, ValueError, TypeError, OverflowError):
+        raise CheckpointError(message) from None
+    if mean.shape != (24, 3) or std.shape != (24, 3) or not (np.isfinite(mean).all() and np.isfinite(std).all()) \
+            or not (std > 0).all() or np.abs(mean).max() > 1e7 or std.max() > 1e7:
+        raise CheckpointError(message)
+    return mean.astype(np.float32), std.astype(np.float32)
 
 
 def config_from_checkpoint(ckpt: Checkpoint, metadata: Mapping[str, str], **overrides: Any) -> TokenizerConfig:
@@ -64,13 +73,25 @@ def config_from_checkpoint(ckpt: Checkpoint, metadata: Mapping[str, str], **over
         )
     stored = metadata.get(CONFIG_METADATA_KEY)
     try:
-        if stored:
-            data = json.loads(stored)
-            data.update(overrides)
-            return TokenizerConfig.from_dict(data)
-        return TokenizerConfig.from_shapes(shapes, **overrides)
+        inferred = TokenizerConfig.from_shapes(shapes, **overrides)
+        if not stored:
+            return inferred
+        data = parse_json(stored, ckpt.path, f"'{CONFIG_METADATA_KEY}' metadata")
+        data.update(overrides)
+        config = TokenizerConfig.from_dict(data)
+    except InputError as exc:
+        raise CheckpointError(str(exc)) from None
     except (ValueError, TypeError) as exc:
         raise CheckpointError(f"{ckpt.path}: {exc}") from exc
+    # the stored config is trusted only where the weights agree (before a model of its size is built)
+    blocks_known = any(k.startswith("encoder.resnet1.") for k in shapes)
+    for name in SHAPE_FIELDS:
+        if name == "num_res_blocks" and not blocks_known:
+            continue
+        if getattr(config, name) != getattr(inferred, name):
+            raise CheckpointError(f"{ckpt.path}: the stored config says {name}={getattr(config, name)} but the "
+                                  f"weights have {getattr(inferred, name)}")
+    return config
 
 
 def build_empty(config: TokenizerConfig, operations: Any = torch.nn) -> MotionVQVAE:

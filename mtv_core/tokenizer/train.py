@@ -31,6 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..constants import WINDOW_FRAMES
+from ..limits import read_json_file
 from .config import TokenizerConfig
 from .model import MotionVQVAE
 
@@ -412,7 +413,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     values = {f.name: getattr(args, f.name) for f in fields(TrainConfig) if hasattr(args, f.name)}
     values.update(betas=tuple(args.betas), milestones=tuple(args.milestones))
     if args.model_config:
-        values["model"] = TokenizerConfig.from_dict(json.loads(Path(args.model_config).read_text()))
+        values["model"] = TokenizerConfig.from_dict(read_json_file(args.model_config, "model config"))
     return TrainConfig(**values)
 
 

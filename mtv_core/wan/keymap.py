@@ -70,6 +70,13 @@ class MappedCheckpoint:
     def shapes(self) -> dict[str, tuple[int, ...]]:
         return {key: self.shape(key) for key in self.keys()}
 
+    def dtype(self, key: str) -> torch.dtype:
+        """The stored dtype behind ``key`` (a scaled fp8 weight reads as float32: it is dequantised on read)."""
+        if key in self._unexpected:
+            return self._ckpt.dtype(key)
+        src = self._sources[key]
+        return torch.float32 if src.scale_key is not None else self._ckpt.dtype(src.key)
+
     def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """One target tensor in ``dtype`` (floating tensors only) on ``device``."""
         src = self._sources[key]
