@@ -273,7 +273,7 @@ class MVDiT17B(nn.Module):
         self._rope_cache: tuple[tuple, RopeTables] | None = None
 
     def set_attention_backend(self, name: str | None) -> None:
-        """Attention backend of every layer: "auto", "sdpa", "xformers", or None for the pack-wide default."""
+        """Attention backend of every layer: "auto", "sdpa", "xformers", "sage", or None for the pack-wide default."""
         if name is not None:
             check_backend(name)
         for module in self.modules():

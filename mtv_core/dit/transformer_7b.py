@@ -213,7 +213,7 @@ class MVDiT7B(nn.Module):
             nn.init.normal_(self.unconditional_motion_token)
 
     def set_attention_backend(self, name: str | None) -> None:
-        """Attention backend of every layer: "auto", "sdpa", "xformers", or None for the pack-wide default."""
+        """Attention backend of every layer: "auto", "sdpa", "xformers", "sage", or None for the pack-wide default."""
         if name is not None:
             check_backend(name)
         for module in self.modules():
