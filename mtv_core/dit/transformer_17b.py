@@ -31,6 +31,7 @@ from torch import nn
 from ..attention import attention, check_backend
 from .config_17b import MVDiT17BConfig
 from .fp8_ops import is_fp8
+from .fused_linear import fuse_linears, fused_projection
 from .rope import apply_rope
 from .rope_17b import vision_rope_17b
 
@@ -115,9 +116,10 @@ class SelfAttention(_AttentionBase):
     """Wan self-attention: RMS qk-norm over the full width, 3D RoPE on queries and keys."""
 
     def forward(self, x: torch.Tensor, rope: RopeTables) -> torch.Tensor:
-        q = apply_rope(_split_heads(self.norm_q(self.q(x)), self.num_heads), *rope)
-        k = apply_rope(_split_heads(self.norm_k(self.k(x)), self.num_heads), *rope)
-        v = _split_heads(self.v(x), self.num_heads)
+        q, k, v = fused_projection((self.q, self.k, self.v), x)  # one GEMM when fused (``MVDiT17B.fuse_qkv``)
+        q = apply_rope(_split_heads(self.norm_q(q), self.num_heads), *rope)
+        k = apply_rope(_split_heads(self.norm_k(k), self.num_heads), *rope)
+        v = _split_heads(v, self.num_heads)
         return self.o(_merge_heads(attention(q, k, v, backend=self.backend)))
 
 
@@ -279,6 +281,12 @@ class MVDiT17B(nn.Module):
         for module in self.modules():
             if isinstance(module, _AttentionBase):
                 module.backend = name
+
+    def fuse_qkv(self) -> int:
+        """Put each self-attention's q/k/v weights back to back so that they run as one GEMM (same outputs, same
+        state-dict keys, no extra memory; see ``fused_linear``). Call after loading and placing the weights;
+        returns the number of layers fused (0 where the layers bring their own forward, e.g. fp8 storage)."""
+        return sum(fuse_linears((b.self_attn.q, b.self_attn.k, b.self_attn.v)) for b in self.blocks)
 
     @property
     def device(self) -> torch.device:

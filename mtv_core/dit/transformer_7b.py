@@ -31,6 +31,7 @@ from torch import nn
 
 from ..attention import attention, check_backend
 from .config import MVDiT7BConfig
+from .fused_linear import fuse_linears, fused_projection
 from .rope import apply_rope
 
 logger = logging.getLogger(__name__)
@@ -131,10 +132,13 @@ class Attention(nn.Module):
         q_rope: RopeTables | None = None,
         k_rope: RopeTables | None = None,
     ) -> torch.Tensor:
-        context = hidden if context is None else context
-        q = self.norm_q(self._heads(self.to_q(hidden)))
-        k = self.norm_k(self._heads(self.to_k(context)))
-        v = self._heads(self.to_v(context))
+        if context is None:  # self-attention: one GEMM when the projections are fused (see ``fuse_qkv``)
+            q, k, v = fused_projection((self.to_q, self.to_k, self.to_v), hidden)
+        else:
+            q, k, v = self.to_q(hidden), self.to_k(context), self.to_v(context)
+        q = self.norm_q(self._heads(q))
+        k = self.norm_k(self._heads(k))
+        v = self._heads(v)
         if q_rope is not None:
             q = apply_rope(q, *q_rope)
         if k_rope is not None:
@@ -219,6 +223,12 @@ class MVDiT7B(nn.Module):
         for module in self.modules():
             if isinstance(module, Attention):
                 module.backend = name
+
+    def fuse_qkv(self) -> int:
+        """Put each self-attention's to_q/to_k/to_v weights back to back so that they run as one GEMM (same
+        outputs, same state-dict keys, no extra memory; see ``fused_linear``). Call after loading and placing
+        the weights; returns the number of layers fused (0 for layers that bring their own forward)."""
+        return sum(fuse_linears((b.attn1.to_q, b.attn1.to_k, b.attn1.to_v)) for b in self.transformer_blocks)
 
     @property
     def dtype(self) -> torch.dtype:
