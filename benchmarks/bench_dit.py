@@ -114,6 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--upstream", type=Path, help="upstream MTVCrafter checkout to compare with")
     parser.add_argument("--compare-fused", action="store_true", help="also time the model with q/k/v unfused")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the model with its blocks compiled (inductor, dynamic shapes; reports the "
+                             "first call, i.e. the compilation, separately)")
     benchlib.add_common_args(parser)
     args = parser.parse_args(argv)
     if args.tiny:
@@ -126,6 +129,12 @@ def main(argv: list[str] | None = None) -> int:
     upstream = load_upstream(args.upstream, model) if args.upstream else None
     unfused = copy.deepcopy(model) if args.compare_fused else None  # before fusing: its own, separate weights
     model.fuse_qkv()
+    compiled = None
+    if args.compile:
+        from mtv_core.dit.compile import compile_blocks
+
+        compiled = copy.deepcopy(model)  # shares nothing with ``model``; fused like it
+        compile_blocks(compiled)
 
     title = (f"MV-DiT-7B step (CFG batch 2), {config.num_layers} layers x {config.num_attention_heads} heads, "
              f"{args.frames} frames, {dtype} on {device}, median of {args.repeats}")
@@ -134,6 +143,8 @@ def main(argv: list[str] | None = None) -> int:
         columns += ["upstream s/step", "speed-up", "max |diff|", "rel. err"]
     if unfused is not None:
         columns += ["unfused s/step", "fusion speed-up", "fused vs unfused max |diff|"]
+    if compiled is not None:
+        columns += ["compiled s/step", "compile speed-up", "first call s", "compiled max |diff|"]
     table = benchlib.Table(title, columns)
     with torch.inference_mode():
         for size in args.sizes:
@@ -147,12 +158,21 @@ def main(argv: list[str] | None = None) -> int:
             if unfused is not None:
                 fused_diff = compare(model(*inputs), unfused(*inputs))[0]
                 fns.append(lambda: unfused(*inputs))
+            if compiled is not None:
+                start = benchlib.synced(device)
+                compiled_out = compiled(*inputs)
+                first_call = benchlib.synced(device) - start
+                compiled_diff = compare(compiled_out, model(*inputs))[0]
+                fns.append(lambda: compiled(*inputs))
             seconds = interleaved(fns, args.repeats, device)
             row = [size, tokens, seconds[0], tokens * 2 / seconds[0], flops / seconds[0] / 1e12]
             if upstream is not None:
                 row += [seconds[1], f"{seconds[1] / seconds[0]:.2f}x", f"{diff[0]:.2e}", f"{diff[1]:.2e}"]
             if unfused is not None:
-                row += [seconds[-1], f"{seconds[-1] / seconds[0]:.2f}x", f"{fused_diff:.2e}"]
+                slot = 1 + (upstream is not None)
+                row += [seconds[slot], f"{seconds[slot] / seconds[0]:.2f}x", f"{fused_diff:.2e}"]
+            if compiled is not None:
+                row += [seconds[-1], f"{seconds[0] / seconds[-1]:.2f}x", first_call, f"{compiled_diff:.2e}"]
             table.add(*row)
     print(benchlib.machine_line())
     table.print()

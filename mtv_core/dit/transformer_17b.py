@@ -32,6 +32,7 @@ from ..attention import attention, check_backend
 from .config_17b import MVDiT17BConfig
 from .fp8_ops import is_fp8
 from .fused_linear import fuse_linears, fused_projection
+from .step_cache import FirstBlockCache, run_blocks
 from .rope import apply_rope
 from .rope_17b import vision_rope_17b
 
@@ -273,6 +274,7 @@ class MVDiT17B(nn.Module):
         self.head = Head(config, operations)
         self.img_emb = MLPProj(config.clip_dim, dim, operations)
         self._rope_cache: tuple[tuple, RopeTables] | None = None
+        self.step_cache: FirstBlockCache | None = None  # optional, lossy step caching (``step_cache.step_caching``)
 
     def set_attention_backend(self, name: str | None) -> None:
         """Attention backend of every layer: "auto", "sdpa", "xformers", "sage", or None for the pack-wide default."""
@@ -364,8 +366,9 @@ class MVDiT17B(nn.Module):
                 f"({motion.shape[1]}, {cfg.head_dim}) for {motion.shape[1]} motion tokens"
             )
 
-        for block in self.blocks:
-            x = block(x, e0, vision_rope, text, image, motion, motion_rope)
+        if self.step_cache is not None:
+            self.step_cache.begin(timestep)
+        x = run_blocks(self, self.blocks, x, lambda block, h: block(h, e0, vision_rope, text, image, motion, motion_rope))
         x = self.head(x, e)
         return self._unpatchify(x, grid)
 

@@ -32,6 +32,7 @@ from torch import nn
 from ..attention import attention, check_backend
 from .config import MVDiT7BConfig
 from .fused_linear import fuse_linears, fused_projection
+from .step_cache import FirstBlockCache, run_blocks
 from .rope import apply_rope
 
 logger = logging.getLogger(__name__)
@@ -213,6 +214,7 @@ class MVDiT7B(nn.Module):
         # Where and in what it computes when that is not where/what the weights are (see ``device``, ``dtype``).
         self._execution_device: torch.device | None = None
         self.compute_dtype: torch.dtype | None = None
+        self.step_cache: FirstBlockCache | None = None  # optional, lossy step caching (``step_cache.step_caching``)
         if self.unconditional_motion_token.device.type != "meta":
             nn.init.normal_(self.unconditional_motion_token)
 
@@ -285,8 +287,10 @@ class MVDiT7B(nn.Module):
 
         hidden = self.patch_embed(latents_in.to(self.device, dtype))
         motion_tokens = motion_tokens.to(self.device, dtype)
-        for block in self.transformer_blocks:
-            hidden = block(hidden, motion_tokens, temb, vision_rope, motion_rope)
+        if self.step_cache is not None:
+            self.step_cache.begin(timestep)
+        hidden = run_blocks(self, self.transformer_blocks, hidden,
+                            lambda block, h: block(h, motion_tokens, temb, vision_rope, motion_rope))
 
         hidden = self.norm_out(self.norm_final(hidden), temb)
         hidden = self.proj_out(hidden)  # (B, tokens, C*p*p)
