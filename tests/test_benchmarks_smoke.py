@@ -32,7 +32,9 @@ def _run(name: str, *argv: str) -> str:
     [
         ("bench_tokenizer", ["--tiny"], "4DMoT tiny"),
         ("bench_dit", ["--tiny"], "MV-DiT-7B step"),
+        ("bench_dit", ["--tiny", "--compare-fused"], "fusion speed-up"),
         ("bench_sampling", ["--tiny"], "MV-DiT-7B sampling loop"),
+        ("bench_sampling", ["--tiny", "--cache-threshold", "0", "1e9"], "first-block step caching"),
         ("bench_vae", ["--tiny"], "CogVideoX VAE"),
         ("bench_pipeline7b", ["--tiny"], "tiny MV-DiT-7B"),
         ("bench_load", ["--tiny", "--cases", "fp32 single"], "MV-DiT-7B loading"),
