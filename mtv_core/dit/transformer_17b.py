@@ -292,7 +292,14 @@ class MVDiT17B(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        return self.patch_embedding.weight.device
+        """The device it computes on: the one set by whoever places the weights (the CLI's group offloading), else
+        the weights' device."""
+        execution = self.__dict__.get("_execution_device")
+        return execution if execution is not None else self.patch_embedding.weight.device
+
+    @device.setter
+    def device(self, value: torch.device | str | None) -> None:
+        self.__dict__["_execution_device"] = None if value is None else torch.device(value)
 
     @property
     def dtype(self) -> torch.dtype:
