@@ -10,14 +10,18 @@ per step, tokens per second and the model FLOP rate (FLOPs counted analytically,
 DINGYANB/MTVCrafter checkout; needs diffusers) with the same weights and inputs, first checking that both outputs
 agree (max |difference| and relative error; the parity tests' tolerance is 1e-4), then times both interleaved.
 
+The model runs with fused self-attention q/k/v (``MVDiT7B.fuse_qkv``, as the loaders leave it);
+``--compare-fused`` also times an unfused copy of it (the step before fusion) and reports the output difference.
+
     python benchmarks/bench_dit.py [--sizes 128 192 256] [--layers 2 --heads 8 | --release] [--device cuda]
-                                   [--dtype bf16] [--upstream /path/to/MTVCrafter] [--record]
+                                   [--dtype bf16] [--upstream /path/to/MTVCrafter] [--compare-fused] [--record]
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import io
 import statistics
 import sys
@@ -109,6 +113,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto", help="auto: bf16 on CUDA, fp32 on CPU")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--upstream", type=Path, help="upstream MTVCrafter checkout to compare with")
+    parser.add_argument("--compare-fused", action="store_true", help="also time the model with q/k/v unfused")
+    parser.add_argument("--compile", action="store_true",
+                        help="also time the model with its blocks compiled (inductor, dynamic shapes; reports the "
+                             "first call, i.e. the compilation, separately)")
     benchlib.add_common_args(parser)
     args = parser.parse_args(argv)
     if args.tiny:
@@ -119,12 +127,24 @@ def main(argv: list[str] | None = None) -> int:
     config = model_config(args)
     model = benchlib.build_random(lambda: MVDiT7B(config), dtype, device)
     upstream = load_upstream(args.upstream, model) if args.upstream else None
+    unfused = copy.deepcopy(model) if args.compare_fused else None  # before fusing: its own, separate weights
+    model.fuse_qkv()
+    compiled = None
+    if args.compile:
+        from mtv_core.dit.compile import compile_blocks
+
+        compiled = copy.deepcopy(model)  # shares nothing with ``model``; fused like it
+        compile_blocks(compiled)
 
     title = (f"MV-DiT-7B step (CFG batch 2), {config.num_layers} layers x {config.num_attention_heads} heads, "
              f"{args.frames} frames, {dtype} on {device}, median of {args.repeats}")
     columns = ["size", "tokens", "s/step", "tokens/s", "TFLOP/s"]
     if upstream is not None:
         columns += ["upstream s/step", "speed-up", "max |diff|", "rel. err"]
+    if unfused is not None:
+        columns += ["unfused s/step", "fusion speed-up", "fused vs unfused max |diff|"]
+    if compiled is not None:
+        columns += ["compiled s/step", "compile speed-up", "first call s", "compiled max |diff|"]
     table = benchlib.Table(title, columns)
     with torch.inference_mode():
         for size in args.sizes:
@@ -135,10 +155,24 @@ def main(argv: list[str] | None = None) -> int:
             if upstream is not None:
                 diff = compare(model(*inputs), upstream_forward(upstream, *inputs))
                 fns.append(lambda: upstream_forward(upstream, *inputs))
+            if unfused is not None:
+                fused_diff = compare(model(*inputs), unfused(*inputs))[0]
+                fns.append(lambda: unfused(*inputs))
+            if compiled is not None:
+                start = benchlib.synced(device)
+                compiled_out = compiled(*inputs)
+                first_call = benchlib.synced(device) - start
+                compiled_diff = compare(compiled_out, model(*inputs))[0]
+                fns.append(lambda: compiled(*inputs))
             seconds = interleaved(fns, args.repeats, device)
             row = [size, tokens, seconds[0], tokens * 2 / seconds[0], flops / seconds[0] / 1e12]
             if upstream is not None:
                 row += [seconds[1], f"{seconds[1] / seconds[0]:.2f}x", f"{diff[0]:.2e}", f"{diff[1]:.2e}"]
+            if unfused is not None:
+                slot = 1 + (upstream is not None)
+                row += [seconds[slot], f"{seconds[slot] / seconds[0]:.2f}x", f"{fused_diff:.2e}"]
+            if compiled is not None:
+                row += [seconds[-1], f"{seconds[0] / seconds[-1]:.2f}x", first_call, f"{compiled_diff:.2e}"]
             table.add(*row)
     print(benchlib.machine_line())
     table.print()

@@ -8,8 +8,13 @@ tokens; the tiny CogVideoX VAE's reference encode is computed once and replayed 
 the loops'), checks that the final latents agree, and times both interleaved. Upstream's pipeline module imports torchvision for one ``Normalize`` it never uses here;
 when torchvision is missing a stand-in is registered.
 
+``--cache-threshold T ...`` also runs the loop with first-block step caching at each threshold (``step_cache``;
+lossy, off by default) and reports its speed-up, the share of forwards whose later blocks were skipped and the
+difference of the final latents from the uncached loop. Random weights change their first-block residual much
+more from step to step than trained ones, so a threshold skips fewer steps here than on the released weights.
+
     python benchmarks/bench_sampling.py [--size 128] [--steps 4] [--release] [--device cuda]
-                                        [--upstream /path/to/MTVCrafter] [--record]
+                                        [--upstream /path/to/MTVCrafter] [--cache-threshold 0.1 0.3] [--record]
 """
 
 from __future__ import annotations
@@ -31,6 +36,7 @@ from bench_dit import compare, interleaved, load_upstream, model_config  # noqa:
 
 from mtv_core.dit.loading import resolve_dtype  # noqa: E402
 from mtv_core.dit.sampler_7b import denoise_7b, make_scheduler_7b  # noqa: E402
+from mtv_core.dit.step_cache import step_caching  # noqa: E402
 from mtv_core.dit.transformer_7b import MVDiT7B  # noqa: E402
 from mtv_core.dit.vae import tiny_vae_config  # noqa: E402
 from mtv_core.motion.stats import load_stats  # noqa: E402
@@ -72,6 +78,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dtype", default="auto")
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--upstream", type=Path)
+    parser.add_argument("--cache-threshold", type=float, nargs="*", default=[],
+                        help="also time first-block step caching at these thresholds")
     benchlib.add_common_args(parser)
     args = parser.parse_args(argv)
     if args.tiny:
@@ -141,12 +149,37 @@ def main(argv: list[str] | None = None) -> int:
     if args.upstream:
         row += [seconds[1], f"{seconds[1] / seconds[0]:.2f}x", f"{diff[0]:.2e}", f"{diff[1]:.2e}"]
     table.add(*row)
+    tables = [table]
+    if args.cache_threshold:
+        tables.append(cache_table(args, model, ours, seconds[0], device))
     print(benchlib.machine_line())
-    table.print()
+    for t in tables:
+        t.print()
     if args.record:
-        benchlib.record([table], Path(__file__).name, argv if argv is not None else sys.argv[1:],
+        benchlib.record(tables, Path(__file__).name, argv if argv is not None else sys.argv[1:],
                         notes="CPU timings on a shared machine are noisy; compare columns of one run")
     return 0
+
+
+def cache_table(args, model, ours, uncached_s: float, device) -> benchlib.Table:
+    """Speed-up and output difference of first-block step caching at each ``--cache-threshold`` (the same cache
+    ``denoise_7b(cache_threshold=...)`` installs, set up here to read its counts)."""
+    table = benchlib.Table(f"first-block step caching, {args.steps} steps (vs the uncached loop above)",
+                           ["threshold", "s/loop", "speed-up", "forwards skipped", "max |diff|", "rel. err"])
+    reference = ours()
+    for threshold in args.cache_threshold:
+        caches = []
+
+        def cached(threshold=threshold):
+            with step_caching(model, threshold) as cache:
+                caches.append(cache)
+                return ours()
+
+        diff = compare(cached(), reference)
+        seconds = interleaved([cached], args.repeats, device)[0]
+        skipped = f"{caches[0].hits}/{caches[0].calls}" if caches[0] is not None else "0"
+        table.add(threshold, seconds, f"{uncached_s / seconds:.2f}x", skipped, f"{diff[0]:.2e}", f"{diff[1]:.2e}")
+    return table
 
 
 if __name__ == "__main__":

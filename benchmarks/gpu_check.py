@@ -13,22 +13,29 @@ and skipped when the time budget (``--budget-s``) would not allow it:
 - ``build_7b``: MV-DiT-7B build time, weight bytes.
 - ``step_7b``: seconds per CFG step for each attention backend: ``sdpa`` (PyTorch's own choice), SDPA restricted
   to its ``flash``, ``efficient`` and ``cudnn`` kernels (``torch.nn.attention.sdpa_kernel``), ``xformers`` when
-  importable; model FLOP utilisation (FLOPs counted analytically: ``benchlib.dit7b_flops``) against 790 TFLOP/s
+  importable, ``sage`` (SageAttention, lossy) when importable; model FLOP utilisation (FLOPs counted analytically: ``benchlib.dit7b_flops``) against 790 TFLOP/s
   (an H200's measured bf16 matmul peak) and against this run's matmul; peak GPU memory; each backend's max
   difference from ``sdpa``.
 - ``drift_7b``: bf16 against float32 (TF32 off) on a 4-block slice, same weights and inputs.
-- ``budget_7b``: the step with the allocator limited to ``--budget-gib`` (24): resident, then with diffusers
-  group offloading (block level, one block per group, ``use_stream=True`` prefetch); slowdown against the
-  unconstrained ``sdpa`` step.
+- ``options_7b``: the speed options: the step with self-attention q/k/v unfused and fused (``fuse_qkv``; speed-up,
+  difference), a 10-step sampling loop with first-block step caching at thresholds 0.05 / 0.1 / 0.2 (speed-up,
+  forwards skipped, difference of the final latents from the uncached loop; random weights skip less than trained
+  ones), and with ``--compile`` per-block ``torch.compile`` (first call = compilation, then the step).
+- ``fp8_matmul``: one feed-forward-sized Linear (26,624 tokens x 3072 -> 12,288) with e4m3 weights: the bf16
+  upcast path against fp8 compute through ``torch.nn.functional.scaled_mm`` (speed-up, error of each against
+  fp32).
+- ``budget_7b``: the step with the allocator limited to ``--budget-gib`` (24): resident, then with the CLI's
+  offload path (``mtv_core.offload``: diffusers group offloading, block level, one block per group, stream
+  prefetch); slowdown against the unconstrained ``sdpa`` step.
 - ``build_17b``, ``step_17b``, ``budget_17b``: the same for MV-DiT-17B when ``mtv_core.dit.transformer_17b``
   exists (``MVDiT17B(config, operations=torch.nn)``, ``MVDiT17BConfig``); under the budget with fp8 weight
-  storage (diffusers ``apply_layerwise_casting``, float8_e4m3fn stored, bf16 compute) plus group offloading.
+  storage (``mtv_core.offload.apply_weight_dtype``: float8_e4m3fn stored, bf16 compute) plus group offloading.
 
 Writes every figure as JSON to ``--out`` (default ``$OUT/gpu_check.json``, else ``./gpu_check.json``) and prints
 summary tables last. ``--tiny`` (alias ``--dry-run``) runs every section on tiny models on the CPU in seconds
 (the smoke test), so the script does not fail on the GPU for a silly reason.
 
-    python3 benchmarks/gpu_check.py [--out PATH] [--steps 3] [--budget-s 330] [--tiny]
+    python3 benchmarks/gpu_check.py [--out PATH] [--steps 3] [--budget-s 330] [--compile] [--tiny]
 
 Needs torch, numpy, safetensors, einops and diffusers (see benchmarks/README.md for carrying its wheel).
 """
@@ -157,21 +164,15 @@ def memory_budget(check: Check, gib: float):
 
 
 def offload(check: Check, model, storage_dtype: torch.dtype | None = None) -> None:
-    """The offload path for small GPUs: optional fp8 weight storage (diffusers ``apply_layerwise_casting``), then
-    block-level group offloading to the CPU with stream prefetch (``apply_group_offloading``)."""
-    from diffusers.hooks import apply_group_offloading, apply_layerwise_casting
-    from diffusers.hooks.layerwise_casting import DEFAULT_SKIP_MODULES_PATTERN
+    """The CLI's offload path for small GPUs (``mtv_core.offload``): optional fp8 weight storage (diffusers'
+    layerwise casting), then block-level group offloading to the CPU with stream prefetch."""
+    from mtv_core.offload import apply_offload, apply_weight_dtype
 
     if storage_dtype is not None:
-        # embeddings and the output head stay in bf16 (small; and models that take their compute dtype from a
-        # weight, as MVDiT7B.dtype does from proj_out, must not see the storage dtype), as diffusers' Wan does
-        skip = tuple(DEFAULT_SKIP_MODULES_PATTERN) + ("embedding", "^head", "proj_out")
-        apply_layerwise_casting(model, storage_dtype=storage_dtype, compute_dtype=check.dtype,
-                                skip_modules_pattern=skip)
+        apply_weight_dtype(model, storage_dtype, check.dtype)
     model.to("cpu")
     free_memory()
-    apply_group_offloading(model, onload_device=check.device, offload_device=torch.device("cpu"),
-                           offload_type="block_level", num_blocks_per_group=1, use_stream=check.cuda)
+    apply_offload(model, "group", check.device)
 
 
 SDPA_KERNELS = ("flash", "efficient", "cudnn")
@@ -181,7 +182,7 @@ def attention_variants(check: Check) -> list[tuple[str, str, object]]:
     """(name, backend for the model, SDPA kernel restriction or None)."""
     from torch.nn.attention import SDPBackend
 
-    from mtv_core.attention import xformers_available
+    from mtv_core.attention import sage_available, xformers_available
 
     kernels = {"flash": "FLASH_ATTENTION", "efficient": "EFFICIENT_ATTENTION", "cudnn": "CUDNN_ATTENTION"}
     variants = [("sdpa", "sdpa", None)]
@@ -190,6 +191,8 @@ def attention_variants(check: Check) -> list[tuple[str, str, object]]:
             variants.append((f"sdpa-{name}", "sdpa", getattr(SDPBackend, kernels[name])))
     if check.cuda and xformers_available():
         variants.append(("xformers", "xformers", None))
+    if check.cuda and sage_available():
+        variants.append(("sage", "sage", None))  # lossy: its max |diff| vs sdpa is reported
     return variants
 
 
@@ -231,12 +234,13 @@ def run_variants(check: Check, model, inputs, forward, flops: float, variants) -
 def environment(check: Check) -> dict:
     from torch.nn.attention import SDPBackend
 
-    from mtv_core.attention import xformers_available
+    from mtv_core.attention import sage_available, xformers_available
 
     figures = {"python": platform.python_version(), "torch": torch.__version__, "cuda": torch.version.cuda,
                "device": torch.cuda.get_device_name() if check.cuda else "cpu (tiny dry run)" if check.tiny else "cpu",
                "cpu": benchlib.cpu_model(), "cpu_count": os.cpu_count(), "tiny": check.tiny,
-               "sdpa_backends": list(getattr(SDPBackend, "__members__", {})), "xformers": xformers_available()}
+               "sdpa_backends": list(getattr(SDPBackend, "__members__", {})), "xformers": xformers_available(),
+               "sage": sage_available()}
     if check.cuda:
         props = torch.cuda.get_device_properties(check.device)
         figures.update(total_gib=round(props.total_memory / 2**30, 1), capability=f"{props.major}.{props.minor}",
@@ -381,6 +385,100 @@ def section_drift_7b(check: Check) -> dict:
     return {"blocks": layers, **compare(got, expected), "output_rms": expected.pow(2).mean().sqrt().item()}
 
 
+def section_options_7b(check: Check) -> dict:
+    """The speed options on the 7B step: fused q/k/v on/off, first-block step caching over a short loop, per-block
+    torch.compile (``--compile``; inductor warm-up is long)."""
+    from mtv_core.dit.sampler_7b import denoise_7b
+    from mtv_core.dit.step_cache import step_caching
+
+    model, inputs = _need(check, "model_7b"), check.inputs_7b
+    model.set_attention_backend("sdpa")
+    figures: dict = {}
+    with torch.no_grad():
+        unfused_s, _ = timed_steps(check, lambda: forward_7b(model, inputs))
+        unfused = forward_7b(model, inputs).float()
+        fused_layers = model.fuse_qkv()
+        fused_s, _ = timed_steps(check, lambda: forward_7b(model, inputs))
+        fused = forward_7b(model, inputs).float()
+    figures["fused_qkv"] = {"layers": fused_layers, "unfused_s_per_step": round(unfused_s, 4),
+                            "fused_s_per_step": round(fused_s, 4), "speed_up": round(unfused_s / fused_s, 3),
+                            **{f"vs_unfused_{k}": v for k, v in compare(fused, unfused).items()}}
+    print(f"   fused q/k/v: {figures['fused_qkv']}", flush=True)
+
+    latents_in, _, motion, _, _ = inputs
+    frames, h, w = latents_in.shape[1], latents_in.shape[3], latents_in.shape[4]
+    g = torch.Generator(device=check.device).manual_seed(11)
+    noise = torch.randn(1, frames, 16, h, w, generator=g, device=check.device, dtype=check.dtype)
+    ref = torch.randn(1, frames, 16, h, w, generator=g, device=check.device, dtype=check.dtype)
+    cond = motion[1:2]
+    guidance = 3.0 if model.unconditional_motion_token.shape[0] == cond.shape[1] else 1.0
+    steps = 4 if check.tiny else 10
+
+    def loop():
+        return denoise_7b(model, noise, ref, cond, num_steps=steps, guidance=guidance,
+                          generator=torch.Generator(device=check.device).manual_seed(0)).float()
+
+    start = benchlib.synced(check.device)
+    plain = loop()
+    plain_s = benchlib.synced(check.device) - start
+    rows = {"steps": steps, "guidance": guidance, "uncached_s": round(plain_s, 3)}
+    for threshold in (0.05, 0.1, 0.2):
+        if not check.tiny and check.left() < plain_s + 20:
+            rows[str(threshold)] = {"status": "skipped: time budget"}
+            continue
+        with step_caching(model, threshold) as cache:
+            start = benchlib.synced(check.device)
+            out = loop()
+            seconds = benchlib.synced(check.device) - start
+        rows[str(threshold)] = {"s": round(seconds, 3), "speed_up": round(plain_s / seconds, 3),
+                                "skipped": f"{cache.hits}/{cache.calls}", **compare(out, plain)}
+        print(f"   step cache {threshold}: {rows[str(threshold)]}", flush=True)
+    figures["step_cache"] = rows
+
+    if check.args.compile:
+        from mtv_core.dit.compile import compile_blocks
+
+        compiled = copy.deepcopy(model)
+        compile_blocks(compiled, backend="eager" if check.tiny else "inductor")
+        with torch.no_grad():
+            start = benchlib.synced(check.device)
+            out = forward_7b(compiled, inputs).float()
+            first = benchlib.synced(check.device) - start
+            seconds, _ = timed_steps(check, lambda: forward_7b(compiled, inputs))
+        figures["compile"] = {"first_call_s": round(first, 2), "s_per_step": round(seconds, 4),
+                              "speed_up": round(fused_s / seconds, 3), **compare(out, fused)}
+        del compiled
+        print(f"   compile: {figures['compile']}", flush=True)
+    return figures
+
+
+def section_fp8_matmul(check: Check) -> dict:
+    """fp8 compute (torch.nn.functional.scaled_mm, per-tensor e4m3) against the bf16 upcast path on one
+    feed-forward-sized Linear: speed and error."""
+    from mtv_core.dit.fp8_ops import FP8Linear, fp8_compute_available, quantize_fp8
+
+    if not fp8_compute_available():
+        raise Skip("this torch has no torch.nn.functional.scaled_mm: fp8 stays storage-only")
+    tokens, dim, out_dim = (256, 64, 128) if check.tiny else (2 * 13312, 3072, 4 * 3072)
+    g = torch.Generator(device=check.device).manual_seed(5)
+    x = torch.randn(tokens, dim, generator=g, device=check.device).to(torch.bfloat16)
+    dense = torch.randn(out_dim, dim, generator=g, device=check.device) / dim**0.5
+    layer = FP8Linear(dim, out_dim, bias=False, device=check.device, dtype=torch.float8_e4m3fn)
+    layer.weight.data, layer.scale_weight = quantize_fp8(dense)
+    with torch.no_grad():
+        exact = x.float() @ dense.t()
+        upcast_s, _ = timed_steps(check, lambda: layer(x))
+        upcast = layer(x).float()
+        layer.fp8_compute = True
+        fp8_s, _ = timed_steps(check, lambda: layer(x))
+        fp8 = layer(x).float()
+    return {"shape": [tokens, dim, out_dim], "upcast_s": round(upcast_s, 5), "fp8_s": round(fp8_s, 5),
+            "speed_up": round(upcast_s / fp8_s, 2), "fp8_still_on": layer.fp8_compute,
+            **{f"fp8_vs_upcast_{k}": v for k, v in compare(fp8, upcast).items()},
+            **{f"upcast_vs_fp32_{k}": v for k, v in compare(upcast, exact).items()},
+            **{f"fp8_vs_fp32_{k}": v for k, v in compare(fp8, exact).items()}}
+
+
 def section_budget(check: Check, kind: str) -> dict:
     """The step under the memory budget: resident, then with the offload path (17B: fp8 storage too)."""
     model, inputs, forward = _need(check, f"model_{kind}"), getattr(check, f"inputs_{kind}"), FORWARD[kind]
@@ -502,7 +600,7 @@ def section_step_17b(check: Check) -> dict:
     flops = benchlib.dit17b_flops(config, tokens, latent_frames * 24, batch=2)
     if not hasattr(model, "set_attention_backend"):
         model.set_attention_backend = lambda name: None  # a model without the pack's switch: SDPA kernels only
-    variants = [v for v in attention_variants(check) if v[0] in ("sdpa", "sdpa-flash", "xformers")]
+    variants = [v for v in attention_variants(check) if v[0] in ("sdpa", "sdpa-flash", "xformers", "sage")]
     figures = {"tokens": tokens, "tflop_per_step": round(flops / 1e12, 2)}
     figures["backends"] = run_variants(check, model, check.inputs_17b, forward_17b, flops, variants)
     if figures["backends"].get("sdpa", {}).get("status") == "ok":
@@ -548,6 +646,24 @@ def summary(check: Check) -> str:
     if drift.get("status") == "ok":
         lines.append(f"bf16 vs fp32, {drift['blocks']} blocks: max |diff| {drift['max_abs_diff']:.3e}, "
                      f"rel. err {drift['rel_err']:.3e}")
+    options = check.results.get("options_7b", {})
+    if options.get("status") == "ok":
+        fused = options["fused_qkv"]
+        lines.append(f"7B fused q/k/v: {fused['unfused_s_per_step']} -> {fused['fused_s_per_step']} s/step "
+                     f"({fused['speed_up']}x), max |diff| {fused['vs_unfused_max_abs_diff']:.2e}")
+        cache = options["step_cache"]
+        for key, row in cache.items():
+            if isinstance(row, dict) and "speed_up" in row:
+                lines.append(f"7B step cache {key} over {cache['steps']} steps: {row['speed_up']}x, skipped "
+                             f"{row['skipped']}, rel. err {row['rel_err']:.2e}")
+        if "compile" in options:
+            row = options["compile"]
+            lines.append(f"7B per-block compile: first call {row['first_call_s']} s, {row['speed_up']}x per step, "
+                         f"max |diff| {row['max_abs_diff']:.2e}")
+    fp8 = check.results.get("fp8_matmul", {})
+    if fp8.get("status") == "ok":
+        lines.append(f"fp8 matmul {fp8['shape']}: {fp8['speed_up']}x vs bf16 upcast, rel. err vs fp32 "
+                     f"{fp8['fp8_vs_fp32_rel_err']:.2e} (upcast {fp8['upcast_vs_fp32_rel_err']:.2e})")
     loads = check.results.get("load_7b", {})
     for name in ("fp32 safetensors", "fp32 .pt"):
         if name in loads:
@@ -571,6 +687,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--budget-gib", type=float, default=24, help="memory budget of the offload sections")
     parser.add_argument("--tiny", "--dry-run", action="store_true", help="tiny models on the CPU, seconds")
     parser.add_argument("--skip", nargs="*", default=[], help="sections to leave out")
+    parser.add_argument("--compile", action="store_true", help="also time per-block torch.compile (options_7b)")
     args = parser.parse_args(argv)
     if args.tiny:
         args.steps = 1
@@ -586,6 +703,8 @@ def main(argv: list[str] | None = None) -> int:
         ("build_7b", section_build_7b, 30),
         ("step_7b", section_step_7b, 30),
         ("drift_7b", section_drift_7b, 20),
+        ("options_7b", section_options_7b, 60),
+        ("fp8_matmul", section_fp8_matmul, 10),
         ("budget_7b", lambda c: section_budget(c, "7b"), 60),
         ("build_17b", section_build_17b, 60),
         ("step_17b", section_step_17b, 40),

@@ -57,6 +57,15 @@ def dit7b_activation_bytes(config, latent_frames: int, latent_height: int, laten
     return batch * tokens * (2 * config.inner_dim + 2 * config.ff_dim) * _itemsize(dtype)
 
 
+def dit17b_activation_bytes(config, latent_frames: int, latent_height: int, latent_width: int, *, batch: int,
+                            dtype: torch.dtype) -> int:
+    """Peak activation memory of one MV-DiT-17B forward, by the 7B's rule (residual + normalised copy + the
+    feed-forward's GELU input and output per token; memory-efficient attention); ``config`` an MVDiT17BConfig."""
+    _, ph, pw = config.patch_size
+    tokens = latent_frames * (latent_height // ph) * (latent_width // pw)
+    return batch * tokens * (2 * config.dim + 2 * config.ffn_dim) * _itemsize(dtype)
+
+
 def cogvideox_vae_activation_bytes(frames: int, height: int, width: int, *, dtype: torch.dtype,
                                    tile: tuple[int, int] | None = None, decode: bool = True) -> int:
     """Peak activation memory of a CogVideoX VAE decode (or encode) of ``frames`` video frames of height x width

@@ -6,6 +6,7 @@ import sys
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from mtv_pack.mtv_core import attention as attn_mod
 from mtv_pack.mtv_core.attention import attention, attention_backend, get_default_backend, set_default_backend
@@ -216,3 +217,101 @@ def test_xformers_matches_sdpa_on_cuda(dtype):
     out_s = attention(q, k, v, backend="sdpa")
     torch.testing.assert_close(out_x.float(), out_s.float(), atol=2e-2, rtol=2e-2)
     torch.testing.assert_close(attention(q, k, v, backend="auto"), out_x)
+
+
+# -- SageAttention ("sage"): a fake ``sageattention`` package stands in for the CUDA kernel -----------------------
+
+_FAKE_SAGE = '''
+import torch
+import torch.nn.functional as F
+calls = []
+
+def sageattn(q, k, v, tensor_layout="HND", is_causal=False, sm_scale=None):
+    calls.append((tensor_layout, is_causal, sm_scale, q.dtype))
+    if tensor_layout != "HND":
+        raise ValueError(tensor_layout)
+    out = torch.nn.functional.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=sm_scale)
+    return (out + 1e-3).to(q.dtype)  # recognisably not SDPA
+'''
+
+
+@pytest.fixture
+def fake_sage(fresh, tmp_path):
+    package = tmp_path / "sageattention"
+    package.mkdir()
+    (package / "__init__.py").write_text(_FAKE_SAGE)
+    fresh.syspath_prepend(str(tmp_path))
+    fresh.delitem(sys.modules, "sageattention", raising=False)
+    fresh.setattr(attn_mod, "_sage_fn", None)
+    fresh.setattr(attn_mod, "_sage_problem", "")
+    fresh.setattr(attn_mod, "_sage_failed", set())
+    fresh.setattr(attn_mod, "_on_cuda", lambda q: True)
+    yield fresh
+    sys.modules.pop("sageattention", None)
+
+
+def test_sage_runs_when_asked_for_on_cuda_half_tensors(fake_sage):
+    q, k, v = _qkv(dtype=torch.bfloat16)
+    out = attention(q, k, v, backend="sage", scale=0.125)
+    sage = sys.modules["sageattention"]
+    assert sage.calls == [("HND", False, 0.125, torch.bfloat16)]
+    expected = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), scale=0.125) + 1e-3
+    torch.testing.assert_close(out, expected.to(torch.bfloat16))
+    assert attn_mod.sage_available()
+
+
+def test_auto_never_picks_sage(fake_sage):
+    fake_sage.setattr(attn_mod, "_xformers_ops", False)
+    q, k, v = _qkv(dtype=torch.bfloat16)
+    with attention_backend("auto"):
+        attention(q, k, v)
+    assert "sageattention" not in sys.modules or sys.modules["sageattention"].calls == []
+
+
+def test_sage_on_fp32_warns_once_and_uses_sdpa(fake_sage, caplog):
+    q, k, v = _qkv()
+    with caplog.at_level(logging.WARNING, logger=attn_mod.__name__):
+        outs = [attention(q, k, v, backend="sage") for _ in range(2)]
+    for out in outs:
+        torch.testing.assert_close(out, _naive(q, k, v), atol=1e-5, rtol=1e-5)
+    assert sys.modules["sageattention"].calls == []
+    assert caplog.text.count("'sage' needs fp16/bf16") == 1
+
+
+def test_sage_off_cuda_warns_once_and_uses_sdpa(fake_sage, caplog):
+    fake_sage.setattr(attn_mod, "_on_cuda", lambda q: False)
+    q, k, v = _qkv(dtype=torch.bfloat16)
+    with caplog.at_level(logging.WARNING, logger=attn_mod.__name__):
+        out = [attention(q, k, v, backend="sage") for _ in range(2)][0]
+    torch.testing.assert_close(out, attention(q, k, v, backend="sdpa"))
+    assert caplog.text.count("'sage' needs CUDA tensors") == 1
+
+
+def test_sage_missing_when_requested_is_a_warning(fresh, caplog):
+    fresh.setattr(attn_mod, "_sage_fn", None)
+    fresh.setitem(sys.modules, "sageattention", None)  # import -> ModuleNotFoundError for 'sageattention'
+    fresh.setattr(attn_mod, "_on_cuda", lambda q: True)
+    q, k, v = _qkv(dtype=torch.bfloat16)
+    with caplog.at_level(logging.WARNING, logger=attn_mod.__name__):
+        out = [attention(q, k, v, backend="sage") for _ in range(2)][0]
+    torch.testing.assert_close(out, attention(q, k, v, backend="sdpa"))
+    assert caplog.text.count("'sage' was requested but sageattention is not installed") == 1
+    assert not attn_mod.sage_available()
+
+
+def test_sage_error_at_run_time_falls_back_once(fake_sage, caplog):
+    sage = pytest.importorskip("sageattention")
+    calls = []
+
+    def broken(*args, **kwargs):
+        calls.append(1)
+        raise RuntimeError("no kernel image is available")
+
+    fake_sage.setattr(attn_mod, "_sage_fn", broken)
+    q, k, v = _qkv(dtype=torch.bfloat16)
+    with caplog.at_level(logging.WARNING, logger=attn_mod.__name__):
+        outs = [attention(q, k, v, backend="sage") for _ in range(3)]
+    for out in outs:
+        torch.testing.assert_close(out, attention(q, k, v, backend="sdpa"))
+    assert len(calls) == 1 and caplog.text.count("SageAttention failed") == 1
+    assert sage.calls == []

@@ -32,7 +32,9 @@ def _run(name: str, *argv: str) -> str:
     [
         ("bench_tokenizer", ["--tiny"], "4DMoT tiny"),
         ("bench_dit", ["--tiny"], "MV-DiT-7B step"),
+        ("bench_dit", ["--tiny", "--compare-fused"], "fusion speed-up"),
         ("bench_sampling", ["--tiny"], "MV-DiT-7B sampling loop"),
+        ("bench_sampling", ["--tiny", "--cache-threshold", "0", "1e9"], "first-block step caching"),
         ("bench_vae", ["--tiny"], "CogVideoX VAE"),
         ("bench_pipeline7b", ["--tiny"], "tiny MV-DiT-7B"),
         ("bench_load", ["--tiny", "--cases", "fp32 single"], "MV-DiT-7B loading"),
@@ -65,7 +67,7 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     out_file = tmp_path / "gpu_check.json"
     out = _run("gpu_check", "--tiny", "--out", str(out_file))
     results = json.loads(out_file.read_text())
-    for section in ("environment", "load_7b", "build_7b", "step_7b", "drift_7b", "budget_7b",
+    for section in ("environment", "load_7b", "build_7b", "step_7b", "drift_7b", "options_7b", "fp8_matmul", "budget_7b",
                     "build_17b", "step_17b", "budget_17b"):
         assert results[section]["status"] == "ok", (section, results[section])
     for model in ("7b", "17b"):
@@ -76,3 +78,7 @@ def test_gpu_check_dry_run_runs_every_section(tmp_path):
     assert results["load_7b"]["fp32 safetensors"]["bit_identical_to_cpu_load"] is True
     assert 0 < results["drift_7b"]["rel_err"] < 0.05  # bf16 against fp32: close, and not trivially equal
     assert "step time per attention backend" in out
+    options = results["options_7b"]
+    assert options["fused_qkv"]["layers"] > 0 and options["fused_qkv"]["vs_unfused_rel_err"] < 1e-5
+    assert {"0.05", "0.1", "0.2"} <= options["step_cache"].keys()
+    assert 0 < results["fp8_matmul"]["fp8_vs_fp32_rel_err"] < 0.1

@@ -42,3 +42,61 @@ def test_linear_computes_with_the_dequantised_weight_in_the_input_dtype():
     layer.set_weight(reference.weight.detach() * 10)
     assert layer.weight.dtype == torch.float8_e4m3fn
     assert layer.scale_weight.item() == pytest.approx(10 * reference.weight.abs().max().item() / 448, rel=1e-6)
+
+
+# -- optional fp8 compute (torch.nn.functional.scaled_mm; runs on CPU too in torch >= 2.10) ----------------------
+
+def _fp8_layer(in_features=64, out_features=48, fp8_dtype=torch.float8_e4m3fn, seed=0):
+    torch.manual_seed(seed)
+    dense = torch.nn.Linear(in_features, out_features)
+    layer = FP8Linear(in_features, out_features, dtype=fp8_dtype)
+    weight, scale = quantize_fp8(dense.weight, fp8_dtype)
+    layer.weight.data, layer.scale_weight = weight, scale
+    layer.bias.data = dense.bias.detach().to(torch.bfloat16)
+    return layer
+
+
+@pytest.mark.skipif(not hasattr(torch.nn.functional, "scaled_mm"), reason="torch without F.scaled_mm")
+def test_fp8_compute_is_close_to_the_upcast_path_and_off_by_default():
+    layer = _fp8_layer()
+    model = torch.nn.Sequential(layer)
+    x = torch.randn(3, 7, 64).to(torch.bfloat16)  # 21 rows: padded to 32 inside
+    assert not layer.fp8_compute
+    upcast = layer(x)
+    assert fp8_ops.set_fp8_compute(model, True) == 1
+    fp8 = layer(x)
+    assert fp8.shape == upcast.shape and fp8.dtype == torch.bfloat16
+    rel = ((fp8.float() - upcast.float()).norm() / upcast.float().norm()).item()
+    assert 0 < rel < 0.08  # e4m3 activations: a few percent at most
+    fp8_ops.set_fp8_compute(model, False)
+    assert torch.equal(layer(x), upcast)
+
+
+def test_fp8_compute_keeps_the_upcast_path_where_it_does_not_fit():
+    e5m2 = _fp8_layer(fp8_dtype=torch.float8_e5m2)
+    odd = _fp8_layer(in_features=40)
+    for layer in (e5m2, odd):
+        x = torch.randn(4, layer.in_features).to(torch.bfloat16)
+        expected = layer(x)
+        layer.fp8_compute = True
+        assert torch.equal(layer(x), expected)
+    fp32_in = _fp8_layer()
+    fp32_in.fp8_compute = True
+    x = torch.randn(4, 64)
+    assert fp32_in(x).dtype == torch.float32
+
+
+def test_fp8_kernel_error_warns_once_and_upcasts(monkeypatch, caplog):
+    def broken(*args, **kwargs):
+        raise RuntimeError("scaled_mm needs a GPU with compute capability >= 8.9")
+
+    monkeypatch.setattr(fp8_ops.F, "scaled_mm", broken, raising=False)
+    monkeypatch.setattr(fp8_ops.F, "ScalingType", type("S", (), {"TensorWise": 0}), raising=False)
+    layer = _fp8_layer()
+    x = torch.randn(4, 64).to(torch.bfloat16)
+    expected = layer(x)
+    layer.fp8_compute = True
+    with caplog.at_level("WARNING", logger=fp8_ops.__name__):
+        outs = [layer(x) for _ in range(2)]
+    assert all(torch.equal(o, expected) for o in outs)
+    assert caplog.text.count("fp8 matmul unavailable") == 1 and not layer.fp8_compute

@@ -176,12 +176,14 @@ def animate_frames(
     offload: str = "none",
     weight_dtype: str | None = None,
     callback: ProgressCallback | None = None,
+    compile_dit: bool = False,
 ) -> tuple[torch.Tensor, float]:
     """Tokenize ``joints`` (JointSequence) in the DiT's windows, sample and decode: ((T, H, W, 3) float32 0..1, fps).
 
     ``steps``, ``guidance`` and ``seed`` default to the variant's. ``offload`` ("none", "group", "leaf") and
     ``weight_dtype`` (None, "fp8_e4m3fn", "fp8_e5m2") fit the DiT into less GPU memory with diffusers' hooks
-    (``mtv_core.offload``); ``dtype`` stays the compute dtype.
+    (``mtv_core.offload``); ``dtype`` stays the compute dtype. ``compile_dit``: ``torch.compile`` each DiT block
+    (``dit.compile.compile_blocks``; the first step pays the compilation).
     """
     from ..dit.loading import load_dit
     from ..dit.pipeline import sample_video, snap_size
@@ -216,6 +218,10 @@ def animate_frames(
     model = load_dit(paths.dit, dtype=torch_dtype, device="cpu" if hooked else torch_device, attention=attention,
                      variant=variant)
     place_dit(model, torch_device, offload=offload, storage_dtype=storage_dtype)
+    if compile_dit:
+        from ..dit.compile import compile_blocks
+
+        compile_blocks(model)
     vae = found.load_vae(paths.vae, dtype=torch_dtype, device=torch_device)
     conditioning = found.conditioning(model, guidance=defaults.guidance if guidance is None else guidance)
     sampled = sample_video(conditioning, vae, reference, motion, width=width, height=height,
@@ -286,6 +292,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
     parser.add_argument("--weight-dtype", default=None, choices=("fp8_e4m3fn", "fp8_e5m2"),
                         help="store the DiT's Linear/Conv weights in fp8 and compute in --dtype (diffusers' "
                              "layerwise casting): half the memory of bf16, slightly different results")
+    parser.add_argument("--compile", action="store_true",
+                        help="torch.compile each DiT block (dynamic shapes; the first step pays the compilation)")
     parser.set_defaults(func=run_animate)
     return parser
 
@@ -333,7 +341,7 @@ def run_animate(args: argparse.Namespace) -> int:
         animate(joints, reference, paths, args.out, variant=args.variant, steps=args.steps, guidance=args.guidance,
                 seed=args.seed, width=args.width, height=args.height, device=args.device, dtype=args.dtype,
                 attention=args.attention, offload=args.offload, weight_dtype=args.weight_dtype,
-                callback=_log_progress())
+                callback=_log_progress(), compile_dit=args.compile)
     except (FileNotFoundError, ValueError, IndexError) as exc:  # InputError (CheckpointError, ...) is a ValueError
         log_input_error(exc)
         return 2

@@ -10,13 +10,23 @@ The state-dict layout is the "scaled fp8" one of ComfyUI / kijai files (``<layer
 ``<layer>.scale_weight`` float32 scalar, real weight = weight * scale_weight); a plain fp8 file has scale 1.
 Do not call ``model.to(dtype)`` on such a model (it would upcast the stored weights); move it with
 ``model.to(device)``.
+
+Optional fp8 *compute* (``set_fp8_compute(model, True)``; off by default, lossy): e4m3 layers then quantise their
+input per tensor to e4m3 and multiply with ``torch.nn.functional.scaled_mm`` (torch's public scaled-matmul API,
+fp8 tensor cores on Hopper / Ada), accumulating in fp32 and writing the compute dtype. Layers and inputs it does
+not fit (e5m2 weights, fp32 inputs, widths not a multiple of 16, a device or build without the kernel) keep the
+upcast path; a kernel error is warned about once and that layer upcasts from then on.
 """
 
 from __future__ import annotations
 
+import logging
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+logger = logging.getLogger(__name__)
 
 FP8_DTYPES = (torch.float8_e4m3fn, torch.float8_e5m2)
 FP8_NAMES = {
@@ -72,15 +82,45 @@ class FP8Linear(nn.Linear):
         super().__init__(in_features, out_features, bias=bias, device=device, dtype=dtype)
         self.weight.requires_grad_(False)
         self.register_buffer("scale_weight", torch.ones((), dtype=torch.float32, device=device))
+        self.fp8_compute = False  # multiply in fp8 (see the module docstring); set by ``set_fp8_compute``
 
     def reset_parameters(self) -> None:  # weights always come from a checkpoint
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.fp8_compute and self._fits_fp8_compute(x):
+            try:
+                return self._fp8_forward(x)
+            except (RuntimeError, NotImplementedError, TypeError) as exc:  # no kernel for this device / build
+                self.fp8_compute = False
+                logger.warning("fp8 matmul unavailable (%s: %s); this layer upcasts its weight instead",
+                               type(exc).__name__, exc)
         # the scale is applied in float32: rounded to bf16 it would bias the whole tensor by up to 0.4 %
         weight = dequantize(self.weight, self.scale_weight, x.dtype)
         bias = self.bias.to(x.dtype) if self.bias is not None else None
         return F.linear(x, weight, bias)
+
+    def _fits_fp8_compute(self, x: torch.Tensor) -> bool:
+        return (self.weight.dtype == torch.float8_e4m3fn and x.dtype in (torch.bfloat16, torch.float16)
+                and self.in_features % 16 == 0 and self.out_features % 16 == 0)
+
+    def _fp8_forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x @ (weight * scale).T + bias with both operands in e4m3 (x scaled per tensor), fp32 accumulation."""
+        rows = x.reshape(-1, self.in_features)
+        pad = -rows.shape[0] % 16  # the kernels want every dimension a multiple of 16
+        if pad:
+            rows = F.pad(rows, (0, 0, 0, pad))
+        fp8_max = torch.finfo(torch.float8_e4m3fn).max
+        amax = rows.abs().amax().float()
+        scale_x = torch.where(amax > 0, amax / fp8_max, torch.ones_like(amax))
+        x8 = (rows.float() / scale_x).clamp_(-fp8_max, fp8_max).to(torch.float8_e4m3fn)
+        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        out = F.scaled_mm(x8, self.weight.t(), scale_x.reshape(1), F.ScalingType.TensorWise,
+                          self.scale_weight.float().reshape(1), F.ScalingType.TensorWise, bias=bias,
+                          output_dtype=x.dtype)
+        if pad:
+            out = out[: out.shape[0] - pad]
+        return out.reshape(*x.shape[:-1], self.out_features)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return dequantize(self.weight, self.scale_weight, dtype)
@@ -94,6 +134,25 @@ class FP8Linear(nn.Linear):
         else:
             self.weight.data = weight.to(self.weight.device, self.weight.dtype)
             self.scale_weight = torch.ones((), dtype=torch.float32, device=self.scale_weight.device)
+
+
+def fp8_compute_available() -> bool:
+    """Whether this torch has the public ``torch.nn.functional.scaled_mm`` (torch >= 2.10)."""
+    return hasattr(F, "scaled_mm") and hasattr(F, "ScalingType")
+
+
+def set_fp8_compute(model: nn.Module, enabled: bool = True) -> int:
+    """Switch fp8 matmuls on (or off) for every ``FP8Linear`` of ``model``; returns how many layers hold e4m3
+    weights (the ones that can use it). Without ``scaled_mm`` in this torch it stays off (0)."""
+    if enabled and not fp8_compute_available():
+        logger.warning("this torch has no torch.nn.functional.scaled_mm; fp8 weights stay storage-only")
+        return 0
+    count = 0
+    for module in model.modules():
+        if isinstance(module, FP8Linear):
+            module.fp8_compute = enabled
+            count += module.weight.dtype == torch.float8_e4m3fn
+    return count
 
 
 class FP8Operations:

@@ -9,11 +9,30 @@ FusionX LoRA is merged).
 
 from __future__ import annotations
 
+import logging
 from typing import Sequence
 
 import torch
 
+from ..memory import dit17b_activation_bytes
 from .transformer_17b import MVDiT17B, RopeTables, pad_text_context
+
+logger = logging.getLogger(__name__)
+
+# Share of the free device memory the doubled CFG batch may take under ``batched="auto"``.
+CFG_BATCH_MEMORY_SHARE = 0.8
+
+
+def cfg_batch_fits(model: MVDiT17B, latents: torch.Tensor, batch: int) -> bool:
+    """Whether one forward of ``batch`` samples of ``latents``' size fits in the free memory of the model's CUDA
+    device (always True elsewhere: host memory is not probed)."""
+    device = model.device
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    frames, height, width = latents.shape[2:]
+    need = dit17b_activation_bytes(model.config, frames, height, width, batch=batch, dtype=model.dtype)
+    return need <= CFG_BATCH_MEMORY_SHARE * free
 
 
 def text_cfg_17b(
@@ -28,14 +47,18 @@ def text_cfg_17b(
     y: torch.Tensor | None,
     motion_tokens: torch.Tensor,
     motion_rope: RopeTables,
-    batched: bool = True,
+    batched: bool | str = "auto",
 ) -> torch.Tensor:
     """Guided velocity for ``latents`` (B, 16, F, h, w) at ``timestep``; returns (B, 16, F, h, w) float32.
 
     ``context`` / ``negative_context``: (B, L, text_dim) or lists of (L_i, text_dim) umT5 embeddings, any
-    lengths <= text_len (zero-padded as Wan does). ``batched``: run both halves as one batch of 2B (upstream)
-    or as two calls (half the activation memory, same result up to kernel rounding).
+    lengths <= text_len (zero-padded as Wan does). ``batched``: True runs both halves as one batch of 2B
+    (upstream), False as two calls (half the activation memory; the same result up
+    to kernel rounding), "auto" (default) batches when the doubled forward fits in the device's free memory
+    (``cfg_batch_fits``).
     """
+    if batched not in (True, False, "auto"):
+        raise ValueError(f"batched must be True, False or 'auto', got {batched!r}")
     text_len = model.config.text_len
     positive = pad_text_context(context, text_len)
     kwargs = dict(clip_fea=clip_fea, motion_tokens=motion_tokens, motion_rope=motion_rope)
@@ -44,6 +67,10 @@ def text_cfg_17b(
     negative = pad_text_context(negative_context, text_len)
     batch = latents.shape[0]
     positive, negative = (c.expand(batch, -1, -1) if c.shape[0] == 1 else c for c in (positive, negative))
+    if batched == "auto":
+        batched = cfg_batch_fits(model, latents, 2 * batch)
+        if not batched:
+            logger.info("text CFG runs its two halves one after the other (the batch of %d would not fit)", 2 * batch)
     if batched:
 
         def doubled(t: torch.Tensor | None) -> torch.Tensor | None:

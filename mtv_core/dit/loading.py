@@ -83,6 +83,8 @@ def load_dit(
         model = found.build(config, operations)
     load_into(model, ckpt, dtype=dtype, device=device, what=found.title, hint=f"expected {found.expected}")
     finish_loading(model, device, ckpt.path)
+    if hasattr(model, "fuse_qkv"):
+        model.fuse_qkv()  # one GEMM for the self-attention q/k/v (same keys and outputs; see fused_linear)
     check_available(attention)
     model.set_attention_backend(attention)
     model.eval().requires_grad_(False)

@@ -373,6 +373,7 @@ def load_mvdit17b(
     plan = _LoadPlan(weights, model, dtype, fp8_dtype, quantize=weight_dtype not in (None, "auto"))
     load_into(model, plan, dtype=None, device=device, what="MV-DiT-17B", hint=HINT)
     model.compute_dtype = dtype
+    model.fuse_qkv()  # one GEMM for the self-attention q/k/v (same keys and outputs; none for fp8 storage)
     model.set_attention_backend(attention)
     model.eval().requires_grad_(False)
     logger.info(

@@ -26,6 +26,7 @@ from ..progress import ProgressCallback
 from .rope import motion_rope_7b, vision_rope_7b
 from .sampling import KnownLatents, cfg, sample_loop
 from .schedulers import COGVIDEOX_SCHEDULER_CONFIG, DPMAdapter, SchedulerAdapter, make_dpm_scheduler
+from .step_cache import step_caching
 from .transformer_7b import MVDiT7B
 
 logger = logging.getLogger(__name__)
@@ -131,6 +132,7 @@ def denoise_7b(
     callback: ProgressCallback | None = None,
     preview: Callable[[torch.Tensor], np.ndarray | None] | None = None,
     joint_mean_mm: np.ndarray | None = None,
+    cache_threshold: float | None = None,
 ) -> torch.Tensor:
     """Denoise ``latents`` into clean (scaled) VAE latents.
 
@@ -144,6 +146,7 @@ def denoise_7b(
     clean values after the last step); this carries window overlaps. ``callback(step, total, preview)`` is
     called after each step, ``preview`` being ``preview(x0_prediction)`` when given, else None.
     ``joint_mean_mm`` (24, 3) positions the motion RoPE (default: the packaged dataset mean).
+    ``cache_threshold``: optional, lossy first-block step caching (``step_cache``; None / 0: off).
     Returns (1, F, 16, h, w) in ``latents.dtype``.
     """
     check_inputs_7b(model, latents, ref_latents, motion_tokens, guidance)
@@ -156,5 +159,6 @@ def denoise_7b(
         scheduler = DPMAdapter(scheduler)
     predict = MotionGuidance7B(model, ref_latents, motion_tokens, guidance, latents.dtype, joint_mean_mm)
     known = KnownLatents(known_latents, known_frames) if known_latents is not None and known_frames else None
-    return sample_loop(predict, latents.to(model.device), scheduler, num_steps=num_steps, generator=generator,
-                       known=known, callback=callback, preview=preview)
+    with step_caching(model, cache_threshold):
+        return sample_loop(predict, latents.to(model.device), scheduler, num_steps=num_steps, generator=generator,
+                           known=known, callback=callback, preview=preview)

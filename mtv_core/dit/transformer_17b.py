@@ -31,6 +31,8 @@ from torch import nn
 from ..attention import attention, check_backend
 from .config_17b import MVDiT17BConfig
 from .fp8_ops import is_fp8
+from .fused_linear import fuse_linears, fused_projection
+from .step_cache import FirstBlockCache, run_blocks
 from .rope import apply_rope
 from .rope_17b import vision_rope_17b
 
@@ -115,9 +117,10 @@ class SelfAttention(_AttentionBase):
     """Wan self-attention: RMS qk-norm over the full width, 3D RoPE on queries and keys."""
 
     def forward(self, x: torch.Tensor, rope: RopeTables) -> torch.Tensor:
-        q = apply_rope(_split_heads(self.norm_q(self.q(x)), self.num_heads), *rope)
-        k = apply_rope(_split_heads(self.norm_k(self.k(x)), self.num_heads), *rope)
-        v = _split_heads(self.v(x), self.num_heads)
+        q, k, v = fused_projection((self.q, self.k, self.v), x)  # one GEMM when fused (``MVDiT17B.fuse_qkv``)
+        q = apply_rope(_split_heads(self.norm_q(q), self.num_heads), *rope)
+        k = apply_rope(_split_heads(self.norm_k(k), self.num_heads), *rope)
+        v = _split_heads(v, self.num_heads)
         return self.o(_merge_heads(attention(q, k, v, backend=self.backend)))
 
 
@@ -271,18 +274,32 @@ class MVDiT17B(nn.Module):
         self.head = Head(config, operations)
         self.img_emb = MLPProj(config.clip_dim, dim, operations)
         self._rope_cache: tuple[tuple, RopeTables] | None = None
+        self.step_cache: FirstBlockCache | None = None  # optional, lossy step caching (``step_cache.step_caching``)
 
     def set_attention_backend(self, name: str | None) -> None:
-        """Attention backend of every layer: "auto", "sdpa", "xformers", or None for the pack-wide default."""
+        """Attention backend of every layer: "auto", "sdpa", "xformers", "sage", or None for the pack-wide default."""
         if name is not None:
             check_backend(name)
         for module in self.modules():
             if isinstance(module, _AttentionBase):
                 module.backend = name
 
+    def fuse_qkv(self) -> int:
+        """Put each self-attention's q/k/v weights back to back so that they run as one GEMM (same outputs, same
+        state-dict keys, no extra memory; see ``fused_linear``). Call after loading and placing the weights;
+        returns the number of layers fused (0 where the layers bring their own forward, e.g. fp8 storage)."""
+        return sum(fuse_linears((b.self_attn.q, b.self_attn.k, b.self_attn.v)) for b in self.blocks)
+
     @property
     def device(self) -> torch.device:
-        return self.patch_embedding.weight.device
+        """The device it computes on: the one set by whoever places the weights (the CLI's group offloading), else
+        the weights' device."""
+        execution = self.__dict__.get("_execution_device")
+        return execution if execution is not None else self.patch_embedding.weight.device
+
+    @device.setter
+    def device(self, value: torch.device | str | None) -> None:
+        self.__dict__["_execution_device"] = None if value is None else torch.device(value)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -356,8 +373,9 @@ class MVDiT17B(nn.Module):
                 f"({motion.shape[1]}, {cfg.head_dim}) for {motion.shape[1]} motion tokens"
             )
 
-        for block in self.blocks:
-            x = block(x, e0, vision_rope, text, image, motion, motion_rope)
+        if self.step_cache is not None:
+            self.step_cache.begin(timestep)
+        x = run_blocks(self, self.blocks, x, lambda block, h: block(h, e0, vision_rope, text, image, motion, motion_rope))
         x = self.head(x, e)
         return self._unpatchify(x, grid)
 

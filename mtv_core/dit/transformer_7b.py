@@ -31,6 +31,8 @@ from torch import nn
 
 from ..attention import attention, check_backend
 from .config import MVDiT7BConfig
+from .fused_linear import fuse_linears, fused_projection
+from .step_cache import FirstBlockCache, run_blocks
 from .rope import apply_rope
 
 logger = logging.getLogger(__name__)
@@ -131,10 +133,13 @@ class Attention(nn.Module):
         q_rope: RopeTables | None = None,
         k_rope: RopeTables | None = None,
     ) -> torch.Tensor:
-        context = hidden if context is None else context
-        q = self.norm_q(self._heads(self.to_q(hidden)))
-        k = self.norm_k(self._heads(self.to_k(context)))
-        v = self._heads(self.to_v(context))
+        if context is None:  # self-attention: one GEMM when the projections are fused (see ``fuse_qkv``)
+            q, k, v = fused_projection((self.to_q, self.to_k, self.to_v), hidden)
+        else:
+            q, k, v = self.to_q(hidden), self.to_k(context), self.to_v(context)
+        q = self.norm_q(self._heads(q))
+        k = self.norm_k(self._heads(k))
+        v = self._heads(v)
         if q_rope is not None:
             q = apply_rope(q, *q_rope)
         if k_rope is not None:
@@ -209,16 +214,23 @@ class MVDiT7B(nn.Module):
         # Where and in what it computes when that is not where/what the weights are (see ``device``, ``dtype``).
         self._execution_device: torch.device | None = None
         self.compute_dtype: torch.dtype | None = None
+        self.step_cache: FirstBlockCache | None = None  # optional, lossy step caching (``step_cache.step_caching``)
         if self.unconditional_motion_token.device.type != "meta":
             nn.init.normal_(self.unconditional_motion_token)
 
     def set_attention_backend(self, name: str | None) -> None:
-        """Attention backend of every layer: "auto", "sdpa", "xformers", or None for the pack-wide default."""
+        """Attention backend of every layer: "auto", "sdpa", "xformers", "sage", or None for the pack-wide default."""
         if name is not None:
             check_backend(name)
         for module in self.modules():
             if isinstance(module, Attention):
                 module.backend = name
+
+    def fuse_qkv(self) -> int:
+        """Put each self-attention's to_q/to_k/to_v weights back to back so that they run as one GEMM (same
+        outputs, same state-dict keys, no extra memory; see ``fused_linear``). Call after loading and placing
+        the weights; returns the number of layers fused (0 for layers that bring their own forward)."""
+        return sum(fuse_linears((b.attn1.to_q, b.attn1.to_k, b.attn1.to_v)) for b in self.transformer_blocks)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -275,8 +287,10 @@ class MVDiT7B(nn.Module):
 
         hidden = self.patch_embed(latents_in.to(self.device, dtype))
         motion_tokens = motion_tokens.to(self.device, dtype)
-        for block in self.transformer_blocks:
-            hidden = block(hidden, motion_tokens, temb, vision_rope, motion_rope)
+        if self.step_cache is not None:
+            self.step_cache.begin(timestep)
+        hidden = run_blocks(self, self.transformer_blocks, hidden,
+                            lambda block, h: block(h, motion_tokens, temb, vision_rope, motion_rope))
 
         hidden = self.norm_out(self.norm_final(hidden), temb)
         hidden = self.proj_out(hidden)  # (B, tokens, C*p*p)

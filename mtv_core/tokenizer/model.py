@@ -132,25 +132,24 @@ class Upsample(nn.Module):
 
 
 def conv3x3_merged(conv: nn.Conv2d, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Apply a 3x3, stride-1, padding-1 conv to several (N_i, C, H_i, W_i) tensors with ONE matrix product.
+    """Apply a 3x3, stride-1, padding-1 conv to several (N_i, C, H_i, W_i) chunk batches.
 
-    Used for the wide 512 <-> 3072 convs, whose spatial extent (time x joints of a few chunks) is small:
-    im2col + one GEMM over all chunks beats a convolution call per chunk.
-    A conv that brings its own forward (see ``runs_torch_forward``) is called on each input instead.
+    Used for the wide 512 <-> 3072 convs, whose spatial extent (time x joints of a few chunks) is small. Each
+    batch runs as one ``F.conv2d`` in channels-last layout, where torch's CPU convolution (oneDNN) works on the
+    (positions, channels) matrix directly: 2-2.5x faster than im2col + MKL sgemm for these shapes on one core,
+    with the same fp32 products. A conv that brings its own forward (see ``runs_torch_forward``) is called as a
+    layer instead.
     """
     if not runs_torch_forward(conv, nn.Conv2d):
         return [conv(x) for x in inputs]
-    weight = conv.weight.reshape(conv.out_channels, -1)  # (out, in*9), a view
-    # rows = output positions (n, h, w), columns = (in, 3, 3) patch values
-    cols = [F.unfold(x, kernel_size=3, padding=1).transpose(1, 2).reshape(-1, weight.shape[1]) for x in inputs]
-    out = F.linear(torch.cat(cols) if len(cols) > 1 else cols[0], weight, conv.bias)
-    results, offset = [], 0
-    for x in inputs:
-        n, _, h, w = x.shape
-        size = n * h * w
-        results.append(out[offset : offset + size].reshape(n, h, w, conv.out_channels).permute(0, 3, 1, 2))
-        offset += size
-    return results
+    return [F.conv2d(channels_last(x), conv.weight, conv.bias, padding=conv.padding, dilation=conv.dilation)
+            for x in inputs]
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    """(N, C, H, W) in channels-last memory (a no-op when it already is): torch's CPU convolutions, norms and
+    pools then run on (positions, channels) rows, which suits the tokenizer's many channels over few positions."""
+    return x.contiguous(memory_format=torch.channels_last)
 
 
 class Encoder(nn.Module):
@@ -323,9 +322,9 @@ class MotionVQVAE(nn.Module):
     def encode_features(self, joints_normalized: torch.Tensor) -> torch.Tensor:
         """(B, T, J, 3) normalised joints -> (B, code_dim, T', J') pre-quantisation encoder output (fp32)."""
         x = joints_normalized.to(device=self.device, dtype=self.dtype).permute(0, 3, 1, 2)
-        groups = [self.encoder.body(g) for g in self._split_chunks(x, self.config.encoder_chunk)]
+        groups = [self.encoder.body(channels_last(g)) for g in self._split_chunks(x, self.config.encoder_chunk)]
         groups = conv3x3_merged(self.encoder.conv_out, groups)
-        return self._join_chunks(groups, x.shape[0]).float()
+        return self._join_chunks(groups, x.shape[0]).float().contiguous()
 
     def quantize(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(B, C, T', J') features -> tokens (B, T'*J', C) fp32, indices (B, T'*J') int64, commit loss ()."""
@@ -346,7 +345,7 @@ class MotionVQVAE(nn.Module):
         x = tokens.to(device=self.device, dtype=self.dtype).view(b, latent_frames, n // latent_frames, c)
         groups = self._split_chunks(x.permute(0, 3, 1, 2), self.config.decoder_chunk)
         groups = [self.decoder.body(g) for g in conv3x3_merged(self.decoder.conv_in, groups)]
-        return self._join_chunks(groups, b).permute(0, 2, 3, 1).float()
+        return self._join_chunks(groups, b).permute(0, 2, 3, 1).float().contiguous()
 
     def decode_indices(self, indices: torch.Tensor, latent_frames: int) -> torch.Tensor:
         """(B, T'*J') codebook indices -> (B, T, J, 3) normalised joints."""

@@ -1,0 +1,89 @@
+"""One GEMM for several Linear layers that read the same input (q/k/v projections), weights still loadable by name.
+
+``fuse_linears(layers)`` copies the weights (and biases) of the layers into ONE (sum of out_features, in_features)
+tensor and makes every layer's ``weight`` / ``bias`` a Parameter over its row block of it: ``state_dict()`` keys,
+shapes and values are unchanged, ``load_state_dict`` copies into the blocks in place, and no weight is stored
+twice. ``fused_projection(layers, x)`` then computes all outputs with one ``F.linear`` over the joint tensor,
+found again from the layers' own storage on every call (nothing is cached): whenever the weights no longer lie
+back to back in one storage (moved by ``.to()``, offloaded, replaced by ``load_state_dict(assign=True)``, a LoRA
+patch that swaps the Parameter, ...), a layer brings its own forward (ComfyUI's casting ``comfy.ops``) or carries
+hooks (diffusers' layerwise casting / offloading), the layers are simply called one by one.
+
+Outputs equal the separate projections up to fp32 accumulation order (a GEMM over more columns may block the
+reduction differently; on CPU/MKL they are bit-identical for the shapes measured in ``benchmarks/bench_dit.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _plain(layer: nn.Module) -> bool:
+    """A torch ``nn.Linear`` computing with its own weight: no subclass forward, no instance-level forward (diffusers
+    hooks replace it) and no forward hooks, so that skipping its call skips nothing."""
+    return (isinstance(layer, nn.Linear) and type(layer).forward is nn.Linear.forward
+            and "forward" not in vars(layer) and not layer._forward_hooks and not layer._forward_pre_hooks)
+
+
+def _joint(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
+    """The tensors as one (sum of rows, ...) tensor when they are contiguous row blocks lying back to back in one
+    storage, in order; else None."""
+    first = tensors[0]
+    if first is None or any(t is None for t in tensors) or first.device.type == "meta":
+        return None
+    storage, offset = first.untyped_storage().data_ptr(), first.storage_offset()
+    rows = 0
+    for tensor in tensors:
+        if (tensor.dtype != first.dtype or tensor.device != first.device or not tensor.is_contiguous()
+                or tensor.shape[1:] != first.shape[1:] or tensor.untyped_storage().data_ptr() != storage
+                or tensor.storage_offset() != offset + rows * first[0].numel()):
+            return None
+        rows += tensor.shape[0]
+    size = (rows, *first.shape[1:])
+    if (offset + rows * first[0].numel()) * first.element_size() > first.untyped_storage().nbytes():
+        return None
+    return first.as_strided(size, torch.empty(size, device="meta").stride(), offset)
+
+
+def fuse_linears(layers: Sequence[nn.Module]) -> bool:
+    """Put the weights (and biases) of ``layers`` back to back in one tensor each; True when done.
+
+    Only plain ``nn.Linear`` layers of one input width, dtype and device, all with or all without bias, are fused;
+    anything else is left as it is (False). Idempotent.
+    """
+    if len(layers) < 2 or not all(_plain(layer) for layer in layers):
+        return False
+    weights = [layer.weight for layer in layers]
+    biases = [layer.bias for layer in layers]
+    if (weights[0].device.type == "meta" or len({(w.shape[1], w.dtype, w.device) for w in weights}) != 1
+            or (any(b is None for b in biases) and not all(b is None for b in biases))):
+        return False
+    if _joint(weights) is not None and (biases[0] is None or _joint(biases) is not None):
+        return True
+    with torch.no_grad():
+        for name, tensors in (("weight", weights), ("bias", biases)):
+            if tensors[0] is None:
+                continue
+            joint = torch.cat([t.detach() for t in tensors])
+            start = 0
+            for layer, tensor in zip(layers, tensors):
+                block = joint[start : start + tensor.shape[0]]
+                setattr(layer, name, nn.Parameter(block, requires_grad=tensor.requires_grad))
+                start += tensor.shape[0]
+    return True
+
+
+def fused_projection(layers: Sequence[nn.Module], x: torch.Tensor) -> list[torch.Tensor]:
+    """``[layer(x) for layer in layers]``, as one GEMM when their weights are fused (see ``fuse_linears``)."""
+    if all(_plain(layer) for layer in layers):
+        weight = _joint([layer.weight for layer in layers])
+        bias = _joint([layer.bias for layer in layers]) if layers[0].bias is not None else None
+        usable = weight is not None and (bias is not None or layers[0].bias is None)
+        if usable and not (torch.is_grad_enabled() and weight.requires_grad) and weight.dtype == x.dtype:
+            out = F.linear(x, weight, bias)
+            return list(out.split([layer.out_features for layer in layers], dim=-1))
+    return [layer(x) for layer in layers]
