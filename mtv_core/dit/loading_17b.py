@@ -224,11 +224,13 @@ def open_mvdit17b_weights(path: str | Path, adapter: str | Path | None = None) -
 
 def config_17b(config_json: dict | None, shapes: dict[str, tuple]) -> MVDiT17BConfig:
     """Config from a Wan ``config.json`` dict when there is one, else inferred from the tensor shapes; the
-    motion-attention interval always comes from the blocks that hold motion keys. ValueError when they do not fit."""
+    motion-attention interval and the CLIP width (which Wan's config.json does not record) always come from the
+    shapes. ValueError when they do not fit."""
     inferred = MVDiT17BConfig.infer_from_shapes(shapes)
     if config_json is None:
         return inferred
-    return MVDiT17BConfig.from_wan_config(config_json, motion_attn_interval=inferred.motion_attn_interval)
+    return MVDiT17BConfig.from_wan_config(config_json, motion_attn_interval=inferred.motion_attn_interval,
+                                          clip_dim=inferred.clip_dim)
 
 
 def config_17b_from(ckpt) -> MVDiT17BConfig:

@@ -18,7 +18,15 @@ import torch
 from ..constants import WINDOW_FRAMES
 from .config_17b import motion_block_ids
 from .loading_17b import KEY_PREFIXES_17B, config_17b, is_mvdit17b_keys, load_mvdit17b, open_mvdit17b_weights
-from .pipeline_17b import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT, DEFAULTS, TITLE, VARIANT, MVDiT17BConditioning
+from .pipeline_17b import (
+    DEFAULT_NEGATIVE_PROMPT,
+    DEFAULT_PROMPT,
+    DEFAULTS,
+    TITLE,
+    VARIANT,
+    MVDiT17BConditioning,
+    output_size_17b,
+)
 from .transformer_17b import MVDiT17B
 from .vae_wan import LATENT_FORMAT_NAME, load_wan_video_vae
 from .variants import DiTVariant, register
@@ -82,4 +90,5 @@ VARIANT_17B = register(DiTVariant(
     load=load_mvdit17b,
     load_options=("adapter", "weight_dtype"),
     prepare_conditioning=prepare_conditioning_17b,
+    output_size=output_size_17b,
 ))

@@ -40,7 +40,8 @@ class DiTVariant:
     storage). ``loading.load_dit`` calls them, so every caller goes through the one ``load_dit``.
     ``load_options`` names the options ``load`` / ``open_weights`` take; ``prepare_conditioning(parts, **kw)``
     runs the side models a command-line run needs besides the DiT and the VAE (17B: text and image encoders)
-    and returns keyword arguments for ``conditioning``; ``model_paths`` lists those parts too.
+    and returns keyword arguments for ``conditioning``; ``model_paths`` lists those parts too. ``output_size``
+    chooses the size from the reference when width or height is 0 (17B: upstream's aspect buckets).
     """
 
     name: str  # registry name: --variant, MTVLatent.variant
@@ -62,6 +63,7 @@ class DiTVariant:
     load: Callable[..., nn.Module] | None = None
     load_options: tuple[str, ...] = ()
     prepare_conditioning: Callable[..., dict] | None = None
+    output_size: Callable[[Any, int, int], tuple[int, int]] | None = None  # (reference, w, h) -> size; 0 = choose
 
     def matches(self, keys: Iterable[str]) -> bool:
         if self.recognise is not None:
