@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-NODE_MODULES = ("motion", "tokenizer", "nlf", "dit7b")
+NODE_MODULES = ("motion", "tokenizer", "nlf", "dit7b", "dit17b")
 
 
 def all_nodes() -> list[type]:

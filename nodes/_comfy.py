@@ -409,3 +409,61 @@ def unload(managed: ManagedModel) -> None:
                 mm.current_loaded_models.pop(index)
             break
     mm.soft_empty_cache()
+
+
+def native(model: Any) -> ManagedModel:
+    """A ComfyUI-native model (``comfy.sd.VAE``, ``ClipVisionModel`` ...: it has its own ``patcher``) as a
+    ManagedModel, so ``loaded`` can place it together with ours (it is always loaded whole). Without a patcher
+    (a stand-in outside ComfyUI) nothing is moved."""
+    import torch
+
+    patcher = getattr(model, "patcher", None)
+    if patcher is None or not hasattr(patcher, "model_size"):
+        cpu = torch.device("cpu")
+        return ManagedModel(model, StandalonePatcher(_Unmoved(), cpu, cpu), Placement(cpu, cpu), whole=True)
+    return ManagedModel(model, patcher, Placement(patcher.load_device, patcher.offload_device), whole=True)
+
+
+class _Unmoved:
+    def to(self, device: Any) -> "_Unmoved":
+        return self
+
+
+def with_lora(managed: ManagedModel, lora_path: str, strength: float) -> ManagedModel:
+    """``managed`` with a LoRA at ``strength``, the model itself left unchanged.
+
+    In ComfyUI: a clone of its ModelPatcher with the LoRA as weight patches (``comfy.lora.load_lora`` with
+    ``mtv_core.dit.lora.lora_key_map``), applied when ComfyUI loads the clone and undone when the model is used
+    without them; patches of fp8-stored weights are scaled by their per-tensor scale (ComfyUI patches the stored
+    values). Outside ComfyUI: a copy of the model with the LoRA merged (``mtv_core.dit.lora.apply_lora``). Keys that
+    match no layer are listed in one warning.
+    """
+    from ..mtv_core.dit.lora import fp8_weight_scales, lora_key_map, split_lora_keys, warn_unmatched
+
+    if isinstance(managed.patcher, StandalonePatcher):
+        import copy
+
+        from ..mtv_core.dit.lora import apply_lora
+
+        model = copy.deepcopy(managed.model)
+        apply_lora(model, lora_path, strength=strength)
+        return ManagedModel(model, StandalonePatcher(model, managed.placement.load_device,
+                                                     managed.placement.offload_device), managed.placement,
+                            managed.whole)
+    import comfy.lora  # type: ignore[import-not-found]
+    import comfy.utils  # type: ignore[import-not-found]
+
+    lora = comfy.utils.load_torch_file(lora_path, safe_load=True)
+    key_map = lora_key_map(managed.model)
+    matched, unmatched = split_lora_keys(list(lora), key_map)
+    warn_unmatched(lora_path, unmatched)
+    patches = comfy.lora.load_lora({k: lora[k] for k in matched}, key_map)
+    scales = fp8_weight_scales(managed.model)
+    clone = managed.patcher.clone()
+    applied = 0
+    for key, patch in patches.items():
+        applied += len(clone.add_patches({key: patch}, strength / scales.get(key, 1.0)))
+    logger.info("%s: %d weight patches at strength %g", lora_path, applied, strength)
+    if not applied:
+        raise ValueError(f"LoRA {lora_path}: none of its keys fit this model (is it a LoRA for Wan2.1 14B?)")
+    return ManagedModel(managed.model, clone, managed.placement, managed.whole)

@@ -64,6 +64,9 @@ Latent = _make("Latent")
 Vae = _make("Vae")
 AnyType = _make("AnyType")
 AnyType.io_type = "*"
+Conditioning = _make("Conditioning")
+ClipVision = type("ClipVision", (_IOType,), {"io_type": "CLIP_VISION"})
+ClipVisionOutput = type("ClipVisionOutput", (_IOType,), {"io_type": "CLIP_VISION_OUTPUT"})
 
 
 class Combo(_IOType):
