@@ -429,16 +429,24 @@ class _Unmoved:
         return self
 
 
+def _patched_by_loading(model: Any, key: str) -> bool:
+    """Whether ComfyUI's ModelPatcher patches parameter ``key`` when it loads ``model``: only parameters of modules
+    without parameterised sub-modules (ModelPatcher._load_list skips the others)."""
+    owner = model.get_submodule(key.rpartition(".")[0]) if "." in key else model
+    return not any(True for child in owner.children() for _ in child.parameters())
+
+
 def with_lora(managed: ManagedModel, lora_path: str, strength: float) -> ManagedModel:
     """``managed`` with a LoRA at ``strength``, the model itself left unchanged.
 
     In ComfyUI: a clone of its ModelPatcher with the LoRA as weight patches (``comfy.lora.load_lora`` with
     ``mtv_core.dit.lora.lora_key_map``), applied when ComfyUI loads the clone and undone when the model is used
-    without them; patches of fp8-stored weights are scaled by their per-tensor scale (ComfyUI patches the stored
-    values). Outside ComfyUI: a copy of the model with the LoRA merged (``mtv_core.dit.lora.apply_lora``). Keys that
+    without them (fp8-stored weights through their layer's ``convert_weight`` / ``set_weight``, ComfyUI's hooks for
+    quantised weights). Tables ComfyUI's loading does not patch (the blocks' ``modulation``) become object patches of the
+    clone holding the patched table, swapped in and back the same way. Outside ComfyUI: a copy of the model with the LoRA merged (``mtv_core.dit.lora.apply_lora``). Keys that
     match no layer are listed in one warning.
     """
-    from ..mtv_core.dit.lora import fp8_weight_scales, lora_key_map, split_lora_keys, warn_unmatched
+    from ..mtv_core.dit.lora import lora_key_map, split_lora_keys, warn_unmatched
 
     if isinstance(managed.patcher, StandalonePatcher):
         import copy
@@ -452,17 +460,24 @@ def with_lora(managed: ManagedModel, lora_path: str, strength: float) -> Managed
                             managed.whole)
     import comfy.lora  # type: ignore[import-not-found]
     import comfy.utils  # type: ignore[import-not-found]
+    import torch
 
     lora = comfy.utils.load_torch_file(lora_path, safe_load=True)
     key_map = lora_key_map(managed.model)
     matched, unmatched = split_lora_keys(list(lora), key_map)
     warn_unmatched(lora_path, unmatched)
     patches = comfy.lora.load_lora({k: lora[k] for k in matched}, key_map)
-    scales = fp8_weight_scales(managed.model)
     clone = managed.patcher.clone()
     applied = 0
     for key, patch in patches.items():
-        applied += len(clone.add_patches({key: patch}, strength / scales.get(key, 1.0)))
+        if _patched_by_loading(managed.model, key):
+            applied += len(clone.add_patches({key: patch}, strength))
+        else:  # a table of a module with sub-layers (a block's modulation): ComfyUI's loading never patches those
+            param = managed.model.get_parameter(key)
+            weight = param.detach().to(torch.float32, copy=True)  # calculate_weight works in place
+            merged = comfy.lora.calculate_weight([(strength, patch, 1.0, None, None)], weight, key)
+            clone.add_object_patch(key, type(param)(merged.to(param.dtype), requires_grad=False))
+            applied += 1
     logger.info("%s: %d weight patches at strength %g", lora_path, applied, strength)
     if not applied:
         raise ValueError(f"LoRA {lora_path}: none of its keys fit this model (is it a LoRA for Wan2.1 14B?)")

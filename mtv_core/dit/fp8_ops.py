@@ -85,7 +85,7 @@ class FP8Linear(nn.Linear):
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return dequantize(self.weight, self.scale_weight, dtype)
 
-    def set_weight(self, weight: torch.Tensor) -> None:
+    def requantize(self, weight: torch.Tensor) -> None:
         """Store ``weight`` (any float dtype, the real values) in this layer's storage format, re-scaled."""
         if is_fp8(self.weight.dtype):
             quantized, scale = quantize_fp8(weight, self.weight.dtype)
@@ -94,6 +94,31 @@ class FP8Linear(nn.Linear):
         else:
             self.weight.data = weight.to(self.weight.device, self.weight.dtype)
             self.scale_weight = torch.ones((), dtype=torch.float32, device=self.scale_weight.device)
+
+    # ComfyUI's hooks for quantised weights (``comfy.model_patcher.get_key_weight``): a weight patch (LoRA) is
+    # computed on ``convert_weight``'s real values and stored back with ``set_weight``. The scale stays, so
+    # ComfyUI's backup of the stored values restores the weight exactly when the patch is removed.
+
+    def convert_weight(self, weight: torch.Tensor, inplace: bool = False, **kwargs) -> torch.Tensor:
+        """Stored values (as ComfyUI read them, e.g. cast to float32) -> the real weight values."""
+        scale = self.scale_weight.to(weight.device, torch.float32)
+        return weight.mul_(scale) if inplace and weight.is_floating_point() else weight.float() * scale
+
+    def set_weight(self, weight: torch.Tensor, inplace_update: bool = False, seed: int | None = None,
+                   return_weight: bool = False, **kwargs) -> torch.Tensor | None:
+        """Real values -> this layer's storage with its current scale (saturating at the format's range)."""
+        stored = weight.float() / self.scale_weight.to(weight.device, torch.float32)
+        if is_fp8(self.weight.dtype):
+            finfo = torch.finfo(self.weight.dtype)
+            stored = stored.clamp_(finfo.min, finfo.max)
+        stored = stored.to(self.weight.dtype)
+        if return_weight:
+            return stored
+        if inplace_update:
+            self.weight.data.copy_(stored.to(self.weight.device))
+        else:
+            self.weight = nn.Parameter(stored.to(self.weight.device), requires_grad=False)
+        return None
 
 
 class FP8Operations:

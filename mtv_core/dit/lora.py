@@ -96,7 +96,7 @@ def _lora_delta(group: dict[str, torch.Tensor], weight: torch.Tensor, use_alpha:
 def _add(module: nn.Module | None, param: nn.Parameter, delta: torch.Tensor) -> None:
     """param += delta, computed in float32; fp8 Linear weights are re-quantised."""
     if isinstance(module, FP8Linear) and param is module.weight:
-        module.set_weight(module.dequantized_weight(torch.float32) + delta.to(param.device))
+        module.requantize(module.dequantized_weight(torch.float32) + delta.to(param.device))
         return
     merged = param.detach().to(torch.float32) + delta.to(param.device)
     param.data.copy_(merged.to(param.dtype))
@@ -210,15 +210,3 @@ def warn_unmatched(name: str, unmatched: list[str]) -> None:
     if unmatched:
         shown = ", ".join(unmatched[:20]) + (" ..." if len(unmatched) > 20 else "")
         logger.warning("%s: %d keys match no layer of the model and were ignored: %s", name, len(unmatched), shown)
-
-
-def fp8_weight_scales(model: nn.Module) -> dict[str, float]:
-    """``<layer>.weight`` -> its per-tensor scale, for fp8-stored Linear weights whose scale is not 1: a weight
-    patch applied to the stored values must be divided by it (ComfyUI patches what is stored)."""
-    out = {}
-    for name, module in model.named_modules():
-        if isinstance(module, FP8Linear):
-            scale = float(module.scale_weight)
-            if scale != 1.0:
-                out[f"{name}.weight"] = scale
-    return out

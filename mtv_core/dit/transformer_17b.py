@@ -173,7 +173,9 @@ class MVDiT17BBlock(nn.Module):
         motion: torch.Tensor | None,
         motion_rope: RopeTables | None,
     ) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.modulation.to(e0.dtype) + e0).chunk(6, dim=1)
+        # cast where used: a host that places layers one by one (ComfyUI) leaves this table where it was stored
+        modulation = self.modulation.to(e0.device, e0.dtype)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (modulation + e0).chunk(6, dim=1)
         x = x + self.self_attn(self.norm1(x) * (1 + scale_msa) + shift_msa, vision_rope) * gate_msa
         x = x + self.cross_attn(self.norm3(x), text, image)
         if self.has_motion and motion is not None:  # None: the pass without motion (motion guidance)
@@ -189,7 +191,7 @@ class Head(nn.Module):
         self.modulation = _modulation(2, config.dim)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        shift, scale = (self.modulation.to(e.dtype) + e[:, None]).chunk(2, dim=1)
+        shift, scale = (self.modulation.to(e.device, e.dtype) + e[:, None]).chunk(2, dim=1)
         return self.head(self.norm(x) * (1 + scale) + shift)
 
 

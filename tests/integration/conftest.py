@@ -85,7 +85,7 @@ def comfy(tmp_path_factory: pytest.TempPathFactory) -> ComfyEnv:
         d.mkdir()
     started = time.monotonic()
     assets = prepare_workflow_assets(workflow_files(), models_root, input_dir)
-    model_keys = {"mtvcrafter", "nlf", "diffusion_models", "vae"} | set(assets["model_dirs"])
+    model_keys = {"mtvcrafter", "nlf", "diffusion_models", "vae", "loras"} | set(assets["model_dirs"])
     yaml_path = base / "extra_model_paths.yaml"
     _write_extra_paths(yaml_path, models_root, model_keys)
     assets_seconds = time.monotonic() - started

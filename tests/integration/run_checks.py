@@ -14,8 +14,14 @@ from .workflow_assets import INPUT_VIDEO_FPS, INPUT_VIDEO_FRAMES
 FAST_INPUTS: dict[str, Any] = {"steps": 2, "num_steps": 2, "num_inference_steps": 2, "width": 64, "height": 64}
 STEP_INPUTS = ("steps", "num_steps", "num_inference_steps")
 # Nodes whose output has a different frame count than their input (or that bring their own frames).
+SAMPLERS = ("MTVSampler7B", "MTVSampler17B")
 FRAME_CHANGING = ("MTVTrimMotion", "MTVResampleMotion", "MTVLoadMotion", "MTVExtractSMPL", "LoadVideo",
-                  "GetVideoComponents", "MTVSampler7B", "MTVDecode7B")
+                  "GetVideoComponents", *SAMPLERS, "MTVDecode7B", "MTVDecode17B")
+# Native loaders that only know the released model sizes -> the probe folder's test-only loaders, which build the
+# same native objects (CLIP, CLIP_VISION) from the tiny files (probe_pack/wan_stand_ins.py). Inputs they lack
+# (Load CLIP's device) are dropped.
+STAND_INS = {"CLIPLoader": ("TestWanCLIPLoader", ("clip_name", "type")),
+             "CLIPVisionLoader": ("TestCLIPVisionLoader", ("clip_name",))}
 # Core nodes whose output size is not their input's (the side-by-side strip joins panels with ImageStitch).
 SIZE_CHANGING = ("ImageStitch", "ImageScale", "ImageScaleBy", "ImageCrop")
 
@@ -54,10 +60,14 @@ def to_api(workflow: dict[str, Any], object_info: dict[str, Any]) -> dict[str, A
 
 def adapt(api: dict[str, Any], object_info: dict[str, Any], overrides: dict[str, Any] | None = None,
           prefix: str | None = None) -> dict[str, Any]:
-    """Lower step counts on our nodes (within each input's declared min) and give SaveVideo a test prefix."""
+    """Lower step counts on our nodes (within each input's declared min), give SaveVideo a test prefix and swap the
+    native loaders of ``STAND_INS`` for their test-only stand-ins."""
     api = copy.deepcopy(api)
     overrides = FAST_INPUTS if overrides is None else overrides
     for node in api.values():
+        if node["class_type"] in STAND_INS:
+            node["class_type"], keep = STAND_INS[node["class_type"]]
+            node["inputs"] = {k: v for k, v in node["inputs"].items() if k in keep}
         ctype = node["class_type"]
         if ctype.startswith("MTV"):
             specs = {name: spec for name, spec, _ in ordered_inputs(object_info[ctype])}
@@ -133,7 +143,7 @@ def expected_video(api: dict[str, Any], save_id: str, input_dir: Path) -> dict[s
         if isinstance(inputs.get("width"), int) and isinstance(inputs.get("height"), int):
             expect["size"] = (inputs["width"], inputs["height"])
             break
-    samplers = [n for n in chain if api[n]["class_type"] == "MTVSampler7B"]
+    samplers = [n for n in chain if api[n]["class_type"] in SAMPLERS]
     if samplers:
         total = motion_frames(api, samplers[0], input_dir)
         encoders = [n for n in upstream(api, samplers[0]) if api[n]["class_type"] == "MTVEncodeMotion"]

@@ -2,7 +2,8 @@
 
 What a new user sees: the template opens from the template API like the template browser does
 (``app.loadGraphData`` with the served JSON) with every tiny model installed, so no "Missing Models" or
-missing-nodes dialog may appear; the opening view shows the note and the first group; the template runs
+missing-nodes dialog may appear (the template is opened unchanged; only the prompt sent to run it swaps the native
+loaders that know just the released sizes for the probe folder's stand-ins, ``run_checks.STAND_INS``); the opening view shows the note and the first group; the template runs
 (steps and sizes lowered like the integration runs); afterwards no two nodes overlap, every node is still
 inside its group, every Preview as Text node shows its text in the page, and the screenshots (opening
 view, whole graph, each group) are saved in the test's temporary folder (also copied to
@@ -27,7 +28,7 @@ import pytest
 
 from .comfy_harness import PACK_FOLDER
 from .frontend_rules import CANVAS_MARGINS, overlap
-from .run_checks import FAST_INPUTS
+from .run_checks import FAST_INPUTS, STAND_INS
 from .workflow_assets import load_workflow, workflow_files
 
 pytestmark = pytest.mark.browser
@@ -149,9 +150,25 @@ const [module, name, done] = arguments;
 """
 
 RUN = """
-const [fast, margin, done] = arguments;
+const [fast, margin, standIns, done] = arguments;
 (async () => {
   const api = window.comfyAPI.api.api;
+  // The frontend converts the graph as always; only what reaches the server swaps the native loaders that know
+  // just the released sizes for the probe folder's test-only loaders (run_checks.STAND_INS).
+  if (!api.__mtvStandIns) {
+    const queue = api.queuePrompt.bind(api);
+    api.queuePrompt = (number, data, ...rest) => {
+      for (const node of Object.values(data.output || {})) {
+        const swap = standIns[node.class_type];
+        if (swap) {
+          node.class_type = swap[0];
+          node.inputs = Object.fromEntries(Object.entries(node.inputs).filter(([k]) => swap[1].includes(k)));
+        }
+      }
+      return queue(number, data, ...rest);
+    };
+    api.__mtvStandIns = true;
+  }
   for (const n of window.app.graph._nodes) {
     if (!String(n.type).startsWith('MTV')) continue;
     for (const w of n.widgets || []) if (w.name in fast) w.value = Math.max(fast[w.name], w.options?.min ?? 0);
@@ -264,7 +281,7 @@ def test_template_opens_runs_and_shows_its_results(comfy, driver, path, tmp_path
     members = _membership(opened["boxes"], opened["groups"])
 
     # 2. Run it (the integration runs' lowered steps and sizes) and wait for its previews.
-    ran = driver.execute_async_script(RUN, FAST_INPUTS, list(CANVAS_MARGINS))
+    ran = driver.execute_async_script(RUN, FAST_INPUTS, list(CANVAS_MARGINS), STAND_INS)
     assert "error" not in ran, ran.get("error")
     comfy.timings[f"browser_run_{path.stem}_s"] = round(ran["seconds"], 1)
     assert ran["status"] == "success", f"{ran['status']}\n{comfy.server.log_tail(3000)}"

@@ -34,7 +34,9 @@ MOTION_SUFFIXES = (".npz", ".pkl", ".pickle")
 # Our loaders: the tiny kind each one loads and the models folder its model goes to when models[] does not
 # say (the folders the templates' notes name).
 LOADERS = {"MTVLoadNLFModel": ("nlf", "nlf"), "MTVLoadMotionTokenizer": ("tokenizer", "mtvcrafter"),
-           "MTVLoadDiT7B": ("dit7b", "mtvcrafter"), "MTVLoadCogVideoXVAE": ("video_vae", "vae")}
+           "MTVLoadDiT7B": ("dit7b", "mtvcrafter"), "MTVLoadCogVideoXVAE": ("video_vae", "vae"),
+           "MTVLoadDiT17B": ("dit17b", "mtvcrafter")}
+STAND_INS_MODULE = Path(__file__).resolve().parent / "probe_pack" / "wan_stand_ins.py"
 
 
 def workflow_files() -> list[Path]:
@@ -55,6 +57,12 @@ def classify_model(directory: str, name: str) -> str | None:
         return "nlf"
     if any(k in n for k in ("4dmot", "vqvae", "tokenizer")):
         return "tokenizer"
+    if "umt5" in n or d == "text_encoders":
+        return "umt5"
+    if d == "clip_vision":
+        return "clip_vision"
+    if "wan" in n and ("vae" in n or d == "vae"):
+        return "wan_vae"
     if "vae" in n or d == "vae":
         return "video_vae"
     if d in ("diffusion_models", "unet") or "dit" in n or "cogvideo" in n:
@@ -86,10 +94,55 @@ def write_tiny_model(kind: str, path: Path) -> None:
         from mtv_pack.mtv_core.dit.vae import write_tiny_vae
 
         write_tiny_vae(path, seed=0, as_folder=as_folder)
+    elif kind == "dit17b":
+        from mtv_pack.mtv_core.dit.tiny_17b import tiny_mvdit17b_config, write_tiny_mvdit17b
+        from mtv_pack.mtv_core.wan.image_encoder import tiny_clip_vision_config
+        from mtv_pack.mtv_core.wan.text_encoder import tiny_umt5_config
+
+        # reads the tiny umT5's width (the stand-in CLIP) and the tiny CLIP tower's; the 7B tokenizer's 128-wide
+        # tokens (any width up to the DiT's) fit it as they are
+        config = tiny_mvdit17b_config(text_dim=tiny_umt5_config()["d_model"],
+                                      clip_dim=tiny_clip_vision_config()["hidden_size"])
+        write_tiny_mvdit17b(path, seed=0, config=config, as_folder=as_folder)
+    elif kind == "wan_vae":
+        from mtv_pack.mtv_core.wan.vae import write_tiny_wan_vae
+
+        write_tiny_wan_vae(path, seed=0, naming="diffusers" if as_folder else "comfy")
+    elif kind == "clip_vision":
+        from mtv_pack.mtv_core.wan.image_encoder import write_tiny_clip_vision
+
+        write_tiny_clip_vision(path, seed=0, naming="comfy")
+    elif kind == "umt5":
+        write_tiny_umt5_with_tokenizer(path)
     else:
         raise LookupError(f"no tiny writer for kind {kind!r}")
     if not path.exists():
         raise FileNotFoundError(f"the tiny {kind} writer did not create {path}")
+
+
+def stand_ins():
+    """``probe_pack/wan_stand_ins.py`` (loaded by path: the probe folder's ``__init__`` needs a running server)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mtv_test_wan_stand_ins", STAND_INS_MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_tiny_umt5_with_tokenizer(path: Path) -> None:
+    """A tiny umT5 encoder in ComfyUI's naming carrying a tiny SentencePiece tokenizer as ``spiece_model``, as
+    ComfyUI's umT5 files carry theirs."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mtv_pack.mtv_core.wan.text_encoder import tiny_umt5_config, write_tiny_umt5
+
+    write_tiny_umt5(path, naming="comfy")
+    state = load_file(str(path))
+    spiece = stand_ins().train_tiny_spiece(vocab_size=min(200, tiny_umt5_config()["vocab_size"]))
+    state["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
+    save_file(state, str(path))
 
 
 def write_fake_nlf(path: Path) -> None:
