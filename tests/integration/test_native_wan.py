@@ -31,7 +31,7 @@ from mtv_pack.mtv_core.dit.rope_17b import motion_rope_17b
 from mtv_pack.mtv_core.dit.sampler_17b import denoise_17b
 from mtv_pack.mtv_core.dit.tiny_17b import random_state_dict_17b, tiny_mvdit17b_config, write_tiny_mvdit17b
 from mtv_pack.mtv_core.dit.transformer_17b import MVDiT17B
-from mtv_pack.mtv_core.dit.vae_wan import WAN21, FramesVideoVAE, load_wan_video_vae
+from mtv_pack.mtv_core.dit.vae_wan import WAN21, load_wan_video_vae
 from mtv_pack.mtv_core.wan.image_encoder import load_clip_vision
 from mtv_pack.mtv_core.wan.text_encoder import load_umt5
 from mtv_pack.mtv_core.wan.vae import write_tiny_wan_vae
