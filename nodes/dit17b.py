@@ -111,7 +111,7 @@ class MTVLoadDiT17B(io.ComfyNode):
                     "dtype", options=list(DTYPES), default="auto",
                     tooltip="Compute precision (auto = bf16 on a GPU, fp32 on CPU); fp8 files stay fp8 in memory. "
                     "fp8_e4m3fn / fp8_e5m2 store a bf16 file's block weights in fp8 (half the memory, slightly "
-                    "different results). fp8 models are loaded whole (not partially) by ComfyUI.",
+                    "different results). ComfyUI loads fp8 Linear layers whole (the rest can be partially loaded).",
                 ),
                 io.Combo.Input(
                     "attention", options=list(BACKENDS), default="auto",

@@ -104,6 +104,21 @@ def test_loader_refuses_an_adapter_of_another_width(models_dir, tmp_path):
         (models_dir[0] / "mtvcrafter" / "wide_adapter.safetensors").unlink()
 
 
+def test_loader_refuses_a_text_to_video_base(models_dir):
+    from mtv_pack.mtv_core.dit.tiny_17b import random_state_dict_17b, save_mvdit17b, split_adapter
+
+    t2v = tiny_mvdit17b_config(in_dim=16, clip_dim=128)  # Wan2.1 T2V: 16 input channels, no image embedding
+    base, _ = split_adapter(random_state_dict_17b(t2v, seed=1))
+    path = models_dir[0] / "diffusion_models" / "wan2.1_t2v_14b.safetensors"
+    save_mvdit17b({k: v for k, v in base.items() if not k.startswith("img_emb.")}, path)
+    try:
+        assert "wan2.1_t2v_14b.safetensors" not in dit17b.dit_choices()  # not offered ...
+        with pytest.raises(CheckpointError, match="wan2.1_t2v_14b.safetensors: no image embedding.*text-to-video"):
+            _load(model="wan2.1_t2v_14b.safetensors", adapter="mvdit17b_motion_adapter.safetensors")  # ... nor loaded
+    finally:
+        path.unlink()
+
+
 def test_lora_node_returns_a_patched_copy_and_leaves_the_model(models_dir, caplog):
     base = _load(model="MV-DiT/Wan-2-1")
     before = {k: v.clone() for k, v in base.model.state_dict().items()}

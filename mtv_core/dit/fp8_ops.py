@@ -77,9 +77,10 @@ class FP8Linear(nn.Linear):
         return None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        # the scale is applied in float32: rounded to bf16 it would bias the whole tensor by up to 0.4 %
-        weight = dequantize(self.weight, self.scale_weight, x.dtype)
-        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        # the scale is applied in float32: rounded to bf16 it would bias the whole tensor by up to 0.4 %; the weight
+        # goes to the input's device (a no-op unless a host such as ComfyUI parked this layer elsewhere)
+        weight = dequantize(self.weight.to(x.device, non_blocking=True), self.scale_weight, x.dtype)
+        bias = self.bias.to(x.device, x.dtype) if self.bias is not None else None
         return F.linear(x, weight, bias)
 
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
@@ -128,3 +129,12 @@ class FP8Operations:
     Conv3d = nn.Conv3d
     LayerNorm = nn.LayerNorm
     RMSNorm = nn.RMSNorm
+
+
+def fp8_operations(operations=None):
+    """``FP8Operations`` with every layer but Linear taken from ``operations`` (e.g. ComfyUI's ``comfy.ops``, whose
+    casting layers ComfyUI can load partially); ``FP8Operations`` itself for None or ``torch.nn``."""
+    if operations is None or operations is nn:
+        return FP8Operations
+    return type("FP8Operations", (), {"Linear": FP8Linear, "Conv3d": operations.Conv3d,
+                                       "LayerNorm": operations.LayerNorm, "RMSNorm": operations.RMSNorm})

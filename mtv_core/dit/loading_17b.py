@@ -31,7 +31,7 @@ from ..attention import check_available, check_backend
 from ..checkpoint import CheckpointError, load_into, open_checkpoint
 from ..files import atomic_output
 from .config_17b import MVDiT17BConfig, motion_block_ids
-from .fp8_ops import FP8_NAMES, FP8Linear, FP8Operations, dequantize, is_fp8, quantize_fp8
+from .fp8_ops import FP8_NAMES, FP8Linear, dequantize, fp8_operations, is_fp8, quantize_fp8
 from ..precision import DTYPES, resolve_dtype
 from .transformer_17b import MVDiT17B
 
@@ -356,17 +356,15 @@ def load_mvdit17b(
     ``weight_dtype``: storage of the Linear weights: None / "auto" keeps fp8 files in fp8 and stores other
     files in ``dtype``; "fp8_e4m3fn" / "fp8_e5m2" stores the block Linear weights in fp8 (per-tensor scale);
     ``dtype`` itself dequantises an fp8 file.
-    ``operations``: the layer namespace for plain (non-fp8) storage, e.g. ComfyUI's ``comfy.ops`` (default
-    ``torch.nn``); fp8 storage always uses ``fp8_ops.FP8Operations``.
+    ``operations``: the layer namespace, e.g. ComfyUI's ``comfy.ops`` (default ``torch.nn``); with fp8 storage the
+    Linear layers are ``fp8_ops.FP8Linear`` and the others come from ``operations``.
     """
     dtype = resolve_dtype(dtype, device)
     check_backend(attention)  # before reading gigabytes of weights
     weights = open_mvdit17b_weights(path, adapter)
     config = config_17b_from(weights)
     fp8_dtype = _fp8_storage(weights, weight_dtype, dtype)
-    if fp8_dtype is not None and operations not in (None, nn):
-        logger.info("MV-DiT-17B: fp8 weights use the pack's fp8 layers, not the given operations %s", operations)
-    model = build_17b(config, FP8Operations if fp8_dtype is not None else (operations or nn))
+    model = build_17b(config, fp8_operations(operations) if fp8_dtype is not None else (operations or nn))
     plan = _LoadPlan(weights, model, dtype, fp8_dtype, quantize=weight_dtype not in (None, "auto"))
     load_into(model, plan, dtype=None, device=device, what="MV-DiT-17B", hint=HINT)
     check_available(attention)

@@ -34,7 +34,8 @@ from .workflow_assets import WORKFLOWS_DIR, load_workflow, workflow_files, write
 pytestmark = pytest.mark.integration
 
 WORKFLOWS = workflow_files()
-CORE_TYPES = {"IMAGE", "MASK", "VIDEO", "LATENT", "VAE", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "AUDIO"}
+CORE_TYPES = {"IMAGE", "MASK", "VIDEO", "LATENT", "VAE", "INT", "FLOAT", "STRING", "BOOLEAN", "COMBO", "AUDIO",
+              "CONDITIONING", "CLIP_VISION", "CLIP_VISION_OUTPUT"}
 
 
 def test_server_loads_pack_without_import_errors(comfy):

@@ -201,12 +201,22 @@ def _sample(model) -> torch.Tensor:
                            num_steps=2, motion_guidance=None)
 
 
-def test_17b_partially_loaded_by_comfyui_samples_what_the_whole_one_does(comfy):
+@pytest.mark.parametrize("fp8", [False, True], ids=["fp32", "scaled-fp8"])
+def test_17b_partially_loaded_by_comfyui_samples_what_the_whole_one_does(comfy, tmp_path, fp8):
+    """bf16/fp32 models are all comfy.ops layers; an fp8 model's Linear layers are the pack's (loaded whole by
+    ComfyUI) and the rest comfy.ops."""
+    from mtv_pack.mtv_core.dit.loading import load_dit
+
     ops = _comfy.operations_for(torch.float32, torch.float32, CPU)
-    whole = _comfy.manage(_dit(ops), _comfy.Placement(CPU, CPU))
+    path = write_tiny_mvdit17b(tmp_path / "fp8.safetensors", config=CONFIG, seed=4, fp8="scaled") if fp8 else None
+
+    def build():
+        return load_dit(path, dtype="fp32", operations=ops) if fp8 else _dit(ops)
+
+    whole = _comfy.manage(build(), _comfy.Placement(CPU, CPU))
     comfy.mm.LoadedModel(whole.patcher).model_load()
     expected = _sample(whole.model)
-    part = _comfy.manage(_dit(ops), _comfy.Placement(CPU, CPU))
+    part = _comfy.manage(build(), _comfy.Placement(CPU, CPU))
     comfy.mm.LoadedModel(part.patcher).model_load(lowvram_model_memory=int(part.patcher.model_size() * 0.5))
     assert part.model.model_lowvram and 0 < part.patcher.loaded_size() < part.patcher.model_size()
     assert [m for m in part.model.modules() if getattr(m, "comfy_cast_weights", False)]
