@@ -149,7 +149,7 @@ NOTE_17B = """## MTVCrafter 17B: animate a picture with a driving video's motion
 2. **Motion tokens**: 4DMoT encodes them; *MPJPE* shows how well the tokens keep the motion.
 3. **Motion check** (optional; select the group, Ctrl+B bypasses it): video with the NLF skeleton | NLF skeleton | the skeleton decoded from the tokens, i.e. what the DiT will follow.
 4. **Prompt and reference** with ComfyUI's own Wan encoders: umT5-XXL (*Load CLIP*, type **wan**) for the prompt and upstream's negative prompt, CLIP ViT-H (*CLIP Vision Encode*, crop **none** as upstream) for the reference.
-5. **Animate**: MV-DiT-17B, 49-frame windows overlapping by 9, size from the reference's aspect (width = height = 0: upstream's 512-area buckets), 50 steps, text guidance 6 (upstream's settings; about 35 GB of weights in bf16, 17.5 GB in fp8: a 24 GB GPU runs it partially loaded). *motion_guidance* above 1 follows the motion harder at one more pass per step. With a distillation LoRA (*Load LoRA (MTV 17B)* between the loader and the sampler) use *cfg_mode* distilled and about 10 steps, as upstream with FusionX.
+5. **Animate**: MV-DiT-17B, 49-frame windows overlapping by 9, size from the reference's aspect (width = height = 0: upstream's 512-area buckets), 50 steps, text guidance 6 (upstream's settings; about 35 GB of weights in bf16, 17.5 GB in fp8, which ComfyUI loads partially where they do not fit). *motion_guidance* above 1 follows the motion harder at one more pass per step. With a distillation LoRA (*Load LoRA (MTV 17B)* between the loader and the sampler) use *cfg_mode* distilled and about 10 steps, as upstream with FusionX.
 
 Check the motion in seconds with the **mtvcrafter_motion_check** template before spending minutes here.
 
