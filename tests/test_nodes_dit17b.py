@@ -226,10 +226,11 @@ def test_sampler_sizes_by_the_reference_bucket_and_distilled_mode(models_dir, mo
 
     monkeypatch.setattr(dit17b, "sample_17b", fake_sample)
     inputs = _sampler_inputs(models_dir, width=0, height=0, cfg_mode="distilled", window_clip="reference",
-                             clip_vision=None)
+                             clip_vision=None, batched_cfg=False)
     assert dit17b.MTVSampler17B.execute(**inputs).result[0] == "latents"
     assert (seen["width"], seen["height"]) == (448, 544)  # 96 x 80 (h/w 1.2) -> upstream's 1.21 bucket 544 x 448
     assert seen["cfg_mode"] == "distilled" and seen["window_clip"] == "reference" and seen["clip"] is None
+    assert seen["batched_cfg"] is False
     assert seen["context"].shape == (9, 64) and seen["negative_context"].shape == (14, 64)  # trimmed as upstream
 
 

@@ -264,6 +264,7 @@ def _log_progress(every: int = 5) -> ProgressCallback:
 VARIANT_ONLY = {"--prompt": "17b", "--negative-prompt": "17b", "--adapter": "17b", "--text-encoder": "17b",
                 "--tokenizer-folder": "17b", "--clip": "17b", "--distilled": "17b", "--motion-guidance": "17b",
                 "--motion-guidance-start": "17b", "--motion-guidance-end": "17b", "--window-clip": "17b",
+                "--unbatched-cfg": "17b",
                 "--lora": "17b"}
 
 
@@ -333,6 +334,8 @@ def add_parser(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParse
                      help="fraction of the steps motion guidance starts at (default: 0)")
     wan.add_argument("--motion-guidance-end", type=float, default=None,
                      help="fraction of the steps motion guidance ends at (default: 1)")
+    wan.add_argument("--unbatched-cfg", action="store_true",
+                     help="run the negative and the positive prompt one after the other (half the activation memory)")
     wan.add_argument("--window-clip", default=None, choices=WINDOW_CLIP,
                      help="CLIP image of later windows: their last overlap frame (upstream) or the reference")
     parser.set_defaults(func=run_animate)
@@ -357,6 +360,8 @@ def _variant_options(args: argparse.Namespace) -> dict[str, Any]:
                             motion_guidance_end=1.0 if args.motion_guidance_end is None else args.motion_guidance_end)
     if args.window_clip is not None:
         conditioning["window_clip"] = args.window_clip
+    if args.unbatched_cfg:
+        conditioning["batched_cfg"] = False
     return {"load_options": {"adapter": args.adapter} if args.adapter else {}, "side_options": side,
             "conditioning_options": conditioning, "lora": args.lora, "lora_strength": args.lora_strength,
             "steps": args.steps if args.steps is not None or not args.distilled else DISTILLED_STEPS}
