@@ -2,7 +2,7 @@
 
 Writes a mid-size MV-DiT-17B checkpoint (the Wan I2V layout with motion attention every 4th block, at reduced
 width/depth, a few hundred MB) in the formats users have, then loads each in a fresh process with
-``load_mvdit17b`` while a thread samples /proc/self/status. Prints, per case, the bytes of the weights as held
+``load_dit(..., variant="17b")`` while a thread samples /proc/self/status. Prints, per case, the bytes of the weights as held
 in memory (fp8 Linear weights one byte per element) and the peak increase, during loading and then reading
 every weight once, of anonymous RSS (process-private memory: the real cost) and of total RSS (which also
 counts file pages of the memory-mapped checkpoint: page cache the kernel can drop).
@@ -37,7 +37,7 @@ def measure(spec: str) -> dict:
     """Load the case described by the JSON ``spec`` in this process and return memory figures (bytes)."""
     import torch
 
-    from mtv_core.dit.loading_17b import load_mvdit17b
+    from mtv_core.dit.loading import load_dit
 
     spec = json.loads(spec)
     base_anon, base_rss = _status_kib("RssAnon"), _status_kib("VmRSS")
@@ -53,7 +53,8 @@ def measure(spec: str) -> dict:
     thread = threading.Thread(target=sample, daemon=True)
     thread.start()
     start = time.perf_counter()
-    model = load_mvdit17b(spec["path"], dtype="bf16", adapter=spec.get("adapter"), weight_dtype=spec.get("weight_dtype"))
+    model = load_dit(spec["path"], dtype="bf16", variant="17b", adapter=spec.get("adapter"),  # the registered variant
+                     weight_dtype=spec.get("weight_dtype"))
     seconds = time.perf_counter() - start
     load_peak = dict(peak)
     with torch.no_grad():  # page every weight in (memory-mapped tensors are read lazily)

@@ -1,4 +1,4 @@
-"""Activation memory estimates (bytes) for the three models, for whoever places weights (ComfyUI's
+"""Activation memory estimates (bytes) for the models, for whoever places weights (ComfyUI's
 ``load_models_gpu(memory_required=...)``, the CLI's logs).
 
 These are the memory a call needs *besides* the weights, from the sizes of the tensors it holds at its peak:
@@ -25,6 +25,22 @@ with ``area`` the pixel area of one tile (the whole frame without tiling): the p
 for its own CogVideoX VAE (``comfy/sd.py``), plus the decoded output (frames x 3 x H x W floats). Measured for
 diffusers' implementation (``benchmarks/bench_vae_memory.py``, CPU fp32, 120 x 184): 2156 values per pixel and
 frame decoding, 1023 encoding, so these factors hold with about 30 % to spare.
+
+MV-DiT-17B, one forward of ``batch`` samples (2 with text CFG, 1 distilled; the pass without motion of motion
+guidance is a separate forward of batch 1, so it adds time, not memory)::
+
+    tokens = latent_frames * (latent_h / 2) * (latent_w / 2)
+    bytes  = batch * tokens * (2 * dim + 2 * ffn_dim) * itemsize(compute dtype)
+           + batch * (text_len + clip_tokens) * 2 * dim * itemsize   (cross-attention keys and values)
+
+As for the 7B the peak is a block's feed-forward (residual + normalised copy, GELU input + output) with a
+memory-efficient attention kernel. 49 frames at 512 x 512 in bf16 with text CFG: 2 * 13312 * (2 * 5120 + 2 * 13824)
+* 2 = 2.02 GB, plus 0.03 GB of cross-attention keys and values.
+
+Wan2.1 VAE (ComfyUI's own factors for it, ``comfy/sd.py``, per pixel of one frame)::
+
+    encode bytes = 6000 * H * W * itemsize      (1500 for at most 4 frames)
+    decode bytes = 7000 * h * w * 64 * itemsize (2200 for at most 4 latent frames), h, w = latent size
 
 4DMoT tokenizer, one window of ``frames`` frames: a residual block's few live feature maps at the widest width,
 the im2col matrix of the widest 3x3 conv, and one block of the code search::
@@ -58,12 +74,43 @@ def dit7b_activation_bytes(config, latent_frames: int, latent_height: int, laten
 
 
 def dit17b_activation_bytes(config, latent_frames: int, latent_height: int, latent_width: int, *, batch: int,
-                            dtype: torch.dtype) -> int:
-    """Peak activation memory of one MV-DiT-17B forward, by the 7B's rule (residual + normalised copy + the
-    feed-forward's GELU input and output per token; memory-efficient attention); ``config`` an MVDiT17BConfig."""
+                            dtype: torch.dtype, clip_tokens: int = 257) -> int:
+    """Peak activation memory of one MV-DiT-17B forward (see the module docstring); ``config`` an MVDiT17BConfig."""
     _, ph, pw = config.patch_size
     tokens = latent_frames * (latent_height // ph) * (latent_width // pw)
-    return batch * tokens * (2 * config.dim + 2 * config.ffn_dim) * _itemsize(dtype)
+    itemsize = _itemsize(dtype)
+    feed_forward = batch * tokens * (2 * config.dim + 2 * config.ffn_dim) * itemsize
+    cross = batch * (config.text_len + clip_tokens) * 2 * config.dim * itemsize
+    return feed_forward + cross
+
+
+def wan_vae_activation_bytes(frames: int, height: int, width: int, *, dtype: torch.dtype, decode: bool = True) -> int:
+    """Peak activation memory of a Wan2.1 VAE decode (or encode) of ``frames`` video frames of height x width pixels,
+    with ComfyUI's factors for its Wan VAE, plus the decoded / input video in float32."""
+    output = frames * 3 * height * width * 4
+    if decode:
+        latent_frames = (frames - 1) // 4 + 1
+        factor = 2200 if latent_frames <= 4 else 7000
+        return factor * (height // 8) * (width // 8) * 64 * _itemsize(dtype) + output
+    factor = 1500 if frames <= 4 else 6000
+    return factor * height * width * _itemsize(dtype) + output
+
+
+def sample_17b_activation_bytes(model, motion, width: int, height: int, *, text_cfg: bool = True,
+                                vae_dtype: torch.dtype | None = None) -> int:
+    """The most ``pipeline_17b.sample_17b`` holds besides the weights: the larger of one MV-DiT-17B forward (batch 2
+    with text CFG) and the Wan VAE encoding or decoding one window (``vae_dtype`` None: the VAE is placed
+    elsewhere, e.g. ComfyUI's native VAE, which asks for its own room). ``model`` an MVDiT17B."""
+    from .constants import latent_frames
+
+    windows, plan = motion.windows, motion.plan
+    frames = plan.window if plan is not None else windows[0].num_frames if windows else 0
+    dit = dit17b_activation_bytes(model.config, latent_frames(frames), height // 8, width // 8,
+                                  batch=2 if text_cfg else 1, dtype=model.dtype)
+    if vae_dtype is None:
+        return dit
+    return max(dit, wan_vae_activation_bytes(frames, height, width, dtype=vae_dtype, decode=False),
+               wan_vae_activation_bytes(frames, height, width, dtype=vae_dtype))
 
 
 def cogvideox_vae_activation_bytes(frames: int, height: int, width: int, *, dtype: torch.dtype,

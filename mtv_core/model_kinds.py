@@ -14,6 +14,9 @@ Kinds:
   ``unconditional_motion_token``)
 * ``mvdit17b``: MV-DiT-17B, Wan2.1 naming (``blocks.N.self_attn.q.weight``, ``head.modulation``) with
   motion attention (``blocks.N.motion_attn.*``)
+* ``wan-i2v``: a Wan2.1 image-to-video transformer without motion attention (``img_emb.*``): the base an
+  MV-DiT-17B motion adapter completes (Wan2.1 I2V-14B, Wan2.1-Fun-14B-InP)
+* ``mvdit17b-adapter``: MV-DiT-17B's motion layers alone (``blocks.N.motion_attn.*``, ``blocks.N.norm4.*``)
 * ``cogvideox-vae``: the CogVideoX video VAE, diffusers naming (causal convolutions ``*.conv_in.conv.*``)
 * ``wan-vae``: the Wan2.1 video VAE, original (``encoder.downsamples.*``, ``decoder.middle.*``) or diffusers
   naming (``quant_conv``, ``decoder.norm_out.gamma``)
@@ -34,7 +37,7 @@ from typing import Iterable
 
 logger = logging.getLogger(__name__)
 
-KINDS = ("4dmot", "mvdit7b", "mvdit17b", "cogvideox-vae", "wan-vae", "other", "unknown")
+KINDS = ("4dmot", "mvdit7b", "mvdit17b", "wan-i2v", "mvdit17b-adapter", "cogvideox-vae", "wan-vae", "other", "unknown")
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 # Prefixes ComfyUI and trainers put in front of every key; removed before classifying (as the loaders do).
 KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "module.", "first_stage_model.", "vae.")
@@ -52,7 +55,8 @@ def _strip_prefix(keys: list[str]) -> list[str]:
 
 def classify_keys(keys: Iterable[str]) -> str:
     """The kind of a state dict from its key names (see the module docstring); never ``unknown``."""
-    keys = _strip_prefix([k for k in keys if k != "__metadata__"])
+    # the scaled-fp8 marker of ComfyUI / kijai files may lack the prefix the tensors carry
+    keys = _strip_prefix([k for k in keys if k != "__metadata__" and k.rpartition(".")[2] != "scaled_fp8"])
     names = set(keys)
     generic = {_BLOCK_INDEX.sub(".N.", k) for k in keys}  # blocks.3.x -> blocks.N.x
     if "vq.codebook" in names and any(k.startswith("encoder.") for k in keys) \
@@ -61,7 +65,12 @@ def classify_keys(keys: Iterable[str]) -> str:
     if any(k.startswith("transformer_blocks.N.attn0.") for k in generic):
         return "mvdit7b"
     if "head.modulation" in names and "blocks.N.self_attn.q.weight" in generic:
-        return "mvdit17b" if any(k.startswith("blocks.N.motion_attn.") for k in generic) else "other"
+        if any(k.startswith("blocks.N.motion_attn.") for k in generic):
+            return "mvdit17b"
+        return "wan-i2v" if any(k.startswith("img_emb.") for k in keys) else "other"
+    weights = {k for k in generic if not k.endswith((".scale_weight", ".weight_scale"))}
+    if weights and all(k.startswith(("blocks.N.motion_attn.", "blocks.N.norm4.")) for k in weights):
+        return "mvdit17b-adapter"
     if "encoder.conv_in.conv.weight" in names and "decoder.conv_in.conv.weight" in names:
         return "cogvideox-vae"
     if any(k.startswith(("encoder.downsamples.", "decoder.middle.")) for k in keys):

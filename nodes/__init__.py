@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import importlib
 
-NODE_MODULES = ("motion", "tokenizer", "nlf", "dit7b", "wan_native")
+NODE_MODULES = ("motion", "tokenizer", "nlf", "dit7b", "dit17b", "wan_native")
 
 
 def all_nodes() -> list[type]:

@@ -412,3 +412,76 @@ def unload(managed: ManagedModel) -> None:
                 mm.current_loaded_models.pop(index)
             break
     mm.soft_empty_cache()
+
+
+def native(model: Any) -> ManagedModel:
+    """A ComfyUI-native model (``comfy.sd.VAE``, ``ClipVisionModel`` ...: it has its own ``patcher``) as a
+    ManagedModel, so ``loaded`` can place it together with ours (it is always loaded whole). Without a patcher
+    (a stand-in outside ComfyUI) nothing is moved."""
+    import torch
+
+    patcher = getattr(model, "patcher", None)
+    if patcher is None or not hasattr(patcher, "model_size"):
+        cpu = torch.device("cpu")
+        return ManagedModel(model, StandalonePatcher(_Unmoved(), cpu, cpu), Placement(cpu, cpu), whole=True)
+    return ManagedModel(model, patcher, Placement(patcher.load_device, patcher.offload_device), whole=True)
+
+
+class _Unmoved:
+    def to(self, device: Any) -> "_Unmoved":
+        return self
+
+
+def _patched_by_loading(model: Any, key: str) -> bool:
+    """Whether ComfyUI's ModelPatcher patches parameter ``key`` when it loads ``model``: only parameters of modules
+    without parameterised sub-modules (ModelPatcher._load_list skips the others)."""
+    owner = model.get_submodule(key.rpartition(".")[0]) if "." in key else model
+    return not any(True for child in owner.children() for _ in child.parameters())
+
+
+def with_lora(managed: ManagedModel, lora_path: str, strength: float) -> ManagedModel:
+    """``managed`` with a LoRA at ``strength``, the model itself left unchanged.
+
+    In ComfyUI: a clone of its ModelPatcher with the LoRA as weight patches (``comfy.lora.load_lora`` with
+    ``mtv_core.dit.lora.lora_key_map``), applied when ComfyUI loads the clone and undone when the model is used
+    without them (fp8-stored weights through their layer's ``convert_weight`` / ``set_weight``, ComfyUI's hooks for
+    quantised weights). Tables ComfyUI's loading does not patch (the blocks' ``modulation``) become object patches of the
+    clone holding the patched table, swapped in and back the same way. Outside ComfyUI: a copy of the model with the LoRA merged (``mtv_core.dit.lora.apply_lora``). Keys that
+    match no layer are listed in one warning.
+    """
+    from ..mtv_core.dit.lora import lora_key_map, split_lora_keys, warn_unmatched
+
+    if isinstance(managed.patcher, StandalonePatcher):
+        import copy
+
+        from ..mtv_core.dit.lora import apply_lora
+
+        model = copy.deepcopy(managed.model)
+        apply_lora(model, lora_path, strength=strength)
+        return ManagedModel(model, StandalonePatcher(model, managed.placement.load_device,
+                                                     managed.placement.offload_device), managed.placement,
+                            managed.whole)
+    import comfy.lora  # type: ignore[import-not-found]
+    import comfy.utils  # type: ignore[import-not-found]
+    import torch
+
+    lora = comfy.utils.load_torch_file(lora_path, safe_load=True)
+    key_map = lora_key_map(managed.model)
+    matched, unmatched = split_lora_keys(list(lora), key_map)
+    warn_unmatched(lora_path, unmatched)
+    patches = comfy.lora.load_lora({k: lora[k] for k in matched}, key_map)
+    clone = managed.patcher.clone()
+    applied = 0
+    for key, patch in patches.items():
+        if _patched_by_loading(managed.model, key):
+            applied += len(clone.add_patches({key: patch}, strength))
+        else:  # a table of a module with sub-layers (a block's modulation): ComfyUI's loading never patches those
+            param = managed.model.get_parameter(key)
+            weight = param.detach().to(torch.float32, copy=True)  # calculate_weight works in place
+            merged = comfy.lora.calculate_weight([(strength, patch, 1.0, None, None)], weight, key)
+            clone.add_object_patch(key, type(param)(merged.to(param.dtype), requires_grad=False))
+            applied += 1
+    logger.info("%s: %d weight patches at strength %g", lora_path, applied, strength)
+    if not applied:
+        raise ValueError(f"LoRA {lora_path}: none of its keys fit this model (is it a LoRA for Wan2.1 14B?)")
+    return ManagedModel(managed.model, clone, managed.placement, managed.whole)

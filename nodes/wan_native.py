@@ -24,10 +24,10 @@ _ADAPTER_HINTS = ("adapter", "motion", "wan-2-1", "mtv", "mvdit")
 
 
 def adapter_choices() -> list[str]:
-    """Safetensors files and model folders (the released MV-DiT/Wan-2-1) of models/mtvcrafter and
-    models/diffusion_models, likely motion files first."""
+    """Files and model folders of models/mtvcrafter and models/diffusion_models that hold MV-DiT-17B's motion layers
+    (an extracted adapter, the released MV-DiT/Wan-2-1 folder or a full file), likely motion files first."""
     return model_choices(ADAPTER_FOLDERS, ADAPTER_SUFFIXES, NO_ADAPTER, hints=_ADAPTER_HINTS, include_dirs=True,
-                         skip=lambda n: n.startswith(("motions/", "smpl/")))
+                         skip=lambda n: n.startswith(("motions/", "smpl/")), kinds=("mvdit17b", "mvdit17b-adapter"))
 
 
 class MTVApplyMotionWan(io.ComfyNode):

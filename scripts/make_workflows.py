@@ -37,6 +37,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "tests"))
 
 import conftest  # noqa: E402,F401  (imports the pack as ``mtv_pack``)
+from mtv_pack.mtv_core.dit.pipeline_17b import DEFAULT_NEGATIVE_PROMPT, DEFAULT_PROMPT  # noqa: E402
 from integration.frontend_rules import GROUP_TITLE_HEIGHT, NODE_TITLE_HEIGHT  # noqa: E402
 from integration.node_specs import (  # noqa: E402
     core_object_info,
@@ -67,9 +68,29 @@ MODELS = {
         "url": "https://huggingface.co/Kijai/CogVideoX-comfy/resolve/main/cogvideox_vae_bf16.safetensors",
         "directory": "vae",
     },
+    # the Wan2.1 side models as ComfyUI's own Wan templates use them (Comfy-Org's repackaged single files)
+    "umt5": {
+        "name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/text_encoders/"
+               "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
+        "directory": "text_encoders",
+    },
+    "clip_vision": {
+        "name": "clip_vision_h.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/clip_vision/"
+               "clip_vision_h.safetensors",
+        "directory": "clip_vision",
+    },
+    "wan_vae": {
+        "name": "wan_2.1_vae.safetensors",
+        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
+               "wan_2.1_vae.safetensors",
+        "directory": "vae",
+    },
 }
 # Models the frontend cannot check or download: named in the note with their links.
 DIT_FOLDER = "MV-DiT/CogVideoX"  # a diffusers folder (config.json + safetensors shards) in models/mtvcrafter
+DIT17B_FOLDER = "MV-DiT/Wan-2-1"  # Wan config.json + weights in models/mtvcrafter
 NLF_FILE = "nlf_l_multi_0.3.2.torchscript"
 
 # Native Wan 2.1 files (the native template): single .safetensors files the frontend can check and download.
@@ -152,6 +173,39 @@ NOTE_7B_MOTION_FILE = """## MTVCrafter 7B: animate a picture with a saved motion
 
 """ + MODEL_NOTE % "\n".join([DIT_ROW, SMPL_ROW])
 
+DIT17B_ROW = ("| Load MV-DiT (17B) | the folder [MV-DiT/Wan-2-1](https://huggingface.co/yanboding/MTVCrafter/tree/main/MV-DiT/"
+              "Wan-2-1) (config.json + weights, about 35 GB in bf16): "
+              "`huggingface-cli download yanboding/MTVCrafter --include \"MV-DiT/Wan-2-1/*\" --local-dir models/mtvcrafter`; "
+              "or a single .safetensors in `models/diffusion_models/` (bf16, fp8, scaled fp8), or a Wan2.1 I2V-14B base + "
+              "the motion adapter written by `python -m mtv_core extract-adapter` | `models/mtvcrafter/MV-DiT/Wan-2-1/` |")
+
+NOTE_17B = """## MTVCrafter 17B: animate a picture with a driving video's motion (Wan2.1)
+
+1. **Driving video -> 3D motion**: NLF extracts the person's SMPL joints (CUDA only).
+2. **Motion tokens**: 4DMoT encodes them; *MPJPE* shows how well the tokens keep the motion.
+3. **Motion check** (optional; select the group, Ctrl+B bypasses it): video with the NLF skeleton | NLF skeleton | the skeleton decoded from the tokens, i.e. what the DiT will follow.
+4. **Prompt and reference** with ComfyUI's own Wan encoders: umT5-XXL (*Load CLIP*, type **wan**) for the prompt and upstream's negative prompt, CLIP ViT-H (*CLIP Vision Encode*, crop **none** as upstream) for the reference.
+5. **Animate**: MV-DiT-17B, 49-frame windows overlapping by 9, size from the reference's aspect (width = height = 0: upstream's 512-area buckets), 50 steps, text guidance 6 (upstream's settings; about 35 GB of weights in bf16, 17.5 GB in fp8, which ComfyUI loads partially where they do not fit). *motion_guidance* above 1 follows the motion harder at one more pass per step. With a distillation LoRA (*Load LoRA (MTV 17B)* between the loader and the sampler) use *cfg_mode* distilled and about 10 steps, as upstream with FusionX.
+
+Check the motion in seconds with the **mtvcrafter_motion_check** template before spending minutes here.
+
+### Model files
+
+Downloaded from the *Missing Models* dialog (or the links):
+
+| Node | File | Folder |
+|---|---|---|
+| Load Motion Tokenizer | [WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors](https://huggingface.co/Kijai/WanVideo_comfy/tree/main/MTVCrafter) (or upstream `4DMoT/mp_rank_00_model_states.pt`) | `models/mtvcrafter/` |
+| Load CLIP (type wan) | [umt5_xxl_fp8_e4m3fn_scaled.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/text_encoders) (6.7 GB; or umt5_xxl_fp16, 11.4 GB) | `models/text_encoders/` |
+| Load CLIP Vision | [clip_vision_h.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/clip_vision) (1.3 GB) | `models/clip_vision/` |
+| Load VAE | [wan_2.1_vae.safetensors](https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/tree/main/split_files/vae) (254 MB) | `models/vae/` |
+
+Download yourself (the dialog cannot fetch these):
+
+| Node | What | Folder |
+|---|---|---|
+""" + "\n".join([DIT17B_ROW, NLF_ROW])
+
 NOTE_MOTION_CHECK = """## MTVCrafter: check a driving video's motion (seconds, before the DiT)
 
 1. **Driving video -> 3D motion**: NLF extracts the person's SMPL joints (CUDA only); *Motion Info* describes them.
@@ -182,6 +236,7 @@ Next, in the template browser under `mtvcrafter`:
 - **mtvcrafter_motion_check**: driving video -> NLF 3D pose -> 4DMoT tokens, side by side, in seconds.
 - **mtvcrafter_7b**: driving video -> NLF 3D pose -> MV-DiT 7B -> mp4.
 - **mtvcrafter_7b_motion_file**: saved motion file (.npz / upstream .pkl) -> MV-DiT 7B -> mp4.
+- **mtvcrafter_17b**: driving video -> NLF 3D pose -> MV-DiT 17B (Wan2.1, with a prompt) -> mp4.
 
 Procedural Motion's `joints` output also fits their Encode Motion node, in place of the video or the motion file."""
 
@@ -423,6 +478,68 @@ def _animate(g: Graph, x: float, encoder: dict) -> list[dict]:
     return [dit, vae, ref, sampler, dec, create, save]
 
 
+def _prompt_and_reference(g: Graph, x: float) -> tuple[float, dict, dict, dict, dict, dict, list[dict]]:
+    """Group 3 of the 17B: native umT5 prompts and CLIP vision of the reference; returns (next x, positive,
+    negative, clip vision output, reference image, clip vision loader, members)."""
+    c_text, c_image = _columns(g, x, TOP, [360, 340])
+    clip = c_text.add("CLIPLoader", 110, models=[MODELS["umt5"]], clip_name=MODELS["umt5"]["name"], type="wan")
+    positive = c_text.add("CLIPTextEncode", 120, title="Prompt", text=DEFAULT_PROMPT)
+    g.link(clip, "CLIP", positive, "clip")
+    negative = c_text.add("CLIPTextEncode", 120, title="Negative prompt (upstream's)", text=DEFAULT_NEGATIVE_PROMPT)
+    g.link(clip, "CLIP", negative, "clip")
+    vision = c_image.add("CLIPVisionLoader", 60, models=[MODELS["clip_vision"]], clip_name=MODELS["clip_vision"]["name"])
+    encode = c_image.add("CLIPVisionEncode", 80, crop="none")
+    g.link(vision, "CLIP_VISION", encode, "clip_vision")
+    ref = c_image.last("LoadImage", 380, title="Reference image", image="reference.png")
+    g.link(ref, "IMAGE", encode, "image")
+    members = [clip, positive, negative, vision, encode, ref]
+    return c_image.right + GROUP_GAP - COLUMN_GAP, positive, negative, encode, ref, vision, members
+
+
+def _animate_17b(g: Graph, x: float, encoder: dict, positive: dict, negative: dict, clip_out: dict, ref: dict,
+                 vision: dict) -> list[dict]:
+    """The 17B stage: DiT + native Wan VAE -> sampler -> decode -> CreateVideo -> SaveVideo."""
+    c_load, c_sample, c_out = _columns(g, x, TOP, [340, 360, 460])
+    dit = c_load.add("MTVLoadDiT17B", 170, model=DIT17B_FOLDER)
+    vae = c_load.add("VAELoader", 60, models=[MODELS["wan_vae"]], vae_name=MODELS["wan_vae"]["name"])
+    sampler = c_sample.last("MTVSampler17B", 700)  # room for its latent preview
+    g.link(dit, "model", sampler, "model")
+    g.link(vae, "VAE", sampler, "vae")
+    g.link(positive, "CONDITIONING", sampler, "positive")
+    g.link(negative, "CONDITIONING", sampler, "negative")
+    g.link(clip_out, "CLIP_VISION_OUTPUT", sampler, "clip_vision_output")
+    g.link(ref, "IMAGE", sampler, "reference")
+    g.link(encoder, "motion", sampler, "motion")
+    g.link(vision, "CLIP_VISION", sampler, "clip_vision")
+    dec = c_out.add("MTVDecode17B", 60)
+    g.link(vae, "VAE", dec, "vae")
+    g.link(sampler, "latents", dec, "latents")
+    create = c_out.add("CreateVideo", 80)
+    g.link(dec, "images", create, "images")
+    g.link(dec, "fps", create, "fps")
+    save = c_out.last("SaveVideo", 600, filename_prefix="video/MTVCrafter_17b")
+    g.link(create, "VIDEO", save, "video")
+    return [dit, vae, sampler, dec, create, save]
+
+
+def workflow_17b() -> dict[str, Any]:
+    """Driving video -> NLF joints -> tokens; native umT5 / CLIP vision / Wan VAE -> 17B sampler -> mp4."""
+    g = Graph()
+    x = _note(g, NOTE_17B, height=980, width=640)
+    x, comps, extract, members = _nlf(g, x)
+    g.group("1. Driving video -> 3D motion (NLF)", members)
+    x, enc, members = _tokens(g, x, (extract, "joints"))
+    g.group("2. Motion tokens (4DMoT)", members)
+    x, members = _strip(g, x, (extract, "preview"), (extract, "joints"), (enc, "reconstructed"), (comps, "fps"),
+                        "video/MTVCrafter_motion_check")
+    g.group("3. Optional: motion check (Ctrl+B bypasses)", members, color=GREY)
+    x, positive, negative, clip_out, ref, vision, members = _prompt_and_reference(g, x)
+    g.group("4. Prompt and reference (ComfyUI's Wan encoders)", members, color=PURPLE)
+    g.group("5. Animate the reference (MV-DiT-17B)", _animate_17b(g, x, enc, positive, negative, clip_out, ref, vision),
+            color=GREEN)
+    return g.workflow()
+
+
 def video_workflow() -> dict[str, Any]:
     """Driving video -> NLF joints -> tokens -> (check strip) -> 7B sampler -> mp4."""
     g = Graph()
@@ -594,7 +711,7 @@ def native_workflow() -> dict[str, Any]:
 
 
 WORKFLOWS = {"mtvcrafter_7b.json": video_workflow, "mtvcrafter_7b_motion_file.json": motion_file_workflow,
-             "mtvcrafter_motion_check.json": motion_check_workflow,
+             "mtvcrafter_17b.json": workflow_17b, "mtvcrafter_motion_check.json": motion_check_workflow,
              "mtvcrafter_motion_preview.json": motion_preview_workflow,
              "mtvcrafter_17b_native.json": native_workflow}
 

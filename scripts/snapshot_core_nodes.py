@@ -31,22 +31,26 @@ CORE_NODES = (
     "CLIPVisionEncode", "VAELoader", "WanImageToVideo", "KSampler", "KSamplerAdvanced", "VAEDecode", "SaveLatent",
     "WanContextWindowsManual",
 )
+# Combos listing the server's model files: machine-dependent, kept without their choices.
+FILE_LISTS = {("CLIPLoader", "clip_name"), ("CLIPVisionLoader", "clip_name"), ("VAELoader", "vae_name")}
 KEEP = ("default", "min", "max", "step", "round", "control_after_generate", "forceInput", "multiline",
         "image_upload", "video_upload", "animated_image_upload", "socketless", "widgetType", "options")
 
 
 def _strip(info: dict) -> dict:
-    def spec(s: list) -> list:
+    def spec(s: list, name: str = "") -> list:
         t = s[0]
         opts = s[1] if len(s) > 1 and isinstance(s[1], dict) else {}
         kept = {k: v for k, v in opts.items() if k in KEEP}
+        if (info["name"], name) in FILE_LISTS:
+            return ["COMBO", {}]
         if any(opts.get(k) for k in UPLOAD_KEYS):
             # an upload combo lists the machine's input files: keep only fixed choice lists
             t = "COMBO" if isinstance(t, list) else t
             kept.pop("options", None)
         return [t, kept]
 
-    inputs = {sec: {n: spec(s) for n, s in (info.get("input", {}).get(sec) or {}).items()}
+    inputs = {sec: {n: spec(s, n) for n, s in (info.get("input", {}).get(sec) or {}).items()}
               for sec in ("required", "optional")}
     return {
         "input": {k: v for k, v in inputs.items() if v},

@@ -56,5 +56,7 @@ def test_bad_batched_value_is_refused():
 def test_activation_estimate_scales_with_tokens_and_batch():
     config = tiny_mvdit17b_config()
     one = dit17b_activation_bytes(config, 3, 8, 8, batch=1, dtype=torch.bfloat16)
-    assert one == 3 * 4 * 4 * (2 * config.dim + 2 * config.ffn_dim) * 2
+    feed_forward = 3 * 4 * 4 * (2 * config.dim + 2 * config.ffn_dim) * 2  # tokens x (residual, norm, FFN in/out)
+    cross = (config.text_len + 257) * 2 * config.dim * 2  # the text + CLIP keys and values
+    assert one == feed_forward + cross
     assert dit17b_activation_bytes(config, 3, 8, 8, batch=2, dtype=torch.float32) == 4 * one

@@ -93,9 +93,9 @@ def test_seven_b_is_registered_and_names_resolve():
     seven = variants.get_variant("7b")
     assert "7b" in variants.variant_names() and seven.title == "MV-DiT-7B"
     assert seven.defaults == SamplingDefaults(steps=50, guidance=3.0, seed=6666)
-    with pytest.raises(ValueError, match="unknown MV-DiT variant 'flux'; choose one of 7b"):
+    with pytest.raises(ValueError, match="unknown MV-DiT variant 'flux'; choose one of 7b, 17b"):
         variants.get_variant("flux")
-    assert variants.variant_title("17b") == "MV-DiT variant '17b'"
+    assert variants.variant_title("17b") == "MV-DiT-17B" and variants.variant_title("9b") == "MV-DiT variant '9b'"
 
 
 def test_loader_dispatches_on_the_keys_and_names_the_variant_it_found(tmp_path, toy_variant):
@@ -115,7 +115,7 @@ def test_loader_dispatches_on_the_keys_and_names_the_variant_it_found(tmp_path, 
 
 def test_wan_file_without_a_registered_variant_is_named(tmp_path):
     path = _write_toy(tmp_path / "wan.safetensors")
-    with pytest.raises(CheckpointError, match="not an MV-DiT-7B checkpoint; it has Wan key names.*MV-DiT-17B"):
+    with pytest.raises(CheckpointError, match="not an MV-DiT-7B checkpoint; it has Wan-like key names.*MV-DiT-17B"):
         load_dit(path, variant="7b")
     with pytest.raises(CheckpointError, match="not an MV-DiT checkpoint"):
         load_dit(path)

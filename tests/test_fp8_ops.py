@@ -38,8 +38,8 @@ def test_linear_computes_with_the_dequantised_weight_in_the_input_dtype():
     expected = torch.nn.functional.linear(x, dequantize(layer.weight, layer.scale_weight, torch.float32), reference.bias)
     torch.testing.assert_close(layer(x), expected, atol=1e-6, rtol=0)
     assert layer(x.to(torch.bfloat16)).dtype == torch.bfloat16
-    # set_weight keeps the storage format and re-scales
-    layer.set_weight(reference.weight.detach() * 10)
+    # requantize keeps the storage format and re-scales
+    layer.requantize(reference.weight.detach() * 10)
     assert layer.weight.dtype == torch.float8_e4m3fn
     assert layer.scale_weight.item() == pytest.approx(10 * reference.weight.abs().max().item() / 448, rel=1e-6)
 
@@ -100,3 +100,21 @@ def test_fp8_kernel_error_warns_once_and_upcasts(monkeypatch, caplog):
         outs = [layer(x) for _ in range(2)]
     assert all(torch.equal(o, expected) for o in outs)
     assert caplog.text.count("fp8 matmul unavailable") == 1 and not layer.fp8_compute
+
+
+def test_comfyui_weight_hooks_patch_the_real_values_and_keep_the_scale():
+    """ComfyUI patches a weight on ``convert_weight``'s values and stores it with ``set_weight``; with the scale kept,
+    its backup of the stored fp8 values restores the layer exactly."""
+    torch.manual_seed(1)
+    layer = FP8Linear(16, 8)
+    layer.weight.data, layer.scale_weight = quantize_fp8(torch.randn(8, 16) * 0.1)
+    stored, scale = layer.weight.detach().clone(), layer.scale_weight.clone()
+    real = layer.convert_weight(layer.weight.to(torch.float32), inplace=True)
+    torch.testing.assert_close(real, layer.dequantized_weight())
+    delta = torch.randn(8, 16) * 0.01
+    layer.set_weight(real + delta, inplace_update=False, seed=3)
+    assert layer.weight.dtype == torch.float8_e4m3fn and torch.equal(layer.scale_weight, scale)
+    assert (layer.dequantized_weight() - (real + delta)).abs().max() <= 2.0**-4 * (real + delta).abs().max()
+    assert layer.set_weight(real, return_weight=True).dtype == torch.float8_e4m3fn
+    layer.weight = torch.nn.Parameter(stored, requires_grad=False)  # ComfyUI's unpatch: the stored values back
+    torch.testing.assert_close(layer.dequantized_weight(), real)

@@ -33,7 +33,11 @@ COGVIDEOX_DIT = ["patch_embed.proj.weight", "transformer_blocks.0.attn1.to_q.wei
 
 @pytest.mark.parametrize("keys, kind", [
     (MVDIT17B, "mvdit17b"),
-    (WAN_DIT, "other"),  # a Wan2.1 transformer without motion attention: not for the 17B loader
+    (WAN_DIT, "other"),  # a Wan2.1 text-to-video transformer: nothing of ours loads it
+    (WAN_DIT + ["img_emb.proj.1.weight"], "wan-i2v"),  # an image-to-video one: the base of a motion adapter
+    (["blocks.0.motion_attn.q.weight", "blocks.0.norm4.weight", "blocks.4.motion_attn.o.scale_weight"],
+     "mvdit17b-adapter"),
+    (["scaled_fp8"] + ["model.diffusion_model." + k for k in MVDIT17B], "mvdit17b"),  # marker without the prefix
     (WAN_VAE_ORIGINAL, "wan-vae"),
     (COGVIDEOX_DIT, "other"),  # stock CogVideoX-5B transformer: no motion attention
     (["first_stage_model.encoder.conv_in.weight", "first_stage_model.decoder.conv_in.weight"], "other"),  # SD VAE

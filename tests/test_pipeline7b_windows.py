@@ -148,7 +148,7 @@ def test_size_rounding_and_errors(models, caplog):
         make_motion(40)
     with pytest.raises(ValueError, match="at least one window"):
         sample_7b(model, vae, REFERENCE, MotionTokens([], motion.joints), width=SIZE, height=SIZE)
-    with pytest.raises(ValueError, match="MV-DiT variant '17b', not MV-DiT-7B"):
+    with pytest.raises(ValueError, match="these latents come from MV-DiT-17B, not MV-DiT-7B"):
         decode_7b(vae, dataclasses.replace(out, variant="17b"))
     with pytest.raises(ValueError, match="expected the latents of an MTV sampler"):
         decode_7b(vae, {"samples": torch.zeros(1)})

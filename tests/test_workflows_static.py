@@ -38,12 +38,12 @@ from integration.workflow_assets import WORKFLOWS_DIR
 
 WORKFLOWS = sorted(WORKFLOWS_DIR.glob("*.json"))
 # Workflows the pack promises (README); each is checked as soon as it exists.
-MANIFEST = ("mtvcrafter_7b.json", "mtvcrafter_7b_motion_file.json", "mtvcrafter_motion_check.json",
-            "mtvcrafter_motion_preview.json", "mtvcrafter_17b_native.json")
+MANIFEST = ("mtvcrafter_7b.json", "mtvcrafter_7b_motion_file.json", "mtvcrafter_17b.json",
+            "mtvcrafter_motion_check.json", "mtvcrafter_motion_preview.json", "mtvcrafter_17b_native.json")
 MODEL_SUFFIXES = (".safetensors", ".sft", ".pt", ".pth", ".bin", ".ckpt", ".torchscript", ".gguf")
 # Our loaders and their model widget (a file or a model folder); each value must be in models[] or the note.
 LOADER_WIDGETS = {"MTVLoadNLFModel": "model_name", "MTVLoadMotionTokenizer": "tokenizer_file", "MTVLoadDiT7B": "model",
-                  "MTVLoadCogVideoXVAE": "vae"}
+                  "MTVLoadCogVideoXVAE": "vae", "MTVLoadDiT17B": "model"}
 # Outputs our nodes compute for the user to look at: a shipped workflow shows them (links them somewhere).
 SHOWN_TYPES = {"IMAGE", "STRING"}
 INPUT_SUFFIXES = (".npz", ".pkl", ".pickle", ".mp4", ".webm", ".mov", ".png", ".jpg", ".jpeg", ".webp")

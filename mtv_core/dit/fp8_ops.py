@@ -95,9 +95,10 @@ class FP8Linear(nn.Linear):
                 self.fp8_compute = False
                 logger.warning("fp8 matmul unavailable (%s: %s); this layer upcasts its weight instead",
                                type(exc).__name__, exc)
-        # the scale is applied in float32: rounded to bf16 it would bias the whole tensor by up to 0.4 %
-        weight = dequantize(self.weight, self.scale_weight, x.dtype)
-        bias = self.bias.to(x.dtype) if self.bias is not None else None
+        # the scale is applied in float32: rounded to bf16 it would bias the whole tensor by up to 0.4 %; the weight
+        # goes to the input's device (a no-op unless a host such as ComfyUI parked this layer elsewhere)
+        weight = dequantize(self.weight.to(x.device, non_blocking=True), self.scale_weight, x.dtype)
+        bias = self.bias.to(x.device, x.dtype) if self.bias is not None else None
         return F.linear(x, weight, bias)
 
     def _fits_fp8_compute(self, x: torch.Tensor) -> bool:
@@ -125,7 +126,7 @@ class FP8Linear(nn.Linear):
     def dequantized_weight(self, dtype: torch.dtype = torch.float32) -> torch.Tensor:
         return dequantize(self.weight, self.scale_weight, dtype)
 
-    def set_weight(self, weight: torch.Tensor) -> None:
+    def requantize(self, weight: torch.Tensor) -> None:
         """Store ``weight`` (any float dtype, the real values) in this layer's storage format, re-scaled."""
         if is_fp8(self.weight.dtype):
             quantized, scale = quantize_fp8(weight, self.weight.dtype)
@@ -134,6 +135,31 @@ class FP8Linear(nn.Linear):
         else:
             self.weight.data = weight.to(self.weight.device, self.weight.dtype)
             self.scale_weight = torch.ones((), dtype=torch.float32, device=self.scale_weight.device)
+
+    # ComfyUI's hooks for quantised weights (``comfy.model_patcher.get_key_weight``): a weight patch (LoRA) is
+    # computed on ``convert_weight``'s real values and stored back with ``set_weight``. The scale stays, so
+    # ComfyUI's backup of the stored values restores the weight exactly when the patch is removed.
+
+    def convert_weight(self, weight: torch.Tensor, inplace: bool = False, **kwargs) -> torch.Tensor:
+        """Stored values (as ComfyUI read them, e.g. cast to float32) -> the real weight values."""
+        scale = self.scale_weight.to(weight.device, torch.float32)
+        return weight.mul_(scale) if inplace and weight.is_floating_point() else weight.float() * scale
+
+    def set_weight(self, weight: torch.Tensor, inplace_update: bool = False, seed: int | None = None,
+                   return_weight: bool = False, **kwargs) -> torch.Tensor | None:
+        """Real values -> this layer's storage with its current scale (saturating at the format's range)."""
+        stored = weight.float() / self.scale_weight.to(weight.device, torch.float32)
+        if is_fp8(self.weight.dtype):
+            finfo = torch.finfo(self.weight.dtype)
+            stored = stored.clamp_(finfo.min, finfo.max)
+        stored = stored.to(self.weight.dtype)
+        if return_weight:
+            return stored
+        if inplace_update:
+            self.weight.data.copy_(stored.to(self.weight.device))
+        else:
+            self.weight = nn.Parameter(stored.to(self.weight.device), requires_grad=False)
+        return None
 
 
 def fp8_compute_available() -> bool:
@@ -162,3 +188,12 @@ class FP8Operations:
     Conv3d = nn.Conv3d
     LayerNorm = nn.LayerNorm
     RMSNorm = nn.RMSNorm
+
+
+def fp8_operations(operations=None):
+    """``FP8Operations`` with every layer but Linear taken from ``operations`` (e.g. ComfyUI's ``comfy.ops``, whose
+    casting layers ComfyUI can load partially); ``FP8Operations`` itself for None or ``torch.nn``."""
+    if operations is None or operations is nn:
+        return FP8Operations
+    return type("FP8Operations", (), {"Linear": FP8Linear, "Conv3d": operations.Conv3d,
+                                       "LayerNorm": operations.LayerNorm, "RMSNorm": operations.RMSNorm})

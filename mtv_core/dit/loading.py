@@ -27,39 +27,55 @@ from .variants import DiTVariant, describe_keys, get_variant, variants
 logger = logging.getLogger(__name__)
 
 
-def open_dit(path: str | Path, variant: str | None = None) -> tuple[DiTVariant, Any, Any]:
+def _check_options(variant: DiTVariant, options: dict[str, Any]) -> None:
+    unknown = sorted(set(options) - set(variant.load_options))
+    if unknown:
+        takes = f"; it takes {', '.join(variant.load_options)}" if variant.load_options else ""
+        raise TypeError(f"{variant.title} takes no loading options {unknown}{takes}")
+
+
+def open_dit(path: str | Path, variant: str | None = None, **options: Any) -> tuple[DiTVariant, Any, Any]:
     """(variant, checkpoint view without the variant's key prefix, config) of a DiT checkpoint.
 
     ``variant`` (a registry name) is what the caller expects; None accepts any registered variant.
+    ``options`` go to the variant's ``open_weights`` hook (17B: ``adapter``); they need ``variant``.
     CheckpointError names the file and the variant found (or what the file looks like) when it does not fit.
     """
-    ckpt = open_checkpoint(path)
     wanted = get_variant(variant) if variant is not None else None
-    found = None
-    for candidate in variants():
-        view = strip_key_prefix(ckpt, candidate.key_prefixes)
-        if candidate.matches(view.keys()):
-            found = candidate, view
-            break
-    if found is None:
-        what = wanted.title if wanted is not None else "MV-DiT"
-        hint = f" Expected {wanted.expected}." if wanted is not None else ""
-        raise CheckpointError(f"{ckpt.path}: not an {what} checkpoint; it {describe_keys(ckpt.keys(), wanted)}.{hint}")
-    found_variant, view = found
-    if wanted is not None and found_variant is not wanted:
-        raise CheckpointError(f"{ckpt.path}: this is an {found_variant.title} checkpoint, not {wanted.title}; load it "
-                              f"as the {found_variant.name} variant (with the {found_variant.title} loader)")
+    if wanted is not None and wanted.open_weights is not None:
+        _check_options(wanted, options)
+        found_variant, view = wanted, wanted.open_weights(path, **options)
+    else:
+        if options:
+            raise TypeError(f"loading options {sorted(options)} need the variant that takes them (variant=...)")
+        ckpt = open_checkpoint(path)
+        found = None
+        for candidate in variants():
+            view = strip_key_prefix(ckpt, candidate.key_prefixes)
+            if candidate.matches(view.keys()):
+                found = candidate, view
+                break
+        if found is None:
+            what = wanted.title if wanted is not None else "MV-DiT"
+            hint = f" Expected {wanted.expected}." if wanted is not None else ""
+            raise CheckpointError(f"{ckpt.path}: not an {what} checkpoint; it {describe_keys(ckpt.keys(), wanted)}.{hint}")
+        found_variant, view = found
+        if wanted is not None and found_variant is not wanted:
+            raise CheckpointError(f"{ckpt.path}: this is an {found_variant.title} checkpoint, not {wanted.title}; load "
+                                  f"it as the {found_variant.name} variant (with the {found_variant.title} loader)")
+        if found_variant.open_weights is not None:
+            view = found_variant.open_weights(path)
     try:
         config = found_variant.config_from_checkpoint(view.config, view.shapes())
     except (TypeError, ValueError) as exc:
-        where = f"{ckpt.path}/config.json" if view.config is not None else str(ckpt.path)
+        where = f"{view.path}/config.json" if view.config is not None else str(view.path)
         raise CheckpointError(f"{where}: {found_variant.title}: {exc}") from exc
     return found_variant, view, config
 
 
-def read_dit_config(path: str | Path, variant: str | None = None) -> tuple[DiTVariant, Any]:
+def read_dit_config(path: str | Path, variant: str | None = None, **options: Any) -> tuple[DiTVariant, Any]:
     """(variant, config) of a DiT checkpoint from its headers only (no weights are read)."""
-    found, _, config = open_dit(path, variant)
+    found, _, config = open_dit(path, variant, **options)
     return found, config
 
 
@@ -70,15 +86,25 @@ def load_dit(
     attention: str = "auto",
     variant: str | None = None,
     operations: Any = None,
+    **options: Any,
 ) -> nn.Module:
     """Load the MV-DiT at ``path`` in ``dtype`` on ``device`` with attention backend ``attention``.
 
-    ``variant``: the registry name expected ("7b"), None for whichever registered variant the file is.
+    ``variant``: the registry name expected ("7b", "17b"), None for whichever registered variant the file is.
     ``operations``: a namespace of layer classes handed to the model's constructor (e.g. ComfyUI's ops).
+    ``options``: what the variant's loader takes besides (17B: ``adapter``, ``weight_dtype``); a variant with a
+    ``load`` hook loads the model itself (the 17B's fp8 storage).
     """
+    wanted = get_variant(variant) if variant is not None else None
+    if wanted is not None and wanted.load is not None:
+        found = wanted
+    else:
+        found, ckpt, config = open_dit(path, variant, **options)
+    if found.load is not None:
+        _check_options(found, options)
+        return found.load(path, dtype=dtype, device=device, attention=attention, operations=operations, **options)
     dtype = resolve_dtype(dtype, device)
     check_backend(attention)  # before reading gigabytes of weights
-    found, ckpt, config = open_dit(path, variant)
     with empty_weights():
         model = found.build(config, operations)
     load_into(model, ckpt, dtype=dtype, device=device, what=found.title, hint=f"expected {found.expected}")

@@ -28,7 +28,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from ..attention import check_backend
+from ..attention import check_available, check_backend
 from ..checkpoint import CheckpointError, load_into, open_checkpoint
 from ..files import atomic_output
 from .config_17b import (
@@ -38,7 +38,7 @@ from .config_17b import (
     MVDiT17BConfig,
     motion_block_ids,
 )
-from .fp8_ops import FP8_NAMES, FP8Linear, FP8Operations, dequantize, is_fp8, quantize_fp8
+from .fp8_ops import FP8_NAMES, FP8Linear, dequantize, fp8_operations, is_fp8, quantize_fp8
 from ..precision import DTYPES, resolve_dtype
 from .transformer_17b import MVDiT17B
 
@@ -230,14 +230,21 @@ def open_mvdit17b_weights(path: str | Path, adapter: str | Path | None = None) -
     return _KeyMap(main.path, entries, main.config, main.metadata)
 
 
+def config_17b(config_json: dict | None, shapes: dict[str, tuple]) -> MVDiT17BConfig:
+    """Config from a Wan ``config.json`` dict when there is one, else inferred from the tensor shapes; the
+    motion-attention interval and the CLIP width (which Wan's config.json does not record) always come from the
+    shapes. ValueError when they do not fit."""
+    inferred = MVDiT17BConfig.infer_from_shapes(shapes)
+    if config_json is None:
+        return inferred
+    return MVDiT17BConfig.from_wan_config(config_json, motion_attn_interval=inferred.motion_attn_interval,
+                                          clip_dim=inferred.clip_dim)
+
+
 def config_17b_from(ckpt) -> MVDiT17BConfig:
-    """Config from the folder's Wan ``config.json`` when present, else inferred from the tensor shapes; the
-    motion-attention interval always comes from the blocks that hold motion keys."""
+    """``config_17b`` of a checkpoint view (``config`` and ``shapes()``); CheckpointError naming its file."""
     try:
-        inferred = MVDiT17BConfig.infer_from_shapes(ckpt.shapes())
-        if ckpt.config is None:
-            return inferred
-        return MVDiT17BConfig.from_wan_config(ckpt.config, motion_attn_interval=inferred.motion_attn_interval)
+        return config_17b(ckpt.config, ckpt.shapes())
     except (TypeError, ValueError) as exc:
         where = f"{ckpt.path}/config.json" if ckpt.config is not None else str(ckpt.path)
         raise CheckpointError(f"{where}: {exc}") from exc
@@ -355,6 +362,7 @@ def load_mvdit17b(
     attention: str = "auto",
     adapter: str | Path | None = None,
     weight_dtype: torch.dtype | str | None = None,
+    operations=None,
 ) -> MVDiT17B:
     """Load MV-DiT-17B, computing in ``dtype`` on ``device``.
 
@@ -363,15 +371,18 @@ def load_mvdit17b(
     ``weight_dtype``: storage of the Linear weights: None / "auto" keeps fp8 files in fp8 and stores other
     files in ``dtype``; "fp8_e4m3fn" / "fp8_e5m2" stores the block Linear weights in fp8 (per-tensor scale);
     ``dtype`` itself dequantises an fp8 file.
+    ``operations``: the layer namespace, e.g. ComfyUI's ``comfy.ops`` (default ``torch.nn``); with fp8 storage the
+    Linear layers are ``fp8_ops.FP8Linear`` and the others come from ``operations``.
     """
     dtype = resolve_dtype(dtype, device)
     check_backend(attention)  # before reading gigabytes of weights
     weights = open_mvdit17b_weights(path, adapter)
     config = config_17b_from(weights)
     fp8_dtype = _fp8_storage(weights, weight_dtype, dtype)
-    model = build_17b(config, FP8Operations if fp8_dtype is not None else nn)
+    model = build_17b(config, fp8_operations(operations) if fp8_dtype is not None else (operations or nn))
     plan = _LoadPlan(weights, model, dtype, fp8_dtype, quantize=weight_dtype not in (None, "auto"))
     load_into(model, plan, dtype=None, device=device, what="MV-DiT-17B", hint=HINT)
+    check_available(attention)
     model.compute_dtype = dtype
     model.fuse_qkv()  # one GEMM for the self-attention q/k/v (same keys and outputs; none for fp8 storage)
     model.set_attention_backend(attention)

@@ -96,7 +96,7 @@ def _lora_delta(group: dict[str, torch.Tensor], weight: torch.Tensor, use_alpha:
 def _add(module: nn.Module | None, param: nn.Parameter, delta: torch.Tensor) -> None:
     """param += delta, computed in float32; fp8 Linear weights are re-quantised."""
     if isinstance(module, FP8Linear) and param is module.weight:
-        module.set_weight(module.dequantized_weight(torch.float32) + delta.to(param.device))
+        module.requantize(module.dequantized_weight(torch.float32) + delta.to(param.device))
         return
     merged = param.detach().to(torch.float32) + delta.to(param.device)
     param.data.copy_(merged.to(param.dtype))
@@ -164,9 +164,7 @@ def apply_lora(
     for label, module, param, delta in updates:
         _add(module, param, delta)
         report.applied.append(label)
-    if report.unmatched:
-        shown = ", ".join(report.unmatched[:20]) + (" ..." if len(report.unmatched) > 20 else "")
-        logger.warning("%s: %d keys match no layer of the model and were ignored: %s", name, len(report.unmatched), shown)
+    warn_unmatched(name, report.unmatched)
     logger.info("%s: merged into %d weights at strength %g%s", name, len(report.applied), strength,
                 " (upstream merge: alpha ignored)" if upstream else "")
     return report
@@ -176,3 +174,39 @@ def _fitting(delta: torch.Tensor, shape: torch.Size) -> torch.Tensor:
     if tuple(delta.shape) != tuple(shape):
         raise ValueError(f"delta of shape {tuple(delta.shape)} does not fit a parameter of shape {tuple(shape)}")
     return delta.to(torch.float32)
+
+
+def lora_key_map(model: nn.Module) -> dict[str, str]:
+    """LoRA target names -> ``model``'s state-dict keys, for ComfyUI's ``comfy.lora.load_lora``.
+
+    Every parameter is reachable as ``diffusion_model.<path>``, ``model.diffusion_model.<path>``, ``<path>`` and
+    kohya's ``lora_unet_<path with dots as underscores>``, where ``<path>`` is the module path of a ``.weight``
+    (the key ComfyUI patches; its ``.diff_b`` patches the ``.bias`` beside it) or a parameter's own name (a block's
+    ``modulation``).
+    """
+    out: dict[str, str] = {}
+    for name, _ in model.named_parameters():
+        if name.endswith(".bias"):
+            continue
+        path = name[: -len(".weight")] if name.endswith(".weight") else name
+        for prefix in ("model.diffusion_model.", "diffusion_model.", ""):
+            out[prefix + path] = name
+        out["lora_unet_" + path.replace(".", "_")] = name
+    return out
+
+
+def split_lora_keys(keys, key_map: Mapping[str, str]) -> tuple[list[str], list[str]]:
+    """(keys that belong to a target of ``key_map``, keys that match nothing): a key belongs to target ``x`` when
+    it is ``x`` followed by a suffix (``.lora_up.weight``, ``.alpha``, ``.diff`` ...)."""
+    matched, unmatched = [], []
+    for key in keys:
+        cut = [i for i, c in enumerate(key) if c == "."]
+        (matched if any(key[:i] in key_map for i in cut) else unmatched).append(key)
+    return matched, unmatched
+
+
+def warn_unmatched(name: str, unmatched: list[str]) -> None:
+    """The one warning listing a LoRA's keys that match no layer."""
+    if unmatched:
+        shown = ", ".join(unmatched[:20]) + (" ..." if len(unmatched) > 20 else "")
+        logger.warning("%s: %d keys match no layer of the model and were ignored: %s", name, len(unmatched), shown)

@@ -209,13 +209,15 @@ class MVDiT17BBlock(nn.Module):
         vision_rope: RopeTables,
         text: torch.Tensor,
         image: torch.Tensor,
-        motion: torch.Tensor,
-        motion_rope: RopeTables,
+        motion: torch.Tensor | None,
+        motion_rope: RopeTables | None,
     ) -> torch.Tensor:
-        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (self.modulation.to(e0.dtype) + e0).chunk(6, dim=1)
+        # cast where used: a host that places layers one by one (ComfyUI) leaves this table where it was stored
+        modulation = self.modulation.to(e0.device, e0.dtype)
+        shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = (modulation + e0).chunk(6, dim=1)
         x = x + self.self_attn(self.norm1(x) * (1 + scale_msa) + shift_msa, vision_rope) * gate_msa
         x = x + self.cross_attn(self.norm3(x), text, image)
-        if self.has_motion:
+        if self.has_motion and motion is not None:  # None: the pass without motion (motion guidance)
             x = x + self.motion_attn(self.norm4(x), motion, vision_rope, motion_rope)
         return x + self.ffn(self.norm2(x) * (1 + scale_mlp) + shift_mlp) * gate_mlp
 
@@ -228,7 +230,7 @@ class Head(nn.Module):
         self.modulation = _modulation(2, config.dim)
 
     def forward(self, x: torch.Tensor, e: torch.Tensor) -> torch.Tensor:
-        shift, scale = (self.modulation.to(e.dtype) + e[:, None]).chunk(2, dim=1)
+        shift, scale = (self.modulation.to(e.device, e.dtype) + e[:, None]).chunk(2, dim=1)
         return self.head(self.norm(x) * (1 + scale) + shift)
 
 
@@ -257,6 +259,7 @@ class MVDiT17B(nn.Module):
         self.config = config = config or MVDiT17BConfig()
         dim = config.dim
         self.compute_dtype: torch.dtype | None = None  # None: the dtype of the (non-fp8) weights
+        self._execution_device: torch.device | None = None  # None: the weights' device
         self.patch_embedding = operations.Conv3d(
             config.in_dim, dim, kernel_size=config.patch_size, stride=config.patch_size
         )
@@ -292,14 +295,13 @@ class MVDiT17B(nn.Module):
 
     @property
     def device(self) -> torch.device:
-        """The device it computes on: the one set by whoever places the weights (the CLI's group offloading), else
-        the weights' device."""
-        execution = self.__dict__.get("_execution_device")
-        return execution if execution is not None else self.patch_embedding.weight.device
+        """The device it computes on: the one set by whoever places the weights (ComfyUI's ModelPatcher sets it),
+        else the weights' device."""
+        return self._execution_device if self._execution_device is not None else self.patch_embedding.weight.device
 
     @device.setter
     def device(self, value: torch.device | str | None) -> None:
-        self.__dict__["_execution_device"] = None if value is None else torch.device(value)
+        self._execution_device = None if value is None else torch.device(value)
 
     @property
     def dtype(self) -> torch.dtype:
@@ -323,8 +325,8 @@ class MVDiT17B(nn.Module):
         timestep: torch.Tensor | float,
         context: torch.Tensor | Sequence[torch.Tensor],
         clip_fea: torch.Tensor,
-        motion_tokens: torch.Tensor,
-        motion_rope: RopeTables,
+        motion_tokens: torch.Tensor | None,
+        motion_rope: RopeTables | None,
         y: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Predict the flow-matching velocity.
@@ -336,8 +338,10 @@ class MVDiT17B(nn.Module):
         context: (B, L, text_dim) umT5 embeddings with L <= text_len, or a list of (L_i, text_dim); each is
         zero-padded to text_len (512) as Wan does;
         clip_fea (B, 257, clip_dim): CLIP ViT-H/14 penultimate-block features of the reference;
-        motion_tokens (B, F*24, C) with C <= dim (3072 released), zero-padded to dim;
-        motion_rope: (cos, sin) float32 tables (F*24, head_dim) from ``rope_17b.motion_rope_17b``.
+        motion_tokens (B, F*24, C) with C <= dim (3072 released), zero-padded to dim; None skips motion attention
+        (the frozen Wan base's prediction: the pass without motion of motion guidance);
+        motion_rope: (cos, sin) float32 tables (F*24, head_dim) from ``rope_17b.motion_rope_17b`` (None with
+        ``motion_tokens`` None).
         Conditioning tensors with batch 1 are broadcast to the batch of ``latents``.
         Returns (B, out_dim, F, h, w) in the compute dtype.
         """
@@ -365,13 +369,15 @@ class MVDiT17B(nn.Module):
 
         text = self.text_embedding(_batch(pad_text_context(context, cfg.text_len).to(device, dtype), batch, "context"))
         image = self.img_emb(_batch(clip_fea.to(device, dtype), batch, "clip_fea"))
-        motion = self._pad_motion(_batch(motion_tokens, batch, "motion_tokens").to(device, dtype))
-        motion_rope = tuple(t.to(device, torch.float32) for t in motion_rope)  # float32 at any model dtype
-        if motion_rope[0].shape != (motion.shape[1], cfg.head_dim):
-            raise ValueError(
-                f"motion RoPE tables have shape {tuple(motion_rope[0].shape)}, expected "
-                f"({motion.shape[1]}, {cfg.head_dim}) for {motion.shape[1]} motion tokens"
-            )
+        motion = None
+        if motion_tokens is not None:
+            motion = self._pad_motion(_batch(motion_tokens, batch, "motion_tokens").to(device, dtype))
+            motion_rope = tuple(t.to(device, torch.float32) for t in motion_rope)  # float32 at any model dtype
+            if motion_rope[0].shape != (motion.shape[1], cfg.head_dim):
+                raise ValueError(
+                    f"motion RoPE tables have shape {tuple(motion_rope[0].shape)}, expected "
+                    f"({motion.shape[1]}, {cfg.head_dim}) for {motion.shape[1]} motion tokens"
+                )
 
         if self.step_cache is not None:
             self.step_cache.begin(timestep)

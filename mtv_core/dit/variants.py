@@ -17,7 +17,7 @@ from torch import nn
 from .sampling import SamplingDefaults
 
 # modules under mtv_core.dit that register a variant when imported
-VARIANT_MODULES = ("variant_7b",)
+VARIANT_MODULES = ("variant_7b", "variant_17b")
 
 _REGISTRY: dict[str, "DiTVariant"] = {}
 _imported = False
@@ -32,6 +32,16 @@ class DiTVariant:
     shapes. ``model_class(config)`` or ``model_class(config, operations=...)`` builds the model.
     ``conditioning(model, guidance=..., **options)`` makes the ``pipeline.WindowConditioning`` the windowed
     pipeline samples with; ``window_frames(config)`` is the window length its guidance works on.
+
+    Variants whose files need more than the generic loader offers provide hooks: ``recognise(keys)`` replaces
+    the ``signature_keys`` test (any key prefix, fp8 markers ...); ``open_weights(path, **options)`` returns the
+    checkpoint view (keys, shapes, ``config``, ``path``) of a file or of several (17B: a base + a motion adapter);
+    ``load(path, dtype=, device=, attention=, operations=, **options)`` loads the model (17B: fp8 and scaled-fp8
+    storage). ``loading.load_dit`` calls them, so every caller goes through the one ``load_dit``.
+    ``load_options`` names the options ``load`` / ``open_weights`` take; ``prepare_conditioning(parts, **kw)``
+    runs the side models a command-line run needs besides the DiT and the VAE (17B: text and image encoders)
+    and returns keyword arguments for ``conditioning``; ``model_paths`` lists those parts too. ``output_size``
+    chooses the size from the reference when width or height is 0 (17B: upstream's aspect buckets).
     """
 
     name: str  # registry name: --variant, MTVLatent.variant
@@ -48,8 +58,16 @@ class DiTVariant:
     expected: str  # what file to give, for error messages
     near_miss: Callable[[set[str]], str | None] = lambda keys: None  # "is a ... (what is wrong)" for look-alikes
     model_paths: Mapping[str, tuple[str, ...]] = field(default_factory=dict)  # CLI --models layout: part -> paths
+    recognise: Callable[[Iterable[str]], bool] | None = None
+    open_weights: Callable[..., Any] | None = None
+    load: Callable[..., nn.Module] | None = None
+    load_options: tuple[str, ...] = ()
+    prepare_conditioning: Callable[..., dict] | None = None
+    output_size: Callable[[Any, int, int], tuple[int, int]] | None = None  # (reference, w, h) -> size; 0 = choose
 
     def matches(self, keys: Iterable[str]) -> bool:
+        if self.recognise is not None:
+            return self.recognise(keys)
         keys = set(keys)
         return all(k in keys for k in self.signature_keys)
 
@@ -112,8 +130,8 @@ def describe_keys(keys: Iterable[str], wanted: DiTVariant | None = None) -> str:
         if text:
             return text
     if any(k.startswith("blocks.") for k in keys) and "patch_embedding.weight" in keys:
-        return ("has Wan key names: it looks like MV-DiT-17B (or a Wan2.1 model), which no registered variant "
-                f"loads (registered: {', '.join(v.title for v in variants())})")
+        return ("has Wan-like key names (blocks.N, patch_embedding) but is none of the registered variants "
+                f"({', '.join(v.title for v in variants())}): an incomplete or foreign Wan-family file")
     if any(k.startswith("encoder.") for k in keys) and any(k.startswith("decoder.") for k in keys):
         return "has encoder/decoder keys: it looks like the 4DMoT motion tokenizer or a VAE, not an MV-DiT"
     what = wanted.title if wanted is not None else " or ".join(v.title for v in variants())

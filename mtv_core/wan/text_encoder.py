@@ -275,3 +275,36 @@ def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
     else:
         save_file(state, str(path))
     return path
+
+
+def write_tiny_umt5_tokenizer(folder: str | Path, vocab_size: int = 512) -> Path:
+    """Write a tiny umT5-style tokenizer folder (``tokenizer.json`` + ``tokenizer_config.json``) for tests.
+
+    A unigram model over single characters and a few common words, with umT5's special ids (pad 0, eos 1, unk 2),
+    ``▁`` word boundaries and eos appended, so ``load_umt5_tokenizer`` and ``tokenize`` work as with the real
+    files; every id is below ``vocab_size`` (the tiny encoder's vocabulary). Built with the ``tokenizers`` library.
+    """
+    import json
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
+
+    words = ["the", "a", "is", "dancing", "character", "woman", "man", "on", "beach", "waves", "sunset", "low",
+             "quality", "blurry", "bad", "hands", "extra", "limbs", "fused", "fingers"]
+    chars = [chr(c) for c in range(33, 127)]
+    pieces = ["<pad>", "</s>", "<unk>"] + [f"▁{w}" for w in words] + ["▁"] + chars + [f"▁{c}" for c in chars]
+    pieces = list(dict.fromkeys(pieces))[:vocab_size]
+    vocab = [(piece, 0.0 if i < 3 else -float(len(pieces) - i) / len(pieces) - (5.0 if len(piece) == 1 else 0.0))
+             for i, piece in enumerate(pieces)]
+    tokenizer = Tokenizer(models.Unigram(vocab, unk_id=2))
+    tokenizer.normalizer = normalizers.Sequence([normalizers.Replace("  ", " ")])
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.post_processor = processors.TemplateProcessing(single="$A </s>", pair="$A </s> $B </s>",
+                                                             special_tokens=[("</s>", 1)])
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    tokenizer.save(str(folder / "tokenizer.json"))
+    config = {"tokenizer_class": "PreTrainedTokenizerFast", "pad_token": "<pad>", "eos_token": "</s>",
+              "unk_token": "<unk>", "model_max_length": TEXT_LENGTH, "padding_side": "right"}
+    (folder / "tokenizer_config.json").write_text(json.dumps(config, indent=2))
+    return folder

@@ -44,7 +44,7 @@ GROUP_TITLE_HEIGHT = 34  # 24 px font x 1.4, rounded up
 # Nodes that grow after a run or once their input is chosen (image/video previews, the sampler's latent
 # preview): nothing may sit below them.
 GROWING_NODES = {"LoadImage", "LoadVideo", "PreviewImage", "SaveImage", "SaveVideo", "SaveWEBM", "SaveAnimatedWEBP",
-                 "MTVSampler7B"}
+                 "MTVSampler7B", "MTVSampler17B"}
 # The part of the window the canvas shows, (left, top, right margin, bottom margin) in px: the side bar on
 # the left, the tab bar, the workflow name and the Run button on top.
 CANVAS_MARGINS = (70, 100, 10, 10)

@@ -20,8 +20,9 @@ FAST_CORE_INPUTS: dict[str, dict[str, Any]] = {"KSampler": {"steps": 2},
 STAND_INS = {"CLIPLoader": "TestTinyWanCLIPLoader", "CLIPVisionLoader": "TestTinyCLIPVisionLoader"}
 STEP_INPUTS = ("steps", "num_steps", "num_inference_steps")
 # Nodes whose output has a different frame count than their input (or that bring their own frames).
+SAMPLERS = ("MTVSampler7B", "MTVSampler17B")
 FRAME_CHANGING = ("MTVTrimMotion", "MTVResampleMotion", "MTVLoadMotion", "MTVExtractSMPL", "LoadVideo",
-                  "GetVideoComponents", "MTVSampler7B", "MTVDecode7B")
+                  "GetVideoComponents", *SAMPLERS, "MTVDecode7B", "MTVDecode17B")
 # Core nodes whose output size is not their input's (the side-by-side strip joins panels with ImageStitch).
 SIZE_CHANGING = ("ImageStitch", "ImageScale", "ImageScaleBy", "ImageCrop")
 
@@ -145,7 +146,7 @@ def expected_video(api: dict[str, Any], save_id: str, input_dir: Path) -> dict[s
         if isinstance(inputs.get("width"), int) and isinstance(inputs.get("height"), int):
             expect["size"] = (inputs["width"], inputs["height"])
             break
-    samplers = [n for n in chain if api[n]["class_type"] == "MTVSampler7B"]
+    samplers = [n for n in chain if api[n]["class_type"] in SAMPLERS]
     native = [n for n in chain if api[n]["class_type"] == "WanImageToVideo"]
     if native and isinstance(literal(api, native[0], "length"), int):
         expect["frames"] = literal(api, native[0], "length")

@@ -2,7 +2,8 @@
 
 What a new user sees: the template opens from the template API like the template browser does
 (``app.loadGraphData`` with the served JSON) with every tiny model installed, so no "Missing Models" or
-missing-nodes dialog may appear; the opening view shows the note and the first group; the template runs
+missing-nodes dialog may appear (the template is opened unchanged; only the prompt sent to run it swaps the native
+loaders that know just the released sizes for the probe folder's stand-ins, ``run_checks.STAND_INS``); the opening view shows the note and the first group; the template runs
 (steps and sizes lowered like the integration runs); afterwards no two nodes overlap, every node is still
 inside its group, every Preview as Text node shows its text in the page, and the screenshots (opening
 view, whole graph, each group) are saved in the test's temporary folder (also copied to

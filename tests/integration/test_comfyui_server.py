@@ -18,6 +18,7 @@ from .frontend_rules import MODEL_FOLDERS
 from .node_specs import node_info, ordered_inputs, spec_options, spec_type
 from .run_checks import (
     FAST_INPUTS,
+    SAMPLERS,
     STAND_INS,
     STEP_INPUTS,
     adapt,
@@ -172,6 +173,10 @@ def test_loader_lists_offer_only_their_own_kind(comfy):
                      options("MTVLoadMotionTokenizer", "tokenizer_file"))
     assert dit == ["MV-DiT/CogVideoX"], dit
     assert vae == ["cogvideox_vae_bf16.safetensors"], vae
+    # the MV-DiT-17B folder and the native template's Wan2.1 I2V base (base + adapter); not the 7B folder, not the VAE
+    assert options("MTVLoadDiT17B", "model") == ["MV-DiT/Wan-2-1", "wan2.1_i2v_480p_14B_fp16.safetensors"]
+    assert options("MTVApplyMotionWan", "adapter") == ["MV-DiT/Wan-2-1"]  # only files holding motion layers
+    assert options("MTVLoadDiT17B", "adapter") == ["(none)"]
     # (the edit/token graph below adds a tokenizer of its own)
     assert "WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors" in tok, tok
     assert set(tok) <= {"WanVideo_MTV_Crafter_4DMoT_VQVAE_fp32.safetensors", "it_tiny_4dmot.safetensors"}, tok
@@ -197,7 +202,7 @@ def test_workflow_runs_end_to_end(comfy, path):
     assert result.status == "success", f"{path.name}: {result.status}: {result.error_text()}\n{comfy.server.log_tail(3000)}"
     executed = {m["node"] for m in result.of_type("executed")} | set(result.outputs)
     comfy.timings[f"ws_previews_{path.stem}"] = result.binary_previews
-    if any(v["class_type"] == "MTVSampler7B" and v["inputs"].get("latent_preview") is True for v in api.values()):
+    if any(v["class_type"] in SAMPLERS and v["inputs"].get("latent_preview") is True for v in api.values()):
         assert result.binary_previews > 0, "latent_preview is on but no preview frame reached the websocket"
     saves = [k for k, v in api.items() if v["class_type"] in ("SaveVideo",)]
     assert saves, f"{path.name} saves no video"
@@ -238,16 +243,19 @@ def test_workflow_runs_end_to_end(comfy, path):
                 == b"\x89PNG"
 
 
-def _cancel_target() -> Path:
-    """A workflow that samples; the smallest graph first: driving from a motion file."""
+def _cancel_targets() -> list[Path]:
+    """For each sampler, a workflow that samples with it; the smallest graph first (driving from a motion file)."""
     ranked = sorted(WORKFLOWS, key=lambda p: (0 if "motion_file" in p.stem else 1, p.name))
-    samplers = [p for p in ranked if any(n.get("type") == "MTVSampler7B" for n in load_workflow(p)["nodes"])]
-    assert samplers, f"no workflow with a sampler among {[p.name for p in WORKFLOWS]}"
-    return samplers[0]
+    targets = []
+    for sampler in SAMPLERS:
+        found = [p for p in ranked if any(n.get("type") == sampler for n in load_workflow(p)["nodes"])]
+        assert found, f"no workflow with {sampler} among {[p.name for p in WORKFLOWS]}"
+        targets.append(found[0])
+    return targets
 
 
-def test_cancel_during_sampling_then_next_prompt_runs(comfy):
-    path = _cancel_target()
+@pytest.mark.parametrize("path", _cancel_targets(), ids=lambda p: p.stem)
+def test_cancel_during_sampling_then_next_prompt_runs(comfy, path):
     assert not _problems(comfy, path), "\n".join(_problems(comfy, path))
     info = comfy.object_info
     workflow = load_workflow(path)
@@ -256,6 +264,7 @@ def test_cancel_during_sampling_then_next_prompt_runs(comfy):
                   and any(s in v["inputs"] and not isinstance(v["inputs"][s], list) for s in STEP_INPUTS)}
     assert step_nodes, f"{path.name}: no node of ours with a steps input to cancel"
     long_api = adapt(api, info, overrides={**FAST_INPUTS, **{s: 200 for s in STEP_INPUTS}}, prefix="it/cancelled")
+    api = adapt(api, info)
     sent: dict[str, float] = {}
 
     def interrupt_on_first_step(server, msg):
@@ -272,14 +281,14 @@ def test_cancel_during_sampling_then_next_prompt_runs(comfy):
     # no video of the interrupted sampler (the motion check strip does not wait for it and may be saved)
     for save_id in (k for k, v in api.items() if v["class_type"] == "SaveVideo" and step_nodes & set(upstream(api, k))):
         assert not saved_files(result.outputs, save_id), "an interrupted prompt saved a video"
-    comfy.timings["cancel_run_s"] = round(result.seconds, 1)
-    comfy.timings["cancel_interrupt_after_s"] = round(result.messages[-1]["_t"] - sent["t"], 2)
-    comfy.timings["cancel_nodes_s"] = result.node_seconds()
+    comfy.timings[f"cancel_run_{path.stem}_s"] = round(result.seconds, 1)
+    comfy.timings[f"cancel_interrupt_after_{path.stem}_s"] = round(result.messages[-1]["_t"] - sent["t"], 2)
+    comfy.timings[f"cancel_nodes_{path.stem}_s"] = result.node_seconds()
     # Next prompt, same models (cached loaders): runs normally.
     rerun = comfy.server.run(adapt(api, info, prefix="it/after_cancel"), timeout=600)
     assert rerun.status == "success", rerun.error_text()
-    comfy.timings["after_cancel_run_s"] = round(rerun.seconds, 1)
-    comfy.timings["after_cancel_nodes_s"] = rerun.node_seconds()
+    comfy.timings[f"after_cancel_run_{path.stem}_s"] = round(rerun.seconds, 1)
+    comfy.timings[f"after_cancel_nodes_{path.stem}_s"] = rerun.node_seconds()
 
 
 def test_motion_nodes_render_a_video_and_a_preview(comfy):
@@ -340,6 +349,33 @@ def test_edit_and_token_nodes_run_in_one_graph(comfy):
     frames = len(result.outputs["12"]["images"])
     assert frames == 49, f"65 frames at 25 fps resampled to 20 fps (52-53 frames) decode on the 4k+1 grid to 49: {frames}"
     assert result.outputs["13"]["text"][0]
+
+
+def test_17b_workflow_with_a_lora_between_loader_and_sampler(comfy):
+    """The LoRA node in a real 17B run: ComfyUI loads the patched clone (its patches applied while it runs); keys
+    that match no layer are listed once in the log."""
+    import torch
+    from safetensors.torch import save_file
+
+    path = next(p for p in WORKFLOWS if any(n.get("type") == "MTVSampler17B" for n in load_workflow(p)["nodes"]))
+    info = comfy.object_info
+    api = adapt(to_api(load_workflow(path), info), info, prefix="it/lora17b")
+    lora = comfy.models_root / "loras" / "it_tiny_wan_lora.safetensors"
+    lora.parent.mkdir(exist_ok=True)
+    gen = torch.Generator().manual_seed(0)
+    save_file({"diffusion_model.blocks.0.self_attn.q.lora_down.weight": torch.randn(4, 256, generator=gen),
+               "diffusion_model.blocks.0.self_attn.q.lora_up.weight": torch.randn(256, 4, generator=gen),
+               "diffusion_model.blocks.1.ffn.2.diff_b": torch.randn(256, generator=gen),
+               "diffusion_model.vace_blocks.0.proj.lora_up.weight": torch.zeros(1, 1)}, str(lora))
+    sampler = next(k for k, v in api.items() if v["class_type"] == "MTVSampler17B")
+    api["lora"] = node_with_defaults(info, "MTVLoraLoader17B", model=api[sampler]["inputs"]["model"],
+                                     lora=lora.name, strength=0.8)
+    api[sampler]["inputs"]["model"] = ["lora", 0]
+    result = comfy.server.run(api, timeout=600)
+    assert result.status == "success", f"{result.error_text()}\n{comfy.server.log_tail(3000)}"
+    log = comfy.server.log_text()
+    assert "1 keys match no layer of the model and were ignored: diffusion_model.vace_blocks.0.proj" in log
+    assert "2 weight patches at strength 0.8" in log
 
 
 def test_every_pack_node_is_exercised_by_the_integration_graphs():

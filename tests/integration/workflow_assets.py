@@ -35,8 +35,12 @@ MOTION_SUFFIXES = (".npz", ".pkl", ".pickle")
 # say (the folders the templates' notes name).
 LOADERS = {"MTVLoadNLFModel": ("nlf", "nlf"), "MTVLoadMotionTokenizer": ("tokenizer", "mtvcrafter"),
            "MTVLoadDiT7B": ("dit7b", "mtvcrafter"), "MTVLoadCogVideoXVAE": ("video_vae", "vae"),
-           "MTVApplyMotionWan": ("mvdit17b", "mtvcrafter")}
-TINY_WAN_TEXT_DIM = 4096  # the text width native Wan takes (umT5-XXL)
+           "MTVApplyMotionWan": ("mvdit17b", "mtvcrafter"), "MTVLoadDiT17B": ("dit17b", "mtvcrafter")}
+# Native Wan takes 4096-wide umT5 features and 1280-wide CLIP ViT-H features whatever the model's size: the tiny
+# text encoder, CLIP tower and 17B models of both 17B templates are built at those widths.
+TINY_WAN_TEXT_DIM = 4096
+TINY_WAN_CLIP_DIM = 1280
+STAND_INS_MODULE = Path(__file__).resolve().parent / "probe_pack" / "wan_stand_ins.py"
 
 
 def workflow_files() -> list[Path]:
@@ -123,8 +127,17 @@ def write_tiny_model(kind: str, path: Path) -> None:
         from mtv_pack.mtv_core.wan.image_encoder import write_tiny_clip_vision
 
         # width 1280: native Wan's image embedding takes ViT-H's features whatever the model's size
-        write_tiny_clip_vision(path, seed=0, naming="comfy", hidden_size=1280, intermediate_size=64,
+        write_tiny_clip_vision(path, seed=0, naming="comfy", hidden_size=TINY_WAN_CLIP_DIM, intermediate_size=64,
                                num_hidden_layers=2, num_attention_heads=2)
+    elif kind == "dit17b":
+        from mtv_pack.mtv_core.dit.tiny_17b import tiny_mvdit17b_config, write_tiny_mvdit17b
+
+        # the widths of the tiny text encoder and CLIP tower below (native Wan's), so MTV Sampler (17B) takes the
+        # native CONDITIONING / CLIP_VISION_OUTPUT of the template's own loaders
+        config = tiny_mvdit17b_config(text_dim=TINY_WAN_TEXT_DIM, clip_dim=TINY_WAN_CLIP_DIM)
+        write_tiny_mvdit17b(path, seed=0, config=config, as_folder=as_folder)
+    elif kind == "umt5":  # our core's umT5 with a tokenizer folder (not one a template names)
+        write_tiny_umt5_with_tokenizer(path)
     elif kind == "wan_text_encoder":
         # one umT5 layer of the width native Wan takes; vocab 384 holds the stand-in's byte tokens
         from mtv_pack.mtv_core.wan.text_encoder import write_tiny_umt5
@@ -135,6 +148,31 @@ def write_tiny_model(kind: str, path: Path) -> None:
         raise LookupError(f"no tiny writer for kind {kind!r}")
     if not path.exists():
         raise FileNotFoundError(f"the tiny {kind} writer did not create {path}")
+
+
+def stand_ins():
+    """``probe_pack/wan_stand_ins.py`` (loaded by path: the probe folder's ``__init__`` needs a running server)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("mtv_test_wan_stand_ins", STAND_INS_MODULE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def write_tiny_umt5_with_tokenizer(path: Path) -> None:
+    """A tiny umT5 encoder in ComfyUI's naming carrying a tiny SentencePiece tokenizer as ``spiece_model``, as
+    ComfyUI's umT5 files carry theirs."""
+    import torch
+    from safetensors.torch import load_file, save_file
+
+    from mtv_pack.mtv_core.wan.text_encoder import tiny_umt5_config, write_tiny_umt5
+
+    write_tiny_umt5(path, naming="comfy")
+    state = load_file(str(path))
+    spiece = stand_ins().train_tiny_spiece(vocab_size=min(200, tiny_umt5_config()["vocab_size"]))
+    state["spiece_model"] = torch.frombuffer(bytearray(spiece), dtype=torch.uint8)
+    save_file(state, str(path))
 
 
 def write_fake_nlf(path: Path) -> None:
