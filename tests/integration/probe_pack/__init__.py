@@ -1,15 +1,9 @@
-"""Test-only custom node folder for the integration server: reports ComfyUI's model management state, and stands in
-for the two native loaders that only know released model sizes.
+"""Test-only custom node folder for the integration server: reports ComfyUI's model management state.
 
 ``GET /mtv_test/loaded_models`` lists ``comfy.model_management.current_loaded_models``: for each entry the class
 of the model its patcher holds (and of the module inside a plain container), whether the patcher is a
 ``comfy.model_patcher.ModelPatcher``, its devices and sizes, whether it is loaded partially, and the modules
-its weighted layers come from.
-
-Nodes ``TestWanCLIPLoader`` and ``TestCLIPVisionLoader``: Load CLIP (type wan) and Load CLIP Vision for tiny files
-(``wan_stand_ins``): the same native CLIP / CLIP_VISION objects, so the shipped 17B template's CLIP Text Encode and
-CLIP Vision Encode run unchanged (the integration runs swap only the loaders, ``run_checks.STAND_INS``).
-Installed by tests/integration/conftest.py next to the pack.
+its weighted layers come from. No nodes. Installed by tests/integration/conftest.py next to the pack.
 """
 
 from __future__ import annotations
@@ -20,38 +14,7 @@ import torch
 from aiohttp import web
 from server import PromptServer
 
-import folder_paths
-
-from .wan_stand_ins import native_clip_vision, native_wan_clip
-
-
-class TestWanCLIPLoader:
-    @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802 - ComfyUI's V1 API
-        return {"required": {"clip_name": (folder_paths.get_filename_list("text_encoders"),), "type": (["wan"],)}}
-
-    RETURN_TYPES = ("CLIP",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, clip_name, type="wan"):
-        return (native_wan_clip(folder_paths.get_full_path_or_raise("text_encoders", clip_name)),)
-
-
-class TestCLIPVisionLoader:
-    @classmethod
-    def INPUT_TYPES(cls):  # noqa: N802
-        return {"required": {"clip_name": (folder_paths.get_filename_list("clip_vision"),)}}
-
-    RETURN_TYPES = ("CLIP_VISION",)
-    FUNCTION = "load"
-    CATEGORY = "testing"
-
-    def load(self, clip_name):
-        return (native_clip_vision(folder_paths.get_full_path_or_raise("clip_vision", clip_name)),)
-
-
-NODE_CLASS_MAPPINGS: dict = {"TestWanCLIPLoader": TestWanCLIPLoader, "TestCLIPVisionLoader": TestCLIPVisionLoader}
+NODE_CLASS_MAPPINGS: dict = {}
 WEIGHTED = (torch.nn.Linear, torch.nn.Conv1d, torch.nn.Conv2d, torch.nn.Conv3d, torch.nn.LayerNorm,
             torch.nn.GroupNorm)
 
