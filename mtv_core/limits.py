@@ -19,6 +19,8 @@ joint coordinates          ``MAX_ABS_MM``                  10 km; keeps float32 
 frame rate                 ``MIN_FPS`` .. ``MAX_FPS``      what a video writer accepts
 JSON (config, index,       ``MAX_JSON_BYTES``,             config.json, sharded-checkpoint indexes, safetensors
 metadata)                  ``MAX_JSON_DEPTH``              metadata, motion metadata
+motion metadata kept       ``MAX_MOTION_META_CHARS``       from any motion file, so that Save Motion's .npz of it
+                                                           reads back (numpy stores it as 4-byte characters)
 checkpoint tensors         ``MAX_TENSORS``,                tensors per checkpoint, shards per folder
                            ``MAX_SHARDS``
 model config counts        ``MAX_LAYERS``, ``MAX_WIDTH``   and they must equal what the weights hold
@@ -54,6 +56,7 @@ MAX_ABS_MM = 1e7
 MIN_FPS, MAX_FPS = 0.1, 1000.0
 MAX_JSON_BYTES = 16 * MIB
 MAX_JSON_DEPTH = 32
+MAX_MOTION_META_CHARS = 1 * MIB  # 4 MiB in an .npz: well inside the reader's member limit
 MAX_TENSORS = 200_000
 MAX_SHARDS = 1_000
 MAX_LAYERS = 1_024

@@ -507,3 +507,21 @@ def test_cli_bad_motion_file_exits_2_with_one_line(animate_workspace, tmp_path, 
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and "\n" not in errors[0].getMessage() and str(bad) in errors[0].getMessage()
     assert "Traceback" not in capsys.readouterr().err
+
+
+def test_metadata_too_large_to_save_is_refused_at_load(tmp_path):
+    """Found by the long fuzz run: a pickle item with thousands of small metadata entries loaded, but the .npz
+    Save Motion wrote of it (numpy keeps the JSON as 4-byte characters) was over the reader's member limit, so the
+    saved file could not be read back. The loader now refuses such metadata, naming the file and the limit."""
+    from mtv_pack.mtv_core.limits import MAX_MOTION_META_CHARS
+
+    item = {"pose": np.zeros((49, 24, 3), np.float32)}
+    item.update({f"k{i}": "x" * 4000 for i in range(MAX_MOTION_META_CHARS // 4000 + 2)})
+    path = tmp_path / "big_meta.pkl"
+    path.write_bytes(pickle.dumps([item], protocol=2))
+    with pytest.raises(InputError, match=r"big_meta\.pkl.*metadata.*over the limit"):
+        load_motion(path)
+    small = tmp_path / "small_meta.pkl"
+    small.write_bytes(pickle.dumps([{"pose": np.zeros((49, 24, 3), np.float32), "video_path": "a.mp4"}], protocol=2))
+    saved = save_motion(load_motion(small), tmp_path / "round.npz")
+    assert load_motion(saved).meta["video_path"] == "a.mp4"

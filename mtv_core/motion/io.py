@@ -38,6 +38,7 @@ from ..limits import (
     MAX_ABS_MM,
     MAX_FRAMES,
     MAX_MOTION_FILE_BYTES,
+    MAX_MOTION_META_CHARS,
     MAX_PEOPLE_PER_FRAME,
     MAX_SEQUENCES,
     REAL_KINDS,
@@ -87,6 +88,9 @@ def _plain(value: Any, depth: int = 0) -> Any:
 def _sequence(path: Path, joints: Any, fps: float, valid: Any = None, meta: dict | None = None,
               what: str = "") -> JointSequence:
     where = f"{path}{what}"
+    if meta:  # only what our own .npz can hold and read back (Save Motion of a loaded file must round-trip)
+        check_limit(len(json.dumps(meta, ensure_ascii=False, default=_plain)), MAX_MOTION_META_CHARS,
+                    "the size of its metadata (JSON characters)", where)
     try:
         joints = np.asarray(joints)
     except (ValueError, TypeError, OverflowError, RecursionError) as exc:
