@@ -107,24 +107,10 @@ NATIVE_MODELS = {
                "Wan2.1_I2V_14B_FusionX_LoRA.safetensors",
         "directory": "loras",
     },
-    "umt5": {
-        "name": "umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
-               "text_encoders/umt5_xxl_fp8_e4m3fn_scaled.safetensors",
-        "directory": "text_encoders",
-    },
-    "clip_vision": {
-        "name": "clip_vision_h.safetensors",
-        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/"
-               "clip_vision/clip_vision_h.safetensors",
-        "directory": "clip_vision",
-    },
-    "wan_vae": {
-        "name": "wan_2.1_vae.safetensors",
-        "url": "https://huggingface.co/Comfy-Org/Wan_2.1_ComfyUI_repackaged/resolve/main/split_files/vae/"
-               "wan_2.1_vae.safetensors",
-        "directory": "vae",
-    },
+    # the Wan side models are the 17B template's own entries
+    "umt5": MODELS["umt5"],
+    "clip_vision": MODELS["clip_vision"],
+    "wan_vae": MODELS["wan_vae"],
 }
 # The motion layers' source, a folder the frontend cannot list: named in the native template's note.
 MOTION_FOLDER_17B = "MV-DiT/Wan-2-1"
