@@ -258,6 +258,23 @@ def test_crop_first_keeps_the_result_for_images_of_the_target_aspect():
     assert torch.equal(prepare_reference(image, 96, 144), expected.clamp(0, 1))
 
 
+def test_metadata_stays_small_so_what_loads_saves_and_loads_again(tmp_path):
+    """Found by the long fuzz run: an empty (2000, 2000, 0) array as a metadata value became 4 million empty
+    lists, which saved as 24 MB of JSON that the loader then refused."""
+    items = [{"pose": np.full((3, 24, 3), 1000.0, np.float32), "video_path": np.zeros((2000, 2000, 0), np.float32),
+              "video_width": np.arange(4)}]
+    path = tmp_path / "meta.pkl"
+    path.write_bytes(pickle.dumps(items))
+    seq = load_motion(path)
+    assert "video_path" not in seq.meta and seq.meta["video_width"] == [0, 1, 2, 3]
+    back = load_motion(save_motion(seq, tmp_path / "again.npz"))
+    assert back.meta == seq.meta and np.array_equal(back.joints_mm, seq.joints_mm)
+    seq.meta["huge"] = "x" * (17 << 20)  # metadata a later step made too large: refused before writing
+    with pytest.raises(LimitError, match="metadata"):
+        save_motion(seq, tmp_path / "too_big.npz")
+    assert not (tmp_path / "too_big.npz").exists()
+
+
 # --- process-global side effects -------------------------------------------------------------------------
 
 

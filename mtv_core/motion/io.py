@@ -37,6 +37,7 @@ from ..files import atomic_output
 from ..limits import (
     MAX_ABS_MM,
     MAX_FRAMES,
+    MAX_JSON_BYTES,
     MAX_MOTION_FILE_BYTES,
     MAX_MOTION_META_CHARS,
     MAX_PEOPLE_PER_FRAME,
@@ -78,8 +79,9 @@ def _plain(value: Any, depth: int = 0) -> Any:
         return value
     if depth >= _META_DEPTH:
         return None
-    if isinstance(value, np.ndarray) and value.size <= _META_ITEMS and value.dtype.kind in "biufSU":
-        return value.tolist()
+    if isinstance(value, np.ndarray) and value.dtype.kind in "biufSU" and value.size <= _META_ITEMS \
+            and value.ndim <= _META_DEPTH and max(value.shape, default=0) <= _META_ITEMS:
+        return value.tolist()  # (an empty array of shape (2000, 2000, 0) would be 4 million empty lists)
     if isinstance(value, (list, tuple)) and len(value) <= _META_ITEMS:
         return [_plain(v, depth + 1) for v in value]
     return None
@@ -371,7 +373,12 @@ def save_motion(seq: JointSequence, path: str | os.PathLike) -> Path:
     path = Path(path)
     if path.suffix.lower() != ".npz":
         path = path.with_name(path.name + ".npz")
-    meta = json.dumps(seq.meta, ensure_ascii=False, default=_plain)
+    try:
+        meta = json.dumps(seq.meta, ensure_ascii=False, default=_plain)
+    except (ValueError, TypeError, RecursionError) as exc:
+        raise InputError(f"cannot save the metadata of this motion to {path} ({exc})") from None
+    # what is saved must load again: refused here, before anything is written, rather than by load_motion
+    check_limit(len(meta), MAX_JSON_BYTES, "the size of the motion's metadata", path)
     with atomic_output(path) as tmp, open(tmp, "xb") as f:
         np.savez(f, joints_mm=seq.joints_mm, fps=np.float64(seq.fps), valid=seq.valid,
                  meta=np.array(meta), format=np.array(FORMAT_NAME), version=np.int64(FORMAT_VERSION))
