@@ -5,7 +5,8 @@ are cheap). The verdict for each example:
 
 * ``ok``: it loaded and the result satisfies the documented invariants (checked in the worker);
 * ``input_error``: an ``InputError`` whose message names the file: the pack's one way of saying no;
-* anything else fails the test: a raw exception or a message without the file name (``bad``), a worker
+* anything else fails the test: a raw exception (``bad``), an InputError without the file name
+  (``unnamed``), a worker
   that died (``crash``: segfault, abort, memory ceiling) or did not answer in time (``hang``).
 
 Example counts are small in CI (``_fuzz_strategies.scaled``); ``pytest --fuzz-long[=N]`` multiplies them by
@@ -108,6 +109,7 @@ class FuzzWorker:
         else:
             verdict = json.loads(line)
         verdict["seconds"] = time.monotonic() - started
+        verdict["target"] = target
         STATS[(target, verdict["outcome"])] += 1
         return verdict
 
@@ -142,6 +144,9 @@ def check(verdict: dict, path: Path, names: tuple[str, ...] = ()) -> None:
         if any(str(n) in message for n in (str(path), *names)):
             return
         problem = f"InputError without the file name: {message[:500]}"
+        target = verdict.get("target", "?")
+        STATS[(target, "input_error")] -= 1
+        STATS[(target, "unnamed")] += 1
     else:
         problem = f"{outcome}: {verdict.get('type', '')}: {verdict.get('message', '')[:500]}\n" \
                   f"{verdict.get('traceback', '')}"

@@ -117,10 +117,10 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config) -> None:
     if not _fuzz.STATS:
         return
     targets = sorted({t for t, _ in _fuzz.STATS})
-    outcomes = ("ok", "input_error", "bad", "crash", "hang")
+    outcomes = ("ok", "input_error", "unnamed", "bad", "crash", "hang")
     terminalreporter.section("fuzz examples (worker verdicts, shrinking included)")
-    terminalreporter.write_line(f"{'target':<12}" + "".join(f"{o:>13}" for o in outcomes))
+    terminalreporter.write_line(f"{'target':<12}" + "".join(f"{o:>12}" for o in outcomes))
     for target in targets:
-        terminalreporter.write_line(f"{target:<12}" + "".join(f"{_fuzz.STATS[(target, o)]:>13}" for o in outcomes))
+        terminalreporter.write_line(f"{target:<12}" + "".join(f"{_fuzz.STATS[(target, o)]:>12}" for o in outcomes))
     total = {o: sum(_fuzz.STATS[(t, o)] for t in targets) for o in outcomes}
-    terminalreporter.write_line(f"{'total':<12}" + "".join(f"{total[o]:>13}" for o in outcomes))
+    terminalreporter.write_line(f"{'total':<12}" + "".join(f"{total[o]:>12}" for o in outcomes))
