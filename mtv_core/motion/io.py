@@ -37,7 +37,6 @@ from ..files import atomic_output
 from ..limits import (
     MAX_ABS_MM,
     MAX_FRAMES,
-    MAX_JSON_BYTES,
     MAX_MOTION_FILE_BYTES,
     MAX_MOTION_META_CHARS,
     MAX_PEOPLE_PER_FRAME,
@@ -378,7 +377,7 @@ def save_motion(seq: JointSequence, path: str | os.PathLike) -> Path:
     except (ValueError, TypeError, RecursionError) as exc:
         raise InputError(f"cannot save the metadata of this motion to {path} ({exc})") from None
     # what is saved must load again: refused here, before anything is written, rather than by load_motion
-    check_limit(len(meta), MAX_JSON_BYTES, "the size of the motion's metadata", path)
+    check_limit(len(meta), MAX_MOTION_META_CHARS, "the size of the motion's metadata (JSON characters)", path)
     with atomic_output(path) as tmp, open(tmp, "xb") as f:
         np.savez(f, joints_mm=seq.joints_mm, fps=np.float64(seq.fps), valid=seq.valid,
                  meta=np.array(meta), format=np.array(FORMAT_NAME), version=np.int64(FORMAT_VERSION))
