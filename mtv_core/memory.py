@@ -131,9 +131,12 @@ def tokenizer_activation_bytes(config, frames: int, *, dtype: torch.dtype) -> in
     widest = max(*config.encoder_channels, *config.decoder_channels)
     latent_rows = config.latent_frames(frames) * config.latent_joints
     maps = TOKENIZER_LIVE_MAPS * frames * config.num_joints * widest * _itemsize(dtype)
-    im2col = latent_rows * 9 * max(config.code_dim, widest) * _itemsize(dtype)
-    search = min(latent_rows, 2048) * config.num_codes * 4
-    return maps + im2col + search
+    # encoder output, its fp32 (rows, code_dim) copy and the looked-up tokens
+    features = 3 * latent_rows * config.code_dim * 4
+    # codebook search (tokenizer/search.py): fp32 lower bounds and flags per (row, code), or the full search's
+    # fp32 distances, for at most 2048 rows at a time
+    search = min(latent_rows, 2048) * config.num_codes * 6
+    return maps + features + search
 
 
 def vae_tile(vae_module) -> tuple[int, int] | None:

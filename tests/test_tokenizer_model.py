@@ -156,7 +156,7 @@ def test_wrong_checkpoint_names_what_was_expected(tmp_path):
 def test_mis_shaped_checkpoint_lists_keys(tmp_path):
     from safetensors.torch import save_file
 
-    state = {k: v.clone() for k, v in tiny_model().state_dict().items()}
+    state = {k: v.contiguous() for k, v in tiny_model().state_dict().items()}
     state["encoder.resnet1.0.block.2.weight"] = torch.zeros(32, 32, 1, 1)
     del state["decoder.conv_out.bias"]
     path = tmp_path / "bad.safetensors"

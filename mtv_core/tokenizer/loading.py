@@ -123,6 +123,7 @@ def load_tokenizer(
     finish_loading(model, device, ckpt.path)
     model.encoder.to(dtype=dtype)
     model.decoder.to(dtype=dtype)
+    model.weights_channels_last()
     model.vq.codebook = model.vq.codebook.float()
     model.eval().requires_grad_(False)
     model.stats = stats_from_metadata(metadata, ckpt.path)
