@@ -7,7 +7,7 @@ in memory (fp8 Linear weights one byte per element) and the peak increase, durin
 every weight once, of anonymous RSS (process-private memory: the real cost) and of total RSS (which also
 counts file pages of the memory-mapped checkpoint: page cache the kernel can drop).
 
-    .venv/bin/python benchmarks/bench_load_17b.py [--layers 8] [--heads 8] [--workdir DIR]
+    .venv/bin/python benchmarks/bench_load_17b.py [--layers 8] [--heads 8] [--workdir DIR] [--record] [--tiny]
 """
 
 from __future__ import annotations
@@ -24,6 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import benchlib  # noqa: E402
 
 
 def _status_kib(field: str) -> int:
@@ -57,9 +60,10 @@ def measure(spec: str) -> dict:
                      weight_dtype=spec.get("weight_dtype"))
     seconds = time.perf_counter() - start
     load_peak = dict(peak)
-    with torch.no_grad():  # page every weight in (memory-mapped tensors are read lazily)
+    with torch.no_grad():  # page every weight in (memory-mapped tensors are read lazily), allocating nothing big
         for tensor in model.state_dict().values():
-            tensor.float().sum() if tensor.dtype in (torch.float8_e4m3fn, torch.float8_e5m2) else tensor.sum()
+            if tensor.numel():
+                tensor.contiguous().reshape(-1).view(torch.uint8).max()
     done.set()
     thread.join()
     return {
@@ -94,36 +98,46 @@ def write_checkpoints(workdir: Path, layers: int, heads: int) -> dict[str, dict]
         "fp32 single safetensors -> bf16": {"path": str(fp32)},
         "scaled fp8 file -> fp8 + bf16": {"path": str(scaled)},
         "bf16 file -> fp8 storage": {"path": str(single), "weight_dtype": "fp8_e4m3fn"},
+        "fp32 file -> fp8 storage": {"path": str(fp32), "weight_dtype": "fp8_e4m3fn"},
         "bf16 Wan base + motion adapter -> bf16": {"path": str(base), "adapter": str(adapter)},
     }
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--layers", type=int, default=8)
     parser.add_argument("--heads", type=int, default=8, help="heads of 128 dims (40 in the release)")
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--measure", metavar="SPEC", help=argparse.SUPPRESS)
-    args = parser.parse_args()
+    benchlib.add_common_args(parser)
+    args = parser.parse_args(argv)
     if args.measure:
         print(json.dumps(measure(args.measure)))
-        return
+        return 0
+    if args.tiny:
+        args.layers, args.heads = 4, 1
+    mib = 1 << 20
+    table = benchlib.Table(
+        f"MV-DiT-17B layout loading on cpu, {args.layers} layers x {args.heads} heads of 128 (release: 40 x 40); "
+        "peaks above the pre-load level, x = multiple of the weight bytes as held",
+        ["checkpoint", "held MiB", "private MiB", "private x", "incl. file pages MiB", "incl. file x", "s"])
     with tempfile.TemporaryDirectory(dir=args.workdir) as tmp:
         cases = write_checkpoints(Path(tmp), args.layers, args.heads)
-        print(f"MV-DiT-17B layout, {args.layers} layers x {args.heads} heads of 128 (release: 40 x 40)")
         for name, spec in cases.items():
             result = subprocess.run(
                 [sys.executable, __file__, "--measure", json.dumps(spec)], check=True, capture_output=True, text=True
             )
             r = json.loads(result.stdout.strip().splitlines()[-1])
-            mb = 1 << 20
-            print(
-                f"{name:40s} held {r['weight_bytes'] / mb:7.1f} MiB | peak anon +{r['peak_anon_delta'] / mb:7.1f} MiB "
-                f"({r['peak_anon_delta'] / r['weight_bytes']:.2f}x) | peak RSS incl. mmap pages "
-                f"+{r['peak_rss_delta'] / mb:7.1f} MiB ({r['peak_rss_delta'] / r['weight_bytes']:.2f}x) | "
-                f"{r['seconds']:.2f} s"
-            )
+            held = r["weight_bytes"]
+            table.add(name, held / mib, r["peak_anon_delta"] / mib, r["peak_anon_delta"] / held,
+                      r["peak_rss_delta"] / mib, r["peak_rss_delta"] / held, r["seconds"])
+    print(benchlib.machine_line())
+    table.print()
+    if args.record:
+        benchlib.record([table], Path(__file__).name, argv if argv is not None else sys.argv[1:],
+                        notes="each case loaded in a fresh process; RSS sampled every 2 ms")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

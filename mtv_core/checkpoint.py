@@ -21,6 +21,7 @@ Whatever goes wrong is a :class:`CheckpointError` naming the file. Loaders built
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import mmap
@@ -28,6 +29,7 @@ import pickle
 import re
 import sys
 import zipfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Mapping
 
@@ -106,6 +108,22 @@ class Checkpoint:
         if tensor is not source and key in self._mapped:
             _release_pages(source)
         return tensor
+
+
+    @contextlib.contextmanager
+    def borrowed(self, key: str) -> Iterator[torch.Tensor]:
+        """One tensor as stored, on the CPU, valid inside the block only (see ``SafetensorsFile.borrow``): for a
+        tensor needed only to compute another one."""
+        source = self._sources[key]
+        if isinstance(source, torch.Tensor):
+            yield source
+            if key in self._mapped:
+                _release_pages(source)
+            return
+        with contextlib.ExitStack() as stack:
+            with reading(self.path, "checkpoint", CheckpointError):  # file errors name the file; the caller's do not
+                tensor = stack.enter_context(source.borrow(key, self._staging))
+            yield tensor
 
 
 def _release_pages(tensor: torch.Tensor) -> None:
@@ -318,6 +336,9 @@ class _PrefixedView:
 
     def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         return self._ckpt.get(self._prefix + key, dtype, device)
+
+    def borrowed(self, key: str):
+        return self._ckpt.borrowed(self._prefix + key)
 
 
 def strip_key_prefix(ckpt: Checkpoint, prefixes: tuple[str, ...]):

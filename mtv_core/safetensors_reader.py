@@ -12,10 +12,12 @@ bf16 weights for an fp32 file). The file is opened for each read, so no descript
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
@@ -187,6 +189,23 @@ class SafetensorsFile:
                     raw = raw.to(device)
                 flat[first : first + count].copy_(raw)
         return result
+
+    @contextlib.contextmanager
+    def borrow(self, key: str, staging: StagingBuffer) -> Iterator[torch.Tensor]:
+        """Tensor ``key`` as stored, on the CPU, valid inside the block only: for a tensor that is only needed to
+        compute another (an fp8 weight quantised from a bf16 one). It is read into ``staging`` when it fits
+        (``STAGING_BYTES``), so it leaves no freed allocation behind to fragment the heap; a larger one is read
+        into its own allocation."""
+        file_dtype, shape, begin, end = self._entries[key]
+        if end - begin > STAGING_BYTES or end == begin:
+            yield self.read(key)
+            return
+        if sys.byteorder != "little" and file_dtype.itemsize > 1:
+            raise self._error("big-endian machines are not supported")
+        with staging.lock, open(self.path, "rb", buffering=0) as f:
+            buffer = staging.get(end - begin, pin=False)
+            self._read_into(f, buffer, self.data_start + begin)
+            yield buffer.view(file_dtype).reshape(shape)
 
     def _read_into(self, f, buffer: torch.Tensor, offset: int) -> None:
         """Fill the uint8 tensor ``buffer`` from the open file ``f`` at ``offset``."""

@@ -39,6 +39,7 @@ def _run(name: str, *argv: str) -> str:
         ("bench_pipeline7b", ["--tiny"], "tiny MV-DiT-7B"),
         ("bench_load", ["--tiny", "--cases", "fp32 single"], "MV-DiT-7B loading"),
         ("bench_load", ["--model", "17b", "--tiny", "--cases", "fp32 single"], "MV-DiT-17B loading"),
+        ("bench_load_17b", ["--tiny"], "MV-DiT-17B layout loading"),
     ],
 )
 def test_benchmark_runs_and_prints_its_table(name, argv, header):

@@ -118,3 +118,17 @@ def test_comfyui_weight_hooks_patch_the_real_values_and_keep_the_scale():
     assert layer.set_weight(real, return_weight=True).dtype == torch.float8_e4m3fn
     layer.weight = torch.nn.Parameter(stored, requires_grad=False)  # ComfyUI's unpatch: the stored values back
     torch.testing.assert_close(layer.dequantized_weight(), real)
+
+
+def test_negative_largest_magnitude_and_a_reused_scratch_give_the_same_codes(monkeypatch):
+    monkeypatch.setattr(fp8_ops, "QUANTIZE_CHUNK", 16)
+    weight = torch.linspace(-1, 1, 50).reshape(5, 10).to(torch.bfloat16)
+    weight[2, 3] = -5.0  # the largest magnitude is a minimum
+    scratch = torch.full((16,), float("nan"))
+    quantized, scale = quantize_fp8(weight, scratch=scratch)
+    fresh, fresh_scale = quantize_fp8(weight)
+    assert scale.item() == pytest.approx(5.0 / torch.finfo(torch.float8_e4m3fn).max)
+    assert fresh_scale.item() == scale.item()
+    assert torch.equal(quantized.view(torch.uint8), fresh.view(torch.uint8))
+    reference = (weight.float() / scale).to(torch.float8_e4m3fn)
+    assert torch.equal(quantized.view(torch.uint8), reference.view(torch.uint8))

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 from mtv_pack.mtv_core.checkpoint import CheckpointError
 from mtv_pack.mtv_core.cli import main
 from mtv_pack.mtv_core.dit.config_17b import MVDiT17BConfig
-from mtv_pack.mtv_core.dit.fp8_ops import FP8Linear
+from mtv_pack.mtv_core.dit.fp8_ops import FP8Linear, quantize_fp8
 from mtv_pack.mtv_core.dit.loading_17b import extract_adapter, load_mvdit17b
 from mtv_pack.mtv_core.dit.rope_17b import motion_rope_17b
 from mtv_pack.mtv_core.dit.tiny_17b import (
@@ -155,6 +155,25 @@ def test_fp8_storage_of_a_bf16_file(tmp_path, state, inputs):
     assert _rel_rms(_run(model, inputs), reference) < FP8_REL_RMS
     with pytest.raises(ValueError, match="weight_dtype"):
         load_mvdit17b(path, dtype=torch.float32, weight_dtype="int4")
+
+
+@pytest.mark.parametrize("file_dtype", [torch.bfloat16, torch.float32])
+def test_fp8_storage_quantises_the_stored_weights_exactly(tmp_path, state, file_dtype):
+    """The loader quantises each block weight from a borrowed read: the same codes and scales as quantising the
+    stored tensor directly; every other tensor is the stored one in the compute dtype."""
+    path = save_mvdit17b(state, tmp_path / "m.safetensors", dtype=file_dtype)
+    model = load_mvdit17b(path, dtype=torch.bfloat16, weight_dtype="fp8_e4m3fn")
+    quantised = 0
+    for name, module in model.named_modules():
+        if isinstance(module, FP8Linear) and name.startswith("blocks."):
+            stored = state[f"{name}.weight"].to(file_dtype)
+            codes, scale = quantize_fp8(stored, torch.float8_e4m3fn)
+            assert torch.equal(module.weight.view(torch.uint8), codes.view(torch.uint8)), name
+            assert module.scale_weight.item() == scale.item(), name
+            quantised += 1
+    assert quantised > 0
+    torch.testing.assert_close(model.text_embedding[0].weight,
+                               state["text_embedding.0.weight"].to(file_dtype).to(torch.bfloat16), atol=0, rtol=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.bfloat16, None])

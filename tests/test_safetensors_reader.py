@@ -176,3 +176,34 @@ def test_converted_pickled_tensors_release_their_mapped_pages(tmp_path):
     out = ckpt.get("w", torch.bfloat16)
     assert _rss_file_kib() - before < 4 * 1024
     assert torch.equal(out, torch.ones(size_mib << 18, dtype=torch.bfloat16))
+
+
+def test_borrowed_tensors_are_read_into_the_reused_staging_buffer(tmp_path, monkeypatch):
+    monkeypatch.setattr(safetensors_reader, "STAGING_BYTES", 4096)
+    tensors = {"small": _random((10, 20), torch.bfloat16, 1), "other": _random((300,), torch.float32, 2),
+               "large": _random((2000,), torch.float32, 3)}
+    path = tmp_path / "b.safetensors"
+    save_file(tensors, str(path))
+    f, staging = SafetensorsFile(path), StagingBuffer()
+    pointers = []
+    for key in ("other", "small", "other"):
+        with f.borrow(key, staging) as tensor:
+            _same_bits(tensor, tensors[key])
+            pointers.append(tensor.data_ptr())
+    assert len(set(pointers)) == 1  # one buffer, reused for smaller tensors
+    with f.borrow("large", staging) as tensor:  # over STAGING_BYTES: its own allocation
+        _same_bits(tensor, tensors["large"])
+        assert tensor.data_ptr() != pointers[0]
+
+
+def test_borrow_from_a_truncated_file_names_it_but_not_the_callers_errors(tmp_path):
+    path = tmp_path / "t.safetensors"
+    save_file({"a": torch.ones(100), "b": torch.ones(4)}, str(path))
+    ckpt = open_checkpoint(path)
+    with pytest.raises(ValueError, match="caller's own"):
+        with ckpt.borrowed("b"):
+            raise ValueError("the caller's own error")
+    path.write_bytes(path.read_bytes()[:-40])
+    with pytest.raises(CheckpointError, match="t.safetensors"):
+        with ckpt.borrowed("b"):
+            pass

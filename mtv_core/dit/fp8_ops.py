@@ -42,25 +42,34 @@ def is_fp8(dtype: torch.dtype) -> bool:
 QUANTIZE_CHUNK = 1 << 22  # elements converted at a time: bounds the float32 temporaries to 16 MiB
 
 
-def quantize_fp8(weight: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn) -> tuple[torch.Tensor, torch.Tensor]:
+def quantize_fp8(weight: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn,
+                 scratch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``weight`` -> (fp8 tensor, float32 scalar scale) with weight ~= fp8 * scale; the scale maps the largest
     magnitude onto the format's largest finite value (per tensor, as scaled-fp8 files do).
 
-    Works in chunks, so quantising a large weight needs one fp8 copy plus a small float32 buffer.
+    Works in chunks of ``QUANTIZE_CHUNK`` elements through one float32 buffer, so quantising a weight allocates its
+    fp8 copy and that buffer only; ``scratch`` (a float32 tensor of at least ``QUANTIZE_CHUNK`` elements on the
+    weight's device) is used instead of a new buffer, so that a loader quantising layer after layer allocates
+    nothing else.
     """
     if not is_fp8(fp8_dtype):
         raise ValueError(f"{fp8_dtype} is not an fp8 dtype")
     finfo = torch.finfo(fp8_dtype)
     flat = weight.detach().reshape(-1)
     chunks = [flat[i : i + QUANTIZE_CHUNK] for i in range(0, flat.numel(), QUANTIZE_CHUNK)]
-    amax = torch.stack([c.abs().amax().to(torch.float32) for c in chunks]).amax() if chunks else torch.zeros(())
+    amax = torch.zeros((), dtype=torch.float32, device=weight.device)
+    for chunk in chunks:  # min and max rather than abs: no chunk-sized temporary
+        low, high = torch.aminmax(chunk)
+        amax = torch.maximum(amax, torch.maximum(-low, high).to(torch.float32))
     scale = torch.where(amax > 0, amax / finfo.max, torch.ones_like(amax)).to(torch.float32).reshape(())
     quantized = torch.empty(weight.shape, dtype=fp8_dtype, device=weight.device)
     out = quantized.view(-1)
+    if chunks and (scratch is None or scratch.numel() < min(flat.numel(), QUANTIZE_CHUNK)):
+        scratch = torch.empty(min(flat.numel(), QUANTIZE_CHUNK), dtype=torch.float32, device=weight.device)
     for i, chunk in enumerate(chunks):
-        out[i * QUANTIZE_CHUNK : i * QUANTIZE_CHUNK + chunk.numel()] = (chunk.to(torch.float32) / scale).clamp_(
-            finfo.min, finfo.max
-        )
+        buffer = scratch[: chunk.numel()]
+        buffer.copy_(chunk).div_(scale).clamp_(finfo.min, finfo.max)
+        out[i * QUANTIZE_CHUNK : i * QUANTIZE_CHUNK + chunk.numel()].copy_(buffer)
     return quantized, scale
 
 

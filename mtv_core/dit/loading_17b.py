@@ -38,7 +38,7 @@ from .config_17b import (
     MVDiT17BConfig,
     motion_block_ids,
 )
-from .fp8_ops import FP8_NAMES, FP8Linear, dequantize, fp8_operations, is_fp8, quantize_fp8
+from .fp8_ops import FP8_NAMES, QUANTIZE_CHUNK, FP8Linear, dequantize, fp8_operations, is_fp8, quantize_fp8
 from ..precision import DTYPES, resolve_dtype
 from .transformer_17b import MVDiT17B
 
@@ -83,6 +83,11 @@ class _KeyMap:
     def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         ckpt, name = self.entries[key]
         return ckpt.get(name, dtype, device)
+
+    def borrowed(self, key: str):
+        """Context manager: the tensor as stored, on the CPU, valid inside the block (``Checkpoint.borrowed``)."""
+        ckpt, name = self.entries[key]
+        return ckpt.borrowed(name)
 
 
 def _leaf(key: str) -> tuple[str, str]:
@@ -294,6 +299,7 @@ class _LoadPlan:
         self._fp8_layers = {name for name, m in model.named_modules() if isinstance(m, FP8Linear)}
         self._file_scales: dict[str, str] = {}
         self._pending: dict[str, torch.Tensor] = {}
+        self._scratch: torch.Tensor | None = None  # quantize_fp8's float32 buffer, reused for every layer
         keys = []
         for key in weights.keys():
             layer, leaf = _leaf(key)
@@ -328,17 +334,25 @@ class _LoadPlan:
         return None if key is None else self._weights.get(key).to(torch.float32).reshape(())
 
     def _stored_linear_weight(self, layer: str) -> torch.Tensor:
-        """The weight of fp8 Linear ``layer`` as stored; its scale is kept for the ``scale_weight`` read."""
-        tensor, scale = self._weights.get(f"{layer}.weight"), self._file_scale(layer)
-        if is_fp8(tensor.dtype):
+        """The weight of fp8 Linear ``layer`` as stored; its scale is kept for the ``scale_weight`` read.
+
+        Higher-precision weights are read straight into the compute dtype, or, when fp8 storage is asked for,
+        quantised from a borrowed read (no transient allocation per layer: ``_KeyMap.borrowed``)."""
+        key, scale = f"{layer}.weight", self._file_scale(layer)
+        if is_fp8(self._weights.dtype(key)):
             self._pending[layer] = scale if scale is not None else torch.ones((), dtype=torch.float32)
-            return tensor
-        real = dequantize(tensor, scale, torch.float32) if scale is not None else tensor
+            return self._weights.get(key)
         if self._quantize and layer.startswith("blocks."):  # fp8 storage asked for: block weights only
-            quantized, self._pending[layer] = quantize_fp8(real, self._fp8_dtype)
+            with self._weights.borrowed(key) as tensor:
+                real = dequantize(tensor, scale, torch.float32) if scale is not None else tensor
+                if self._scratch is None:
+                    self._scratch = torch.empty(QUANTIZE_CHUNK, dtype=torch.float32)
+                quantized, self._pending[layer] = quantize_fp8(real, self._fp8_dtype, scratch=self._scratch)
             return quantized
         self._pending[layer] = torch.ones((), dtype=torch.float32)
-        return real.to(self._dtype)
+        if scale is not None:
+            return dequantize(self._weights.get(key), scale, self._dtype)
+        return self._weights.get(key, dtype=self._dtype)
 
     def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         layer, leaf = _leaf(key)
@@ -348,11 +362,12 @@ class _LoadPlan:
             return self._pending.pop(layer).to(device)
         if layer in self._fp8_layers and leaf == "weight":
             return self._stored_linear_weight(layer).to(device)
-        tensor = self._weights.get(key)
-        if tensor.is_floating_point():
-            scale = self._file_scale(layer) if leaf == "weight" else None
-            tensor = dequantize(tensor, scale, self._dtype) if is_fp8(tensor.dtype) or scale is not None else tensor.to(self._dtype)
-        return tensor.to(device)
+        stored = self._weights.dtype(key)
+        scale = self._file_scale(layer) if leaf == "weight" and stored.is_floating_point else None
+        if is_fp8(stored) or scale is not None:
+            return dequantize(self._weights.get(key), scale, self._dtype).to(device)
+        # converted while reading (through the checkpoint's staging buffer: no full-size copy in the file's dtype)
+        return self._weights.get(key, dtype=self._dtype if stored.is_floating_point else None, device=device)
 
 
 def load_mvdit17b(
