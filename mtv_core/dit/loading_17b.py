@@ -345,8 +345,10 @@ class _LoadPlan:
         if self._quantize and layer.startswith("blocks."):  # fp8 storage asked for: block weights only
             with self._weights.borrowed(key) as tensor:
                 real = dequantize(tensor, scale, torch.float32) if scale is not None else tensor
-                if self._scratch is None:
-                    self._scratch = torch.empty(QUANTIZE_CHUNK, dtype=torch.float32)
+                need = min(real.numel(), QUANTIZE_CHUNK)
+                if self._scratch is None or self._scratch.numel() < need:  # grows to the largest weight's chunk
+                    self._scratch = None
+                    self._scratch = torch.empty(need, dtype=torch.float32)
                 quantized, self._pending[layer] = quantize_fp8(real, self._fp8_dtype, scratch=self._scratch)
             return quantized
         self._pending[layer] = torch.ones((), dtype=torch.float32)
