@@ -21,7 +21,6 @@ Whatever goes wrong is a :class:`CheckpointError` naming the file. Loaders built
 
 from __future__ import annotations
 
-import contextlib
 import ctypes
 import logging
 import mmap
@@ -110,20 +109,24 @@ class Checkpoint:
         return tensor
 
 
-    @contextlib.contextmanager
-    def borrowed(self, key: str) -> Iterator[torch.Tensor]:
-        """One tensor as stored, on the CPU, valid inside the block only (see ``SafetensorsFile.borrow``): for a
-        tensor needed only to compute another one."""
+    def chunks(self, key: str, elements: int) -> Iterator[torch.Tensor]:
+        """One tensor as stored, flattened, on the CPU, in consecutive chunks of at most ``elements``, each valid
+        until the next is taken (see ``SafetensorsFile.chunks``); file errors name the file, the caller's do not."""
         source = self._sources[key]
         if isinstance(source, torch.Tensor):
-            yield source
+            flat = source.reshape(-1)
+            for first in range(0, flat.numel(), elements):
+                yield flat[first : first + elements]
             if key in self._mapped:
                 _release_pages(source)
             return
-        with contextlib.ExitStack() as stack:
-            with reading(self.path, "checkpoint", CheckpointError):  # file errors name the file; the caller's do not
-                tensor = stack.enter_context(source.borrow(key, self._staging))
-            yield tensor
+        pieces = source.chunks(key, self._staging, elements)
+        while True:
+            with reading(self.path, "checkpoint", CheckpointError):
+                chunk = next(pieces, None)
+            if chunk is None:
+                return
+            yield chunk
 
 
 def _release_pages(tensor: torch.Tensor) -> None:
@@ -337,8 +340,8 @@ class _PrefixedView:
     def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         return self._ckpt.get(self._prefix + key, dtype, device)
 
-    def borrowed(self, key: str):
-        return self._ckpt.borrowed(self._prefix + key)
+    def chunks(self, key: str, elements: int):
+        return self._ckpt.chunks(self._prefix + key, elements)
 
 
 def strip_key_prefix(ckpt: Checkpoint, prefixes: tuple[str, ...]):

@@ -12,7 +12,6 @@ bf16 weights for an fp32 file). The file is opened for each read, so no descript
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import sys
@@ -23,7 +22,7 @@ from pathlib import Path
 import torch
 
 MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
-STAGING_BYTES = 64 * 1024 * 1024  # converted or moved tensors pass through a host buffer of at most this size
+STAGING_BYTES = 16 * 1024 * 1024  # converted or moved tensors pass through a host buffer of at most this size
 _READ_CHUNK = 1 << 30  # single read() calls stay well below the 2 GiB some platforms cap them at
 
 DTYPES: dict[str, torch.dtype] = {
@@ -190,22 +189,24 @@ class SafetensorsFile:
                 flat[first : first + count].copy_(raw)
         return result
 
-    @contextlib.contextmanager
-    def borrow(self, key: str, staging: StagingBuffer) -> Iterator[torch.Tensor]:
-        """Tensor ``key`` as stored, on the CPU, valid inside the block only: for a tensor that is only needed to
-        compute another (an fp8 weight quantised from a bf16 one). It is read into ``staging`` when it fits
-        (``STAGING_BYTES``), so it leaves no freed allocation behind to fragment the heap; a larger one is read
-        into its own allocation."""
-        file_dtype, shape, begin, end = self._entries[key]
-        if end - begin > STAGING_BYTES or end == begin:
-            yield self.read(key)
-            return
+    def chunks(self, key: str, staging: StagingBuffer, elements: int) -> Iterator[torch.Tensor]:
+        """Tensor ``key`` as stored, flattened, in consecutive chunks of at most ``elements`` (and ``STAGING_BYTES``),
+        each read into ``staging`` and valid until the next is taken: for a tensor that is only needed to compute
+        another (an fp8 weight quantised from a bf16 one), so that it is never whole in memory."""
+        file_dtype, _, begin, end = self._entries[key]
         if sys.byteorder != "little" and file_dtype.itemsize > 1:
             raise self._error("big-endian machines are not supported")
+        itemsize = file_dtype.itemsize
+        total = (end - begin) // itemsize
+        step = max(1, min(elements, STAGING_BYTES // itemsize))
+        if total == 0:
+            return
         with staging.lock, open(self.path, "rb", buffering=0) as f:
-            buffer = staging.get(end - begin, pin=False)
-            self._read_into(f, buffer, self.data_start + begin)
-            yield buffer.view(file_dtype).reshape(shape)
+            buffer = staging.get(min(end - begin, step * itemsize), pin=False)
+            for first in range(0, total, step):
+                chunk = buffer[: min(step, total - first) * itemsize]
+                self._read_into(f, chunk, self.data_start + begin + first * itemsize)
+                yield chunk.view(file_dtype)
 
     def _read_into(self, f, buffer: torch.Tensor, offset: int) -> None:
         """Fill the uint8 tensor ``buffer`` from the open file ``f`` at ``offset``."""

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from mtv_pack.mtv_core.dit import fp8_ops
-from mtv_pack.mtv_core.dit.fp8_ops import FP8Linear, dequantize, quantize_fp8
+from mtv_pack.mtv_core.dit.fp8_ops import FP8Linear, dequantize, quantize_fp8, quantize_fp8_chunks
 
 
 @pytest.mark.parametrize("fp8_dtype", [torch.float8_e4m3fn, torch.float8_e5m2])
@@ -132,3 +132,19 @@ def test_negative_largest_magnitude_and_a_reused_scratch_give_the_same_codes(mon
     assert torch.equal(quantized.view(torch.uint8), fresh.view(torch.uint8))
     reference = (weight.float() / scale).to(torch.float8_e4m3fn)
     assert torch.equal(quantized.view(torch.uint8), reference.view(torch.uint8))
+
+
+def test_quantising_from_uneven_chunks_gives_the_same_codes_and_checks_their_count():
+    weight = torch.randn(9, 13, generator=torch.Generator().manual_seed(3)).to(torch.bfloat16)
+    flat = weight.reshape(-1)
+    cuts = [0, 5, 50, 51, 117]
+
+    def pieces():
+        return (flat[a:b] for a, b in zip(cuts, cuts[1:]))
+
+    codes, scale = quantize_fp8_chunks(pieces, weight.shape)
+    whole, whole_scale = quantize_fp8(weight)
+    assert scale.item() == whole_scale.item()
+    assert torch.equal(codes.view(torch.uint8), whole.view(torch.uint8))
+    with pytest.raises(ValueError, match="116 elements"):
+        quantize_fp8_chunks(lambda: iter([flat[:116]]), weight.shape)

@@ -178,32 +178,39 @@ def test_converted_pickled_tensors_release_their_mapped_pages(tmp_path):
     assert torch.equal(out, torch.ones(size_mib << 18, dtype=torch.bfloat16))
 
 
-def test_borrowed_tensors_are_read_into_the_reused_staging_buffer(tmp_path, monkeypatch):
+def test_chunks_are_read_into_the_reused_staging_buffer(tmp_path, monkeypatch):
     monkeypatch.setattr(safetensors_reader, "STAGING_BYTES", 4096)
-    tensors = {"small": _random((10, 20), torch.bfloat16, 1), "other": _random((300,), torch.float32, 2),
-               "large": _random((2000,), torch.float32, 3)}
+    tensors = {"small": _random((10, 20), torch.bfloat16, 1), "large": _random((2000,), torch.float32, 3)}
     path = tmp_path / "b.safetensors"
     save_file(tensors, str(path))
     f, staging = SafetensorsFile(path), StagingBuffer()
-    pointers = []
-    for key in ("other", "small", "other"):
-        with f.borrow(key, staging) as tensor:
-            _same_bits(tensor, tensors[key])
-            pointers.append(tensor.data_ptr())
-    assert len(set(pointers)) == 1  # one buffer, reused for smaller tensors
-    with f.borrow("large", staging) as tensor:  # over STAGING_BYTES: its own allocation
-        _same_bits(tensor, tensors["large"])
-        assert tensor.data_ptr() != pointers[0]
+    for key, elements, expected_sizes in (("large", 10_000, [1024, 976]), ("large", 300, [300] * 6 + [200]),
+                                          ("small", 10_000, [200])):
+        pieces, pointers = [], set()
+        for chunk in f.chunks(key, staging, elements):  # at most STAGING_BYTES each, all in the one buffer
+            pieces.append(chunk.clone())
+            pointers.add(chunk.data_ptr())
+        assert [p.numel() for p in pieces] == expected_sizes
+        assert len(pointers) == 1
+        _same_bits(torch.cat(pieces), tensors[key].reshape(-1))
 
 
-def test_borrow_from_a_truncated_file_names_it_but_not_the_callers_errors(tmp_path):
+def test_chunks_of_a_truncated_file_name_it_but_not_the_callers_errors(tmp_path):
     path = tmp_path / "t.safetensors"
     save_file({"a": torch.ones(100), "b": torch.ones(4)}, str(path))
     ckpt = open_checkpoint(path)
     with pytest.raises(ValueError, match="caller's own"):
-        with ckpt.borrowed("b"):
+        for _ in ckpt.chunks("b", 2):
             raise ValueError("the caller's own error")
     path.write_bytes(path.read_bytes()[:-40])
     with pytest.raises(CheckpointError, match="t.safetensors"):
-        with ckpt.borrowed("b"):
-            pass
+        list(ckpt.chunks("b", 2))
+
+
+def test_chunks_of_a_pickled_tensor_are_views_of_it(tmp_path):
+    tensor = _random((7, 5), torch.float32, 4)
+    torch.save({"w": tensor}, tmp_path / "m.pt")
+    ckpt = open_checkpoint(tmp_path / "m.pt")
+    pieces = [c.clone() for c in ckpt.chunks("w", 10)]
+    assert [p.numel() for p in pieces] == [10, 10, 10, 5]
+    torch.testing.assert_close(torch.cat(pieces), tensor.reshape(-1), atol=0, rtol=0)

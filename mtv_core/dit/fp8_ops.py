@@ -21,6 +21,7 @@ upcast path; a kernel error is warned about once and that layer upcasts from the
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +40,7 @@ def is_fp8(dtype: torch.dtype) -> bool:
     return dtype in FP8_DTYPES
 
 
-QUANTIZE_CHUNK = 1 << 22  # elements converted at a time: bounds the float32 temporaries to 16 MiB
+QUANTIZE_CHUNK = 1 << 20  # elements converted at a time: bounds the float32 buffer to 4 MiB
 
 
 def quantize_fp8(weight: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m3fn,
@@ -47,29 +48,47 @@ def quantize_fp8(weight: torch.Tensor, fp8_dtype: torch.dtype = torch.float8_e4m
     """``weight`` -> (fp8 tensor, float32 scalar scale) with weight ~= fp8 * scale; the scale maps the largest
     magnitude onto the format's largest finite value (per tensor, as scaled-fp8 files do).
 
-    Works in chunks of ``QUANTIZE_CHUNK`` elements through one float32 buffer, so quantising a weight allocates its
-    fp8 copy and that buffer only; ``scratch`` (a float32 tensor of at least ``QUANTIZE_CHUNK`` elements on the
-    weight's device) is used instead of a new buffer, so that a loader quantising layer after layer allocates
-    nothing else.
+    Works in chunks of ``QUANTIZE_CHUNK`` elements (see ``quantize_fp8_chunks``).
+    """
+    flat = weight.detach().reshape(-1)
+
+    def chunks() -> Iterator[torch.Tensor]:
+        return (flat[i : i + QUANTIZE_CHUNK] for i in range(0, flat.numel(), QUANTIZE_CHUNK))
+
+    return quantize_fp8_chunks(chunks, weight.shape, fp8_dtype, device=weight.device, scratch=scratch)
+
+
+def quantize_fp8_chunks(chunks: Callable[[], Iterable[torch.Tensor]], shape: Sequence[int],
+                        fp8_dtype: torch.dtype = torch.float8_e4m3fn, device: torch.device | str = "cpu",
+                        scratch: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``quantize_fp8`` of a weight of ``shape`` given as consecutive flat chunks: ``chunks()`` starts a new pass
+    over them (two are made: the largest magnitude, then the codes), e.g. reading them from a file, so the weight
+    is never whole in memory. Each chunk goes through one float32 buffer: ``scratch`` when it is large enough (a
+    loader quantising layer after layer passes the same one), else a new one.
     """
     if not is_fp8(fp8_dtype):
         raise ValueError(f"{fp8_dtype} is not an fp8 dtype")
     finfo = torch.finfo(fp8_dtype)
-    flat = weight.detach().reshape(-1)
-    chunks = [flat[i : i + QUANTIZE_CHUNK] for i in range(0, flat.numel(), QUANTIZE_CHUNK)]
-    amax = torch.zeros((), dtype=torch.float32, device=weight.device)
-    for chunk in chunks:  # min and max rather than abs: no chunk-sized temporary
-        low, high = torch.aminmax(chunk)
-        amax = torch.maximum(amax, torch.maximum(-low, high).to(torch.float32))
+    amax = torch.zeros((), dtype=torch.float32, device=device)
+    for chunk in chunks():  # min and max rather than abs: no chunk-sized temporary
+        if chunk.numel():
+            low, high = torch.aminmax(chunk)
+            amax = torch.maximum(amax, torch.maximum(-low, high).to(torch.float32))
     scale = torch.where(amax > 0, amax / finfo.max, torch.ones_like(amax)).to(torch.float32).reshape(())
-    quantized = torch.empty(weight.shape, dtype=fp8_dtype, device=weight.device)
+    quantized = torch.empty(tuple(shape), dtype=fp8_dtype, device=device)
     out = quantized.view(-1)
-    if chunks and (scratch is None or scratch.numel() < min(flat.numel(), QUANTIZE_CHUNK)):
-        scratch = torch.empty(min(flat.numel(), QUANTIZE_CHUNK), dtype=torch.float32, device=weight.device)
-    for i, chunk in enumerate(chunks):
-        buffer = scratch[: chunk.numel()]
+    done = 0
+    for chunk in chunks():
+        count = chunk.numel()
+        if scratch is None or scratch.numel() < count:
+            scratch = torch.empty(count, dtype=torch.float32, device=device)
+        buffer = scratch[:count]
         buffer.copy_(chunk).div_(scale).clamp_(finfo.min, finfo.max)
-        out[i * QUANTIZE_CHUNK : i * QUANTIZE_CHUNK + chunk.numel()].copy_(buffer)
+        out[done : done + count].copy_(buffer)
+        done += count
+    if done != out.numel():
+        raise ValueError(f"quantize_fp8_chunks: the chunks hold {done} elements, the shape {tuple(shape)} "
+                         f"{out.numel()}")
     return quantized, scale
 
 

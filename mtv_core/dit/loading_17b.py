@@ -19,11 +19,12 @@ storage dtype on the requested device: peak host memory is about one tensor beyo
 from __future__ import annotations
 
 import logging
+import math
 import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
+from typing import Iterable, Iterator
 
 import torch
 from torch import nn
@@ -38,7 +39,9 @@ from .config_17b import (
     MVDiT17BConfig,
     motion_block_ids,
 )
-from .fp8_ops import FP8_NAMES, QUANTIZE_CHUNK, FP8Linear, dequantize, fp8_operations, is_fp8, quantize_fp8
+from .fp8_ops import (
+    FP8_NAMES, QUANTIZE_CHUNK, FP8Linear, dequantize, fp8_operations, is_fp8, quantize_fp8, quantize_fp8_chunks,
+)
 from ..precision import DTYPES, resolve_dtype
 from .transformer_17b import MVDiT17B
 
@@ -84,10 +87,10 @@ class _KeyMap:
         ckpt, name = self.entries[key]
         return ckpt.get(name, dtype, device)
 
-    def borrowed(self, key: str):
-        """Context manager: the tensor as stored, on the CPU, valid inside the block (``Checkpoint.borrowed``)."""
+    def chunks(self, key: str, elements: int) -> Iterator[torch.Tensor]:
+        """The tensor as stored, flattened, in consecutive chunks (``Checkpoint.chunks``)."""
         ckpt, name = self.entries[key]
-        return ckpt.borrowed(name)
+        return ckpt.chunks(name, elements)
 
 
 def _leaf(key: str) -> tuple[str, str]:
@@ -299,7 +302,7 @@ class _LoadPlan:
         self._fp8_layers = {name for name, m in model.named_modules() if isinstance(m, FP8Linear)}
         self._file_scales: dict[str, str] = {}
         self._pending: dict[str, torch.Tensor] = {}
-        self._scratch: torch.Tensor | None = None  # quantize_fp8's float32 buffer, reused for every layer
+        self._scratch: torch.Tensor | None = None  # the quantisation's float32 buffer, reused for every layer
         keys = []
         for key in weights.keys():
             layer, leaf = _leaf(key)
@@ -337,19 +340,25 @@ class _LoadPlan:
         """The weight of fp8 Linear ``layer`` as stored; its scale is kept for the ``scale_weight`` read.
 
         Higher-precision weights are read straight into the compute dtype, or, when fp8 storage is asked for,
-        quantised from a borrowed read (no transient allocation per layer: ``_KeyMap.borrowed``)."""
+        quantised from two chunked reads through the checkpoint's staging buffer and one float32 scratch (no
+        full-size temporary per layer: ``_KeyMap.chunks``)."""
         key, scale = f"{layer}.weight", self._file_scale(layer)
         if is_fp8(self._weights.dtype(key)):
             self._pending[layer] = scale if scale is not None else torch.ones((), dtype=torch.float32)
             return self._weights.get(key)
         if self._quantize and layer.startswith("blocks."):  # fp8 storage asked for: block weights only
-            with self._weights.borrowed(key) as tensor:
-                real = dequantize(tensor, scale, torch.float32) if scale is not None else tensor
-                need = min(real.numel(), QUANTIZE_CHUNK)
-                if self._scratch is None or self._scratch.numel() < need:  # grows to the largest weight's chunk
-                    self._scratch = None
-                    self._scratch = torch.empty(need, dtype=torch.float32)
-                quantized, self._pending[layer] = quantize_fp8(real, self._fp8_dtype, scratch=self._scratch)
+            if scale is not None:  # a higher-precision weight with a file scale (unusual): dequantised whole first
+                real = dequantize(self._weights.get(key), scale, torch.float32)
+                quantized, self._pending[layer] = quantize_fp8(real, self._fp8_dtype)
+                return quantized
+            # read twice in chunks (largest magnitude, then the codes): the weight is never whole in memory
+            shape = self._weights.shape(key)
+            need = min(math.prod(shape), QUANTIZE_CHUNK)
+            if self._scratch is None or self._scratch.numel() < need:  # grows to the largest weight's chunk
+                self._scratch = None
+                self._scratch = torch.empty(need, dtype=torch.float32)
+            quantized, self._pending[layer] = quantize_fp8_chunks(
+                lambda: self._weights.chunks(key, QUANTIZE_CHUNK), shape, self._fp8_dtype, scratch=self._scratch)
             return quantized
         self._pending[layer] = torch.ones((), dtype=torch.float32)
         if scale is not None:
