@@ -94,16 +94,21 @@ class Checkpoint:
             return source.dtype
         return source.dtype(key)  # a SafetensorsFile: checked against the dtypes torch holds when it was opened
 
-    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        """One tensor, converted to ``dtype`` (floating tensors only) on ``device``."""
+    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
+            out: torch.Tensor | None = None) -> torch.Tensor:
+        """One tensor, converted to ``dtype`` (floating tensors only) on ``device``; into ``out`` when given (a
+        contiguous tensor of that shape, dtype and device)."""
         source = self._sources[key]
         with reading(self.path, "checkpoint", CheckpointError):
             if not isinstance(source, torch.Tensor):
-                return source.read(key, dtype, device, self._staging)
+                return source.read(key, dtype, device, self._staging, out=out)
             tensor = source
-            if dtype is not None and tensor.is_floating_point():
-                tensor = tensor.to(dtype=dtype)
-            tensor = tensor.to(device=device)
+            if out is not None:
+                tensor = out.copy_(tensor)
+            else:
+                if dtype is not None and tensor.is_floating_point():
+                    tensor = tensor.to(dtype=dtype)
+                tensor = tensor.to(device=device)
         if tensor is not source and key in self._mapped:
             _release_pages(source)
         return tensor
@@ -337,8 +342,9 @@ class _PrefixedView:
     def dtype(self, key: str) -> torch.dtype:
         return self._ckpt.dtype(self._prefix + key)
 
-    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
-        return self._ckpt.get(self._prefix + key, dtype, device)
+    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
+            out: torch.Tensor | None = None) -> torch.Tensor:
+        return self._ckpt.get(self._prefix + key, dtype, device, out=out)
 
     def chunks(self, key: str, elements: int):
         return self._ckpt.chunks(self._prefix + key, elements)
@@ -402,8 +408,13 @@ def load_into(
     device: torch.device | str = "cpu",
     what: str = "model",
     hint: str = "",
+    targets: Mapping[str, torch.Tensor] | None = None,
 ) -> None:
-    """Strictly load ``ckpt`` into ``module`` (which may live on the meta device), tensor by tensor."""
+    """Strictly load ``ckpt`` into ``module`` (which may live on the meta device), tensor by tensor.
+
+    ``targets``: key -> tensor to read that key into (``ckpt.get(..., out=...)``) instead of a new allocation,
+    e.g. views into one fused q/k/v weight (``fused_linear.fused_targets``).
+    """
     state = module.state_dict(keep_vars=True)
     expected = {k: tuple(v.shape) for k, v in state.items()}
     with reading(ckpt.path, "checkpoint", CheckpointError):
@@ -417,7 +428,8 @@ def load_into(
     for key in expected:
         owner_name, _, leaf = key.rpartition(".")
         owner = module.get_submodule(owner_name) if owner_name else module
-        tensor = ckpt.get(key, dtype, device)
+        target = targets.get(key) if targets else None
+        tensor = ckpt.get(key, dtype, device) if target is None else ckpt.get(key, dtype, device, out=target)
         if leaf in owner._parameters:
             old = owner._parameters[leaf]
             owner._parameters[leaf] = torch.nn.Parameter(tensor, requires_grad=old.requires_grad)

@@ -154,24 +154,32 @@ class SafetensorsFile:
         dtype: torch.dtype | None = None,
         device: torch.device | str = "cpu",
         staging: StagingBuffer | None = None,
+        out: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Tensor ``key`` in ``dtype`` (floating tensors only) on ``device``.
 
         When neither dtype nor device changes, the file's bytes are read straight into the new tensor.
         Otherwise the result is allocated in its final dtype on ``device`` and filled chunk by chunk through
         ``staging`` (a temporary buffer when None), so the host holds at most ``STAGING_BYTES`` besides it.
+        ``out``: a contiguous tensor of the result's shape, dtype and device to fill and return instead of a new one
+        (a view into a larger tensor, e.g. fused q/k/v weights).
         """
         file_dtype, shape, begin, end = self._entries[key]
         if sys.byteorder != "little" and file_dtype.itemsize > 1:
             raise self._error("big-endian machines are not supported")
         device = torch.device(device)
         convert = dtype is not None and dtype != file_dtype and file_dtype.is_floating_point
+        target = dtype if convert else file_dtype
+        if out is not None and (tuple(out.shape) != tuple(shape) or out.dtype != target or out.device != device
+                                or not out.is_contiguous()):
+            raise ValueError(f"{self.path}: '{key}' cannot be read into a {tuple(out.shape)} {out.dtype} tensor on "
+                             f"{out.device} (needs {tuple(shape)} {target} on {device}, contiguous)")
         if device.type == "cpu" and not convert:
-            result = torch.empty(end - begin, dtype=torch.uint8)
+            result = torch.empty(end - begin, dtype=torch.uint8) if out is None else out.reshape(-1).view(torch.uint8)
             with open(self.path, "rb", buffering=0) as f:
                 self._read_into(f, result, self.data_start + begin)
-            return result.view(file_dtype).reshape(shape)
-        result = torch.empty(shape, dtype=dtype if convert else file_dtype, device=device)
+            return result.view(file_dtype).reshape(shape) if out is None else out
+        result = torch.empty(shape, dtype=target, device=device) if out is None else out
         if result.numel() == 0 or device.type == "meta":
             return result
         flat, itemsize = result.view(-1), file_dtype.itemsize

@@ -151,3 +151,51 @@ def test_hooked_layers_are_called():
     with torch.no_grad():
         fused_projection(layers, torch.randn(2, 16))
     assert seen == [(2, 8)]
+
+
+def _fused_in_one_storage(layers) -> bool:
+    from mtv_pack.mtv_core.dit.fused_linear import _joint
+
+    return _joint([layer.weight for layer in layers]) is not None and (
+        layers[0].bias is None or _joint([layer.bias for layer in layers]) is not None)
+
+
+@pytest.mark.parametrize("file_dtype", [torch.float32, torch.bfloat16])
+def test_loaders_read_qkv_straight_into_fused_weights(tmp_path, monkeypatch, file_dtype):
+    """The loaders allocate each block's fused q/k/v once and read the file into it: fusing after loading (a
+    second copy of those weights) never runs, the values are the file's, and the blocks run as one GEMM."""
+    from mtv_pack.mtv_core.dit import fused_linear
+    from mtv_pack.mtv_core.dit.loading import load_dit
+    from mtv_pack.mtv_core.dit.tiny import save_mvdit7b
+    from mtv_pack.mtv_core.dit.tiny_17b import save_mvdit17b
+
+    monkeypatch.setattr(fused_linear.torch, "cat", lambda *a, **k: pytest.fail("fused by copying"))
+    state7 = random_state_dict_7b(tiny_mvdit7b_config(), seed=1)
+    path7 = save_mvdit7b(state7, tmp_path / "m7.safetensors", tiny_mvdit7b_config(), dtype=file_dtype)
+    model7 = load_dit(path7, dtype=torch.bfloat16)
+    state17 = random_state_dict_17b(tiny_mvdit17b_config(), seed=1)
+    path17 = save_mvdit17b(state17, tmp_path / "m17.safetensors", dtype=file_dtype)
+    model17 = load_dit(path17, dtype=torch.bfloat16, variant="17b")
+    for model, state in ((model7, state7), (model17, state17)):
+        assert model.qkv_groups() and all(_fused_in_one_storage(group) for group in model.qkv_groups())
+        for key, tensor in model.state_dict().items():
+            torch.testing.assert_close(tensor, state[key].to(file_dtype).to(torch.bfloat16), atol=0, rtol=0,
+                                       msg=key)
+    assert model7.fuse_qkv() == len(model7.transformer_blocks)  # already fused: nothing to do
+
+
+def test_fp8_storage_and_meta_loading_get_no_fused_targets(tmp_path):
+    from mtv_pack.mtv_core.dit.fused_linear import fused_targets
+    from mtv_pack.mtv_core.dit.loading_17b import load_mvdit17b
+    from mtv_pack.mtv_core.dit.tiny_17b import save_mvdit17b
+    from mtv_pack.mtv_core.meta_init import empty_weights
+
+    with empty_weights():
+        model = MVDiT17B(tiny_mvdit17b_config())
+    assert fused_targets(model, model.qkv_groups(), torch.bfloat16, "meta") == {}
+    assert len(fused_targets(model, model.qkv_groups(), torch.bfloat16, "cpu")) == 6 * len(model.blocks)
+    path = save_mvdit17b(random_state_dict_17b(tiny_mvdit17b_config(), seed=2), tmp_path / "m.safetensors",
+                         dtype=torch.bfloat16)
+    fp8 = load_mvdit17b(path, dtype=torch.bfloat16, weight_dtype="fp8_e4m3fn")
+    assert fp8.blocks[0].self_attn.q.weight.dtype == torch.float8_e4m3fn
+    assert not _fused_in_one_storage((fp8.blocks[0].self_attn.q, fp8.blocks[0].self_attn.k, fp8.blocks[0].self_attn.v))

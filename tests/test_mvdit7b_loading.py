@@ -73,8 +73,8 @@ def test_single_file_fp32_streamed_into_bf16(tmp_path, tiny_state, monkeypatch):
     returned = []
     original_get = Checkpoint.get
 
-    def spy(self, key, dtype=None, device="cpu"):
-        tensor = original_get(self, key, dtype, device)
+    def spy(self, key, dtype=None, device="cpu", out=None):
+        tensor = original_get(self, key, dtype, device, out=out)
         returned.append(tensor.dtype)
         return tensor
 

@@ -87,3 +87,31 @@ def fused_projection(layers: Sequence[nn.Module], x: torch.Tensor) -> list[torch
             out = F.linear(x, weight, bias)
             return list(out.split([layer.out_features for layer in layers], dim=-1))
     return [layer(x) for layer in layers]
+
+
+def fused_targets(module: nn.Module, groups: Sequence[Sequence[nn.Module]], dtype: torch.dtype | None,
+                  device: torch.device | str) -> dict[str, torch.Tensor]:
+    """For ``checkpoint.load_into(targets=...)``: the weights (and biases) of each group of plain ``nn.Linear``
+    layers of ``module`` (still on the meta device) allocated once, back to back, in ``dtype`` on ``device``; key ->
+    its row block. Loading reads each key straight into its block, so the layers come out fused (as
+    ``fuse_linears`` leaves them) without a second copy of their weights. Groups that cannot be fused (other layer
+    classes, mixed widths or biases, no ``dtype``) are left out, and nothing is allocated on the meta device."""
+    if dtype is None or torch.device(device).type == "meta":
+        return {}
+    names = {id(layer): name for name, layer in module.named_modules()}
+    targets: dict[str, torch.Tensor] = {}
+    for group in groups:
+        if len(group) < 2 or not all(_plain(layer) for layer in group):
+            continue
+        if len({layer.in_features for layer in group}) != 1 or len({layer.bias is None for layer in group}) != 1:
+            continue
+        for leaf in ("weight", "bias"):
+            if getattr(group[0], leaf) is None:
+                continue
+            shapes = [tuple(getattr(layer, leaf).shape) for layer in group]
+            joint = torch.empty((sum(shape[0] for shape in shapes), *shapes[0][1:]), dtype=dtype, device=device)
+            start = 0
+            for layer, shape in zip(group, shapes):
+                targets[f"{names[id(layer)]}.{leaf}"] = joint[start : start + shape[0]]
+                start += shape[0]
+    return targets

@@ -22,6 +22,7 @@ from ..attention import check_available, check_backend
 from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_prefix
 from ..meta_init import empty_weights, finish_loading
 from ..precision import resolve_dtype
+from .fused_linear import fused_targets
 from .variants import DiTVariant, describe_keys, get_variant, variants
 
 logger = logging.getLogger(__name__)
@@ -107,10 +108,11 @@ def load_dit(
     check_backend(attention)  # before reading gigabytes of weights
     with empty_weights():
         model = found.build(config, operations)
-    load_into(model, ckpt, dtype=dtype, device=device, what=found.title, hint=f"expected {found.expected}")
+    # one GEMM for the self-attention q/k/v (same keys and outputs; see fused_linear): read into fused weights
+    fused = fused_targets(model, model.qkv_groups(), dtype, device) if hasattr(model, "qkv_groups") else None
+    load_into(model, ckpt, dtype=dtype, device=device, what=found.title, hint=f"expected {found.expected}",
+              targets=fused)
     finish_loading(model, device, ckpt.path)
-    if hasattr(model, "fuse_qkv"):
-        model.fuse_qkv()  # one GEMM for the self-attention q/k/v (same keys and outputs; see fused_linear)
     check_available(attention)
     model.set_attention_backend(attention)
     model.eval().requires_grad_(False)

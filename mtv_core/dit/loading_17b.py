@@ -43,6 +43,7 @@ from .fp8_ops import (
     FP8_NAMES, QUANTIZE_CHUNK, FP8Linear, dequantize, fp8_operations, is_fp8, quantize_fp8, quantize_fp8_chunks,
 )
 from ..precision import DTYPES, resolve_dtype
+from .fused_linear import fused_targets
 from .transformer_17b import MVDiT17B
 
 logger = logging.getLogger(__name__)
@@ -83,9 +84,10 @@ class _KeyMap:
         ckpt, name = self.entries[key]
         return ckpt.dtype(name)
 
-    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
+            out: torch.Tensor | None = None) -> torch.Tensor:
         ckpt, name = self.entries[key]
-        return ckpt.get(name, dtype, device)
+        return ckpt.get(name, dtype, device) if out is None else ckpt.get(name, dtype, device, out=out)
 
     def chunks(self, key: str, elements: int) -> Iterator[torch.Tensor]:
         """The tensor as stored, flattened, in consecutive chunks (``Checkpoint.chunks``)."""
@@ -365,8 +367,12 @@ class _LoadPlan:
             return dequantize(self._weights.get(key), scale, self._dtype)
         return self._weights.get(key, dtype=self._dtype)
 
-    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
+    def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu",
+            out: torch.Tensor | None = None) -> torch.Tensor:
+        """``key`` as the model holds it; into ``out`` when given (fused q/k/v of plain layers only)."""
         layer, leaf = _leaf(key)
+        if out is not None and layer in self._fp8_layers:
+            raise ValueError(f"{key}: fp8-stored layers are not read into fused weights")
         if layer in self._fp8_layers and leaf == "scale_weight":
             if layer not in self._pending:
                 self._stored_linear_weight(layer)
@@ -376,9 +382,11 @@ class _LoadPlan:
         stored = self._weights.dtype(key)
         scale = self._file_scale(layer) if leaf == "weight" and stored.is_floating_point else None
         if is_fp8(stored) or scale is not None:
-            return dequantize(self._weights.get(key), scale, self._dtype).to(device)
+            tensor = dequantize(self._weights.get(key), scale, self._dtype).to(device)
+            return tensor if out is None else out.copy_(tensor)
         # converted while reading (through the checkpoint's staging buffer: no full-size copy in the file's dtype)
-        return self._weights.get(key, dtype=self._dtype if stored.is_floating_point else None, device=device)
+        return self._weights.get(key, dtype=self._dtype if stored.is_floating_point else None, device=device,
+                                 out=out)
 
 
 def load_mvdit17b(
@@ -407,10 +415,12 @@ def load_mvdit17b(
     fp8_dtype = _fp8_storage(weights, weight_dtype, dtype)
     model = build_17b(config, fp8_operations(operations) if fp8_dtype is not None else (operations or nn))
     plan = _LoadPlan(weights, model, dtype, fp8_dtype, quantize=weight_dtype not in (None, "auto"))
-    load_into(model, plan, dtype=None, device=device, what="MV-DiT-17B", hint=HINT)
+    # one GEMM for the self-attention q/k/v, read into fused weights (same keys and outputs; none for fp8
+    # storage, whose layers bring their own forward)
+    load_into(model, plan, dtype=None, device=device, what="MV-DiT-17B", hint=HINT,
+              targets=fused_targets(model, model.qkv_groups(), dtype, device))
     check_available(attention)
     model.compute_dtype = dtype
-    model.fuse_qkv()  # one GEMM for the self-attention q/k/v (same keys and outputs; none for fp8 storage)
     model.set_attention_backend(attention)
     model.eval().requires_grad_(False)
     logger.info(

@@ -291,7 +291,11 @@ class MVDiT17B(nn.Module):
         """Put each self-attention's q/k/v weights back to back so that they run as one GEMM (same outputs, same
         state-dict keys, no extra memory; see ``fused_linear``). Call after loading and placing the weights;
         returns the number of layers fused (0 where the layers bring their own forward, e.g. fp8 storage)."""
-        return sum(fuse_linears((b.self_attn.q, b.self_attn.k, b.self_attn.v)) for b in self.blocks)
+        return sum(fuse_linears(group) for group in self.qkv_groups())
+
+    def qkv_groups(self) -> list[tuple[nn.Module, nn.Module, nn.Module]]:
+        """The (q, k, v) self-attention projections of every block: what ``fuse_qkv`` fuses."""
+        return [(b.self_attn.q, b.self_attn.k, b.self_attn.v) for b in self.blocks]
 
     @property
     def device(self) -> torch.device:

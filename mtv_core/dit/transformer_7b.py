@@ -230,7 +230,11 @@ class MVDiT7B(nn.Module):
         """Put each self-attention's to_q/to_k/to_v weights back to back so that they run as one GEMM (same
         outputs, same state-dict keys, no extra memory; see ``fused_linear``). Call after loading and placing
         the weights; returns the number of layers fused (0 for layers that bring their own forward)."""
-        return sum(fuse_linears((b.attn1.to_q, b.attn1.to_k, b.attn1.to_v)) for b in self.transformer_blocks)
+        return sum(fuse_linears(group) for group in self.qkv_groups())
+
+    def qkv_groups(self) -> list[tuple[nn.Module, nn.Module, nn.Module]]:
+        """The (q, k, v) self-attention projections of every block: what ``fuse_qkv`` fuses."""
+        return [(b.attn1.to_q, b.attn1.to_k, b.attn1.to_v) for b in self.transformer_blocks]
 
     @property
     def dtype(self) -> torch.dtype:
