@@ -10,11 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
-from mtv_pack.mtv_core.tokenizer import search
-from mtv_pack.mtv_core.tokenizer.search import exact_search, nearest_codes, screened_search
+pytest.importorskip("hypothesis")  # in requirements-dev.txt; absent from some integration environments
+
+from hypothesis import HealthCheck, given, settings  # noqa: E402
+from hypothesis import strategies as st  # noqa: E402
+
+from mtv_pack.mtv_core.tokenizer import search  # noqa: E402
+from mtv_pack.mtv_core.tokenizer.search import exact_search, nearest_codes, screened_search  # noqa: E402
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
