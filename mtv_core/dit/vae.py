@@ -38,7 +38,7 @@ from ..errors import InputError, reading
 from ..limits import MAX_LAYERS, MAX_WIDTH, parse_json
 from ..meta_init import empty_weights, finish_loading
 from .latents import FRAMES_FIRST, LatentFormat
-from .video_vae import VideoVAE
+from .video_vae import DiffusersVAEModule, VideoVAE
 
 logger = logging.getLogger(__name__)
 
@@ -73,38 +73,16 @@ def latent_format_of(config: Any) -> LatentFormat:
     )
 
 
-class CogVideoXVAE(VideoVAE):
-    """A loaded CogVideoX VAE with the pack's latent layout."""
+class CogVideoXVAE(DiffusersVAEModule, VideoVAE):
+    """A loaded CogVideoX VAE with the pack's latent layout (tiling on by default)."""
 
     def __init__(self, vae: torch.nn.Module, source: str = "", tiling: bool = True, slicing: bool = True) -> None:
-        self.vae = vae.eval().requires_grad_(False)
-        self.source = source
+        super().__init__(vae, source, tiling, slicing)
         self.latent_format = latent_format_of(vae.config)
-        self.set_tiling(tiling)
-        if slicing:
-            self.vae.enable_slicing()
 
     @property
     def scaling_factor(self) -> float:
         return self.latent_format.scaling_factor
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.vae.parameters()).device
-
-    def to(self, device: torch.device | str) -> "CogVideoXVAE":
-        self.vae.to(device)
-        return self
-
-    def set_tiling(self, enabled: bool) -> None:
-        if enabled:
-            self.vae.enable_tiling()
-        else:
-            self.vae.disable_tiling()
 
     @torch.no_grad()
     def encode(self, pixels: torch.Tensor, generator: torch.Generator | None = None, sample: bool = True) -> torch.Tensor:

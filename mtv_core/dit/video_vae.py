@@ -70,3 +70,34 @@ class VideoVAE(ABC):
     def identity(self) -> str:
         """Names this loaded VAE (object and weights), to tell whether frames were decoded by it."""
         return f"{type(self).__name__}@{id(self):x}:{self.source}:{self.dtype}"
+
+
+class DiffusersVAEModule:
+    """Holds a diffusers autoencoder as ``vae`` (eval mode, no gradients) and answers for its dtype, device, moves,
+    tiling and slicing: what the CogVideoX and Wan wrappers share."""
+
+    def __init__(self, vae: torch.nn.Module, source: str = "", tiling: bool = False, slicing: bool = True) -> None:
+        self.vae = vae.eval().requires_grad_(False)
+        self.source = source
+        self.set_tiling(tiling)
+        if slicing:
+            self.vae.enable_slicing()
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.vae.parameters()).dtype
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.vae.parameters()).device
+
+    def to(self, device: torch.device | str):
+        self.vae.to(device)
+        return self
+
+    def set_tiling(self, enabled: bool) -> None:
+        """diffusers' spatial tiling of the autoencoder, on or off."""
+        if enabled:
+            self.vae.enable_tiling()
+        else:
+            self.vae.disable_tiling()

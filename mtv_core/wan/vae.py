@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_prefix
+from ..dit.video_vae import DiffusersVAEModule
 from .keymap import MappedCheckpoint, Source, no_meta_tensors
 
 logger = logging.getLogger(__name__)
@@ -204,20 +205,17 @@ def build_wan_vae(config: dict, device: torch.device | str = "meta"):
         return AutoencoderKLWan.from_config({k: v for k, v in config.items() if not k.startswith("_")})
 
 
-class WanVAE:
+class WanVAE(DiffusersVAEModule):
     """A loaded Wan2.1 VAE with normalised latents (the 17B side of the pack's VAE interface).
 
     Same surface as :class:`mtv_core.dit.vae.VideoVAE` (``encode``/``decode``/``device``/``dtype``/``to``/
     ``set_tiling``), but channel-first layouts and latents already normalised (see the module docstring).
+    Tiling (diffusers' 256-px tiles, 192-px stride) is off by default, as upstream runs it.
     """
 
     def __init__(self, vae: torch.nn.Module, source: str = "", tiling: bool = False, slicing: bool = True) -> None:
-        self.vae = vae.eval().requires_grad_(False)
-        self.source = source
+        super().__init__(vae, source, tiling, slicing)
         self.latent_format = LatentFormat(tuple(vae.config.latents_mean), tuple(vae.config.latents_std))
-        self.set_tiling(tiling)
-        if slicing:
-            self.vae.enable_slicing()
 
     temporal_compression = TEMPORAL_COMPRESSION
     spatial_compression = SPATIAL_COMPRESSION
@@ -225,25 +223,6 @@ class WanVAE:
     @property
     def latent_channels(self) -> int:
         return int(self.vae.config.z_dim)
-
-    @property
-    def dtype(self) -> torch.dtype:
-        return next(self.vae.parameters()).dtype
-
-    @property
-    def device(self) -> torch.device:
-        return next(self.vae.parameters()).device
-
-    def to(self, device: torch.device | str) -> "WanVAE":
-        self.vae.to(device)
-        return self
-
-    def set_tiling(self, enabled: bool) -> None:
-        """Spatial tiling (diffusers' 256-px tiles, 192-px stride) for large frames; off matches upstream."""
-        if enabled:
-            self.vae.enable_tiling()
-        else:
-            self.vae.disable_tiling()
 
     def _check_pixels(self, pixels: torch.Tensor) -> None:
         if pixels.ndim != 5 or pixels.shape[1] != 3:
