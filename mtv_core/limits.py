@@ -152,6 +152,16 @@ def check_number(value: Any, name: str, low: float | None = None, high: float | 
     return number
 
 
+def check_whole_number(value: Any, name: str, low: int, high: int, what: str = "") -> int:
+    """``value`` as an int in [low, high] (bools refused): the check for architecture fields of model configs, which
+    may come from a config.json or from key names and size what gets built. ValueError naming ``name`` (not the
+    file: the caller, which knows it, adds it)."""
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        prefix = f"{what}: " if what else ""
+        raise ValueError(f"{prefix}{name} must be a whole number between {low} and {high}, got {value!r:.40}")
+    return int(value)
+
+
 def check_fps(value: Any, source: object = "", name: str = "fps") -> float:
     """A frame rate in [MIN_FPS, MAX_FPS] (what a video writer accepts)."""
     try:

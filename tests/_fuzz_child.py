@@ -99,6 +99,12 @@ def run_dit(path: str, request: dict) -> None:
     load_mvdit7b(path, dtype="fp32", attention="sdpa")
 
 
+def run_dit17b(path: str, request: dict) -> None:
+    from mtv_core.dit.loading_17b import load_mvdit17b
+
+    load_mvdit17b(path, dtype="fp32", attention="sdpa")
+
+
 def run_vae(path: str, request: dict) -> None:
     load_vae(path, dtype=torch.float32)
 
@@ -125,7 +131,7 @@ def _check_reference(ref) -> None:
 
 TARGETS = {
     "motion": run_motion, "smpl_model": run_smpl_model, "checkpoint": run_checkpoint, "tokenizer": run_tokenizer,
-    "dit": run_dit, "vae": run_vae, "image": run_image, "image_array": run_image_array,
+    "dit": run_dit, "dit17b": run_dit17b, "vae": run_vae, "image": run_image, "image_array": run_image_array,
 }  # fmt: skip
 
 

@@ -198,13 +198,34 @@ def _dit_folder(tmp_path: Path, **config_changes) -> Path:
     return folder
 
 
-@pytest.mark.parametrize("target", ["dit", "tokenizer", "vae"])
+def _dit17b_folder(tmp_path: Path, **config_changes) -> Path:
+    from mtv_pack.mtv_core.dit.tiny_17b import random_state_dict_17b, save_mvdit17b, tiny_mvdit17b_config
+
+    config = tiny_mvdit17b_config()
+    folder = save_mvdit17b(random_state_dict_17b(config, seed=0), tmp_path / "Wan", config, as_folder=True)
+    data = json.loads((folder / "config.json").read_text())
+    data.update(config_changes)
+    (folder / "config.json").write_text(json.dumps(data))
+    return folder
+
+
+@pytest.mark.parametrize("target", ["dit", "dit17b", "dit17b_keys", "tokenizer", "vae"])
 def test_config_counts_are_checked_against_the_weights_before_building(fuzz_worker, tmp_path, target):
-    """config.json / metadata layer and block counts were trusted: a million layers built for minutes."""
+    """config.json / metadata layer and block counts were trusted: a million layers built for minutes (the 17B:
+    from its config.json or from a block index in a key name)."""
     from safetensors.torch import load_file
 
     if target == "dit":
         path, field = _dit_folder(tmp_path, num_layers=1_000_000), "num_layers"
+    elif target == "dit17b":
+        path, field = _dit17b_folder(tmp_path, num_layers=1_000_000), "num_layers"
+    elif target == "dit17b_keys":
+        from mtv_pack.mtv_core.dit.tiny_17b import random_state_dict_17b, tiny_mvdit17b_config
+
+        state = random_state_dict_17b(tiny_mvdit17b_config(), seed=0)
+        state["blocks.999999999.norm3.weight"] = torch.ones(4)
+        path, field, target = tmp_path / "far_block.safetensors", "num_layers", "dit17b"
+        save_file(state, str(path))
     elif target == "tokenizer":
         path, field = write_tiny_checkpoint(tmp_path / "tok.safetensors", with_config=False), "num_res_blocks"
         config = TINY_CONFIG.to_dict() | {field: 1_000_000}
@@ -219,17 +240,24 @@ def test_config_counts_are_checked_against_the_weights_before_building(fuzz_work
     assert str(path) in verdict["message"] and field in verdict["message"]
 
 
-@pytest.mark.parametrize("target", ["dit", "tokenizer"])
+@pytest.mark.parametrize("target", ["dit", "dit17b", "tokenizer"])
 def test_config_must_agree_with_the_weights(tmp_path, target):
     from safetensors.torch import load_file
 
     from mtv_pack.mtv_core.dit.loading import load_mvdit7b
+    from mtv_pack.mtv_core.dit.loading_17b import load_mvdit17b
     from mtv_pack.mtv_core.tokenizer.loading import load_tokenizer
 
     if target == "dit":
         path = _dit_folder(tmp_path, num_layers=3)  # the weights hold 2
         with pytest.raises(CheckpointError, match=r"num_layers=3 but the weights have 2"):
             load_mvdit7b(path, dtype="fp32")
+    elif target == "dit17b":
+        layers = json.loads((_dit17b_folder(tmp_path / "probe") / "config.json").read_text())["num_layers"]
+        path = _dit17b_folder(tmp_path, num_layers=layers + 1, ffn_dim=7)
+        with pytest.raises(CheckpointError, match=rf"config.json.*ffn_dim=7 but the weights have \d+; "
+                                                  rf"num_layers={layers + 1} but the weights have {layers}"):
+            load_mvdit17b(path, dtype="fp32")
     else:
         path = write_tiny_checkpoint(tmp_path / "tok.safetensors", with_config=False)
         config = TINY_CONFIG.to_dict() | {"code_dim": 4096}

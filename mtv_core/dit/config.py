@@ -18,7 +18,7 @@ from dataclasses import dataclass, fields
 from typing import Mapping
 
 from ..constants import NUM_JOINTS, WINDOW_FRAMES, latent_frames, video_frames
-from ..limits import MAX_LAYERS, MAX_WIDTH
+from ..limits import MAX_LAYERS, MAX_WIDTH, check_whole_number
 
 logger = logging.getLogger(__name__)
 
@@ -55,11 +55,8 @@ class MVDiT7BConfig:
     def __post_init__(self) -> None:
         # values may come from a config.json: checked here, before anything is built from them
         for name, (low, high) in _INT_RANGES.items():
-            value = getattr(self, name)
-            if name == "ff_inner_dim" and value is None:
-                continue
-            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-                raise ValueError(f"{name} must be a whole number between {low} and {high}, got {value!r:.40}")
+            if not (name == "ff_inner_dim" and self.ff_inner_dim is None):
+                check_whole_number(getattr(self, name), name, low, high)
         for name in ("norm_eps", "qk_norm_eps"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \

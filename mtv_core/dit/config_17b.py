@@ -16,12 +16,23 @@ import re
 from dataclasses import dataclass, fields
 from typing import Mapping
 
+from ..limits import MAX_LAYERS, MAX_WIDTH, check_whole_number
+
 logger = logging.getLogger(__name__)
 
 WAN_HEAD_DIM = 128  # every Wan2.1 model has 128-wide heads; single files do not record the head count
 RELEASED_DIM = 5120  # width of the released MV-DiT-17B (Wan2.1 I2V-14B)
 RELEASED_MOTION_TOKEN_DIM = 3072  # width of the released 4DMoT's tokens, zero-padded to RELEASED_DIM
 _MOTION_KEY = re.compile(r"blocks\.(\d+)\.motion_attn\.")
+# Fields the weights determine: a config.json must agree with them before a model of its size is built.
+SHAPE_FIELDS = ("dim", "ffn_dim", "num_layers", "in_dim", "out_dim", "text_dim", "freq_dim", "patch_size",
+                "qk_norm", "cross_attn_norm")
+_INT_RANGES = {
+    "dim": (1, MAX_WIDTH), "ffn_dim": (1, 4 * MAX_WIDTH), "num_heads": (1, 1024), "num_layers": (1, MAX_LAYERS),
+    "in_dim": (1, MAX_WIDTH), "out_dim": (1, MAX_WIDTH), "text_dim": (1, MAX_WIDTH), "freq_dim": (2, MAX_WIDTH),
+    "text_len": (1, 1 << 16), "clip_dim": (1, MAX_WIDTH), "motion_attn_interval": (1, MAX_LAYERS),
+    "motion_token_dim": (1, MAX_WIDTH),
+}  # fmt: skip
 _BLOCK_KEY = re.compile(r"blocks\.(\d+)\.")
 
 
@@ -46,16 +57,30 @@ class MVDiT17BConfig:
     motion_token_dim: int | None = None  # width of the motion tokens (3072 released); None: any width <= dim
 
     def __post_init__(self) -> None:
+        # values may come from a config.json or from key names: checked before anything is built from them
+        for name, (low, high) in _INT_RANGES.items():
+            if not (name == "motion_token_dim" and self.motion_token_dim is None):
+                check_whole_number(getattr(self, name), name, low, high)
+        if not isinstance(self.patch_size, tuple) or len(self.patch_size) != 3:
+            raise ValueError(f"patch_size must be (t, h, w), got {self.patch_size!r:.40}")
+        for size in self.patch_size:
+            check_whole_number(size, "patch_size", 1, 64)
+        if isinstance(self.eps, bool) or not isinstance(self.eps, (int, float)) or not 0 < self.eps < 1:
+            raise ValueError(f"eps must be a small positive number, got {self.eps!r:.40}")
+        for name in ("qk_norm", "cross_attn_norm"):
+            if not isinstance(getattr(self, name), bool):
+                raise ValueError(f"{name} must be true or false, got {getattr(self, name)!r:.40}")
         if self.model_type != "i2v":
             raise ValueError(f"model_type {self.model_type!r}: MV-DiT-17B is an image-to-video ('i2v') model")
         if self.dim % self.num_heads or (self.dim // self.num_heads) % 2:
             raise ValueError(f"dim {self.dim} does not split into {self.num_heads} heads of even width")
-        if self.motion_attn_interval < 1:
-            raise ValueError(f"motion_attn_interval must be >= 1, got {self.motion_attn_interval}")
-        if self.motion_token_dim is not None and not 0 < self.motion_token_dim <= self.dim:
+        if self.motion_token_dim is not None and self.motion_token_dim > self.dim:
             raise ValueError(f"motion_token_dim {self.motion_token_dim} must be in 1..dim ({self.dim})")
-        if len(self.patch_size) != 3:
-            raise ValueError(f"patch_size must be (t, h, w), got {self.patch_size}")
+
+    def disagreements(self, other: "MVDiT17BConfig") -> list[str]:
+        """``SHAPE_FIELDS`` where ``self`` (e.g. from config.json) differs from ``other`` (from the weights)."""
+        return [f"{name}={getattr(self, name)} but the weights have {getattr(other, name)}" for name in SHAPE_FIELDS
+                if getattr(self, name) != getattr(other, name)]
 
     @property
     def head_dim(self) -> int:

@@ -247,8 +247,12 @@ def config_17b(config_json: dict | None, shapes: dict[str, tuple]) -> MVDiT17BCo
     inferred = MVDiT17BConfig.infer_from_shapes(shapes)
     if config_json is None:
         return inferred
-    return MVDiT17BConfig.from_wan_config(config_json, motion_attn_interval=inferred.motion_attn_interval,
-                                          clip_dim=inferred.clip_dim)
+    config = MVDiT17BConfig.from_wan_config(config_json, motion_attn_interval=inferred.motion_attn_interval,
+                                            clip_dim=inferred.clip_dim)
+    wrong = config.disagreements(inferred)
+    if wrong:
+        raise ValueError("config.json does not match the weights: " + "; ".join(wrong))
+    return config
 
 
 def config_17b_from(ckpt) -> MVDiT17BConfig:

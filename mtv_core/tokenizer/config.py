@@ -12,7 +12,7 @@ import re
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
-from ..limits import MAX_LAYERS, MAX_WIDTH
+from ..limits import MAX_LAYERS, MAX_WIDTH, check_whole_number
 
 # A key every 4DMoT checkpoint has; used to recognise (and reject) other checkpoints.
 SIGNATURE_KEYS = ("encoder.conv_in.weight", "decoder.conv_out.weight", "vq.codebook")
@@ -29,10 +29,7 @@ _RANGES = {
 
 
 def _checked_int(name: str, value: Any) -> int:
-    low, high = _RANGES[name]
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ValueError(f"4DMoT config: {name} must be a whole number between {low} and {high}, got {value!r:.40}")
-    return int(value)
+    return check_whole_number(value, name, *_RANGES[name], what="4DMoT config")
 
 
 @dataclass(frozen=True)
