@@ -390,7 +390,39 @@ def _note(g: Graph, text: str, height: int = 700, width: int = 600) -> float:
     return width + GROUP_GAP
 
 
-def _nlf(g: Graph, x: float) -> tuple[float, dict, dict, dict]:
+def _reference(col: Column) -> dict[str, Any]:
+    """The reference image to animate, last in ``col`` (its preview grows it)."""
+    return col.last("LoadImage", 380, title="Reference image", image="reference.png")
+
+
+def _wan_vae(col: Column) -> dict[str, Any]:
+    """The native Wan 2.1 VAE loader (Comfy-Org's single file)."""
+    return col.add("VAELoader", 60, models=[MODELS["wan_vae"]], vae_name=MODELS["wan_vae"]["name"])
+
+
+def _motion_info(g: Graph, col: Column, joints: tuple[dict, str]) -> tuple[dict, dict]:
+    """Motion Info on ``joints`` in ``col``, its text shown below it; returns (info, text)."""
+    info = col.add("MTVMotionInfo", 50)
+    g.link(*joints, info, "joints")
+    text = g.show_text(info, "info", (col.x, col.y + NODE_TITLE_HEIGHT), "Motion Info", size=(320, 220))
+    return info, text
+
+
+def _save_video(g: Graph, col: Column, images: tuple[dict, str], fps: tuple[dict, str] | float, prefix: str,
+                height: int = 600, save_col: Column | None = None, title: str | None = None) -> list[dict]:
+    """CreateVideo (``fps`` a linked output or a fixed number) in ``col`` -> SaveVideo last in ``save_col`` (default:
+    ``col``; ``height`` 600 shows a 512 x 512 video at full width); returns both."""
+    linked_fps = isinstance(fps, tuple)
+    create = col.add("CreateVideo", 80, **({} if linked_fps else {"fps": fps}))
+    g.link(*images, create, "images")
+    if linked_fps:
+        g.link(*fps, create, "fps")
+    save = (save_col or col).last("SaveVideo", height, title=title, filename_prefix=prefix)
+    g.link(create, "VIDEO", save, "video")
+    return [create, save]
+
+
+def _nlf(g: Graph, x: float) -> tuple[float, dict, dict, list[dict]]:
     """Group 1: LoadVideo -> GetVideoComponents -> NLF; returns (next x, components, extract, its members)."""
     c_video, c_nlf = _columns(g, x, TOP, [320, 320])
     video = c_video.last("LoadVideo", 600, title="Driving video", file="dance.mp4")  # room for a portrait video
@@ -416,7 +448,7 @@ def _tokens(g: Graph, x: float, joints: tuple[dict, str]) -> tuple[float, dict, 
 
 
 def _strip(g: Graph, x: float, first: tuple[dict, str] | None, source: tuple[dict, str], decoded: tuple[dict, str],
-           fps: tuple[dict, str], prefix: str) -> tuple[float, list[dict]]:
+           fps: tuple[dict, str]) -> tuple[float, list[dict]]:
     """Side by side (upstream's output strip): [first panel |] source skeleton | decoded skeleton -> mp4."""
     c_draw, c_join, c_save = _columns(g, x, TOP, [320, 320, 440])
     src = c_draw.add("MTVRenderSkeleton", 150, title="Source skeleton")
@@ -434,12 +466,38 @@ def _strip(g: Graph, x: float, first: tuple[dict, str] | None, source: tuple[dic
     stitch = c_join.add("ImageStitch", 150, spacing_width=2)
     g.link(*left, stitch, "image1")
     g.link(dec, "images", stitch, "image2")
-    create = c_join.add("CreateVideo", 80)
-    g.link(stitch, "IMAGE", create, "images")
-    g.link(*fps, create, "fps")
-    save = c_save.last("SaveVideo", 480, title="Motion check", filename_prefix=prefix)
-    g.link(create, "VIDEO", save, "video")
-    return c_save.right + GROUP_GAP - COLUMN_GAP, members + [stitch, create, save]
+    video = _save_video(g, c_join, (stitch, "IMAGE"), fps, "video/MTVCrafter_motion_check", 480, c_save, "Motion check")
+    return c_save.right + GROUP_GAP - COLUMN_GAP, members + [stitch, *video]
+
+
+CHECK_TITLE = "3. Optional: motion check (Ctrl+B bypasses)"
+
+
+def _tokens_and_check(g: Graph, x: float, joints: tuple[dict, str], first: tuple[dict, str] | None,
+                      fps: tuple[dict, str], check_title: str = CHECK_TITLE, check_color: str = GREY) -> tuple[float, dict]:
+    """Groups 2 and 3: motion tokens of ``joints``, then the strip checking them; returns (next x, encoder)."""
+    x, enc, members = _tokens(g, x, joints)
+    g.group("2. Motion tokens (4DMoT)", members)
+    x, members = _strip(g, x, first, joints, (enc, "reconstructed"), fps)
+    g.group(check_title, members, color=check_color)
+    return x, enc
+
+
+def _driving_video(g: Graph, x: float, check_title: str = CHECK_TITLE) -> tuple[float, dict, dict]:
+    """Groups 1-3 of the driving-video templates: NLF, motion tokens, the optional motion check; returns (next x,
+    video components, encoder)."""
+    x, comps, extract, members = _nlf(g, x)
+    g.group("1. Driving video -> 3D motion (NLF)", members)
+    x, enc = _tokens_and_check(g, x, (extract, "joints"), (extract, "preview"), (comps, "fps"), check_title)
+    return x, comps, enc
+
+
+def _decode_mtv(g: Graph, col: Column, decoder: str, vae: tuple[dict, str], sampler: dict, prefix: str) -> list[dict]:
+    """An MTV decoder of the sampler's latents -> CreateVideo at its fps -> SaveVideo, in ``col``."""
+    dec = col.add(decoder, 60)
+    g.link(*vae, dec, "vae")
+    g.link(sampler, "latents", dec, "latents")
+    return [dec, *_save_video(g, col, (dec, "images"), (dec, "fps"), prefix)]
 
 
 def _animate(g: Graph, x: float, encoder: dict) -> list[dict]:
@@ -447,36 +505,39 @@ def _animate(g: Graph, x: float, encoder: dict) -> list[dict]:
     c_load, c_sample, c_out = _columns(g, x, TOP, [340, 340, 460])
     dit = c_load.add("MTVLoadDiT7B", 140, model=DIT_FOLDER)
     vae = c_load.add("MTVLoadCogVideoXVAE", 110, models=[MODELS["vae"]], vae=MODELS["vae"]["name"])
-    ref = c_load.last("LoadImage", 380, title="Reference image", image="reference.png")
+    ref = _reference(c_load)
     sampler = c_sample.last("MTVSampler7B", 540)  # room for its latent preview
     g.link(dit, "model", sampler, "model")
     g.link(vae, "vae", sampler, "vae")
     g.link(ref, "IMAGE", sampler, "reference")
     g.link(encoder, "motion", sampler, "motion")
-    dec = c_out.add("MTVDecode7B", 60)
-    g.link(vae, "vae", dec, "vae")
-    g.link(sampler, "latents", dec, "latents")
-    create = c_out.add("CreateVideo", 80)
-    g.link(dec, "images", create, "images")
-    g.link(dec, "fps", create, "fps")
-    save = c_out.last("SaveVideo", 600, filename_prefix="video/MTVCrafter")  # a 512 x 512 video at full width
-    g.link(create, "VIDEO", save, "video")
-    return [dit, vae, ref, sampler, dec, create, save]
+    return [dit, vae, ref, sampler, *_decode_mtv(g, c_out, "MTVDecode7B", (vae, "vae"), sampler, "video/MTVCrafter")]
+
+
+def _wan_inputs(g: Graph, c_text: Column, c_image: Column, prompt: str, negative_prompt: str, negative_title: str,
+                clip_height: int, vision_encoder: str, **encoder_widgets: Any) -> tuple[dict, dict, dict, dict, dict]:
+    """Wan's side-model conditioning: umT5 (Load CLIP, type wan) encoding the prompt and the negative prompt in
+    ``c_text``; CLIP ViT-H and ``vision_encoder`` in ``c_image``, whose image the caller links once it has placed
+    the reference. Returns (clip, positive, negative, clip vision loader, clip vision encoder)."""
+    clip = c_text.add("CLIPLoader", clip_height, models=[MODELS["umt5"]], clip_name=MODELS["umt5"]["name"], type="wan")
+    positive = c_text.add("CLIPTextEncode", 120, title="Prompt", text=prompt)
+    negative = c_text.add("CLIPTextEncode", 120, title=negative_title, text=negative_prompt)
+    g.link(clip, "CLIP", positive, "clip")
+    g.link(clip, "CLIP", negative, "clip")
+    vision = c_image.add("CLIPVisionLoader", 60, models=[MODELS["clip_vision"]], clip_name=MODELS["clip_vision"]["name"])
+    encode = c_image.add(vision_encoder, 80, **encoder_widgets)
+    g.link(vision, "CLIP_VISION", encode, "clip_vision")
+    return clip, positive, negative, vision, encode
 
 
 def _prompt_and_reference(g: Graph, x: float) -> tuple[float, dict, dict, dict, dict, dict, list[dict]]:
-    """Group 3 of the 17B: native umT5 prompts and CLIP vision of the reference; returns (next x, positive,
+    """Group 4 of the 17B: native umT5 prompts and CLIP vision of the reference; returns (next x, positive,
     negative, clip vision output, reference image, clip vision loader, members)."""
     c_text, c_image = _columns(g, x, TOP, [360, 340])
-    clip = c_text.add("CLIPLoader", 110, models=[MODELS["umt5"]], clip_name=MODELS["umt5"]["name"], type="wan")
-    positive = c_text.add("CLIPTextEncode", 120, title="Prompt", text=DEFAULT_PROMPT)
-    g.link(clip, "CLIP", positive, "clip")
-    negative = c_text.add("CLIPTextEncode", 120, title="Negative prompt (upstream's)", text=DEFAULT_NEGATIVE_PROMPT)
-    g.link(clip, "CLIP", negative, "clip")
-    vision = c_image.add("CLIPVisionLoader", 60, models=[MODELS["clip_vision"]], clip_name=MODELS["clip_vision"]["name"])
-    encode = c_image.add("CLIPVisionEncode", 80, crop="none")
-    g.link(vision, "CLIP_VISION", encode, "clip_vision")
-    ref = c_image.last("LoadImage", 380, title="Reference image", image="reference.png")
+    clip, positive, negative, vision, encode = _wan_inputs(
+        g, c_text, c_image, DEFAULT_PROMPT, DEFAULT_NEGATIVE_PROMPT, "Negative prompt (upstream's)", 110,
+        "CLIPVisionEncode", crop="none")
+    ref = _reference(c_image)
     g.link(ref, "IMAGE", encode, "image")
     members = [clip, positive, negative, vision, encode, ref]
     return c_image.right + GROUP_GAP - COLUMN_GAP, positive, negative, encode, ref, vision, members
@@ -487,7 +548,7 @@ def _animate_17b(g: Graph, x: float, encoder: dict, positive: dict, negative: di
     """The 17B stage: DiT + native Wan VAE -> sampler -> decode -> CreateVideo -> SaveVideo."""
     c_load, c_sample, c_out = _columns(g, x, TOP, [340, 360, 460])
     dit = c_load.add("MTVLoadDiT17B", 170, model=DIT17B_FOLDER)
-    vae = c_load.add("VAELoader", 60, models=[MODELS["wan_vae"]], vae_name=MODELS["wan_vae"]["name"])
+    vae = _wan_vae(c_load)
     sampler = c_sample.last("MTVSampler17B", 700)  # room for its latent preview
     g.link(dit, "model", sampler, "model")
     g.link(vae, "VAE", sampler, "vae")
@@ -497,28 +558,14 @@ def _animate_17b(g: Graph, x: float, encoder: dict, positive: dict, negative: di
     g.link(ref, "IMAGE", sampler, "reference")
     g.link(encoder, "motion", sampler, "motion")
     g.link(vision, "CLIP_VISION", sampler, "clip_vision")
-    dec = c_out.add("MTVDecode17B", 60)
-    g.link(vae, "VAE", dec, "vae")
-    g.link(sampler, "latents", dec, "latents")
-    create = c_out.add("CreateVideo", 80)
-    g.link(dec, "images", create, "images")
-    g.link(dec, "fps", create, "fps")
-    save = c_out.last("SaveVideo", 600, filename_prefix="video/MTVCrafter_17b")
-    g.link(create, "VIDEO", save, "video")
-    return [dit, vae, sampler, dec, create, save]
+    return [dit, vae, sampler, *_decode_mtv(g, c_out, "MTVDecode17B", (vae, "VAE"), sampler, "video/MTVCrafter_17b")]
 
 
 def workflow_17b() -> dict[str, Any]:
     """Driving video -> NLF joints -> tokens; native umT5 / CLIP vision / Wan VAE -> 17B sampler -> mp4."""
     g = Graph()
     x = _note(g, NOTE_17B, height=980, width=640)
-    x, comps, extract, members = _nlf(g, x)
-    g.group("1. Driving video -> 3D motion (NLF)", members)
-    x, enc, members = _tokens(g, x, (extract, "joints"))
-    g.group("2. Motion tokens (4DMoT)", members)
-    x, members = _strip(g, x, (extract, "preview"), (extract, "joints"), (enc, "reconstructed"), (comps, "fps"),
-                        "video/MTVCrafter_motion_check")
-    g.group("3. Optional: motion check (Ctrl+B bypasses)", members, color=GREY)
+    x, _, enc = _driving_video(g, x)
     x, positive, negative, clip_out, ref, vision, members = _prompt_and_reference(g, x)
     g.group("4. Prompt and reference (ComfyUI's Wan encoders)", members, color=PURPLE)
     g.group("5. Animate the reference (MV-DiT-17B)", _animate_17b(g, x, enc, positive, negative, clip_out, ref, vision),
@@ -530,13 +577,7 @@ def video_workflow() -> dict[str, Any]:
     """Driving video -> NLF joints -> tokens -> (check strip) -> 7B sampler -> mp4."""
     g = Graph()
     x = _note(g, NOTE_7B_VIDEO, height=820)
-    x, comps, extract, members = _nlf(g, x)
-    g.group("1. Driving video -> 3D motion (NLF)", members)
-    x, enc, members = _tokens(g, x, (extract, "joints"))
-    g.group("2. Motion tokens (4DMoT)", members)
-    x, members = _strip(g, x, (extract, "preview"), (extract, "joints"), (enc, "reconstructed"), (comps, "fps"),
-                        "video/MTVCrafter_motion_check")
-    g.group("3. Optional: motion check (Ctrl+B bypasses)", members, color=GREY)
+    x, _, enc = _driving_video(g, x)
     g.group("4. Animate the reference (MV-DiT-7B)", _animate(g, x, enc), color=GREEN)
     return g.workflow()
 
@@ -547,15 +588,9 @@ def motion_file_workflow() -> dict[str, Any]:
     x = _note(g, NOTE_7B_MOTION_FILE, height=820)
     col = Column(g, x, TOP, 320)
     motion = col.add("MTVLoadMotion", 140, title="Motion file", motion_file="dance_motion.npz")
-    info = col.add("MTVMotionInfo", 50)
-    g.link(motion, "joints", info, "joints")
-    text = g.show_text(info, "info", (col.x, col.y + NODE_TITLE_HEIGHT), "Motion Info", size=(320, 220))
+    info, text = _motion_info(g, col, (motion, "joints"))
     g.group("1. Motion file", [motion, info, text])
-    x, enc, members = _tokens(g, col.right + GROUP_GAP - COLUMN_GAP, (motion, "joints"))
-    g.group("2. Motion tokens (4DMoT)", members)
-    x, members = _strip(g, x, None, (motion, "joints"), (enc, "reconstructed"), (info, "fps"),
-                        "video/MTVCrafter_motion_check")
-    g.group("3. Optional: motion check (Ctrl+B bypasses)", members, color=GREY)
+    x, enc = _tokens_and_check(g, col.right + GROUP_GAP - COLUMN_GAP, (motion, "joints"), None, (info, "fps"))
     g.group("4. Animate the reference (MV-DiT-7B)", _animate(g, x, enc), color=GREEN)
     return g.workflow()
 
@@ -566,15 +601,10 @@ def motion_check_workflow() -> dict[str, Any]:
     x = _note(g, NOTE_MOTION_CHECK, height=760)
     x, comps, extract, members = _nlf(g, x)
     col = Column(g, x - GROUP_GAP + COLUMN_GAP, TOP, 320)
-    info = col.add("MTVMotionInfo", 50)
-    g.link(extract, "joints", info, "joints")
-    text = g.show_text(info, "info", (col.x, col.y + NODE_TITLE_HEIGHT), "Motion Info", size=(320, 220))
+    info, text = _motion_info(g, col, (extract, "joints"))
     g.group("1. Driving video -> 3D motion (NLF)", members + [info, text])
-    x, enc, members = _tokens(g, col.right + GROUP_GAP - COLUMN_GAP, (extract, "joints"))
-    g.group("2. Motion tokens (4DMoT)", members)
-    x, members = _strip(g, x, (extract, "preview"), (extract, "joints"), (enc, "reconstructed"), (comps, "fps"),
-                        "video/MTVCrafter_motion_check")
-    g.group("3. Side by side: video | NLF skeleton | decoded tokens", members, color=GREEN)
+    x, _ = _tokens_and_check(g, col.right + GROUP_GAP - COLUMN_GAP, (extract, "joints"), (extract, "preview"),
+                             (comps, "fps"), "3. Side by side: video | NLF skeleton | decoded tokens", GREEN)
     col = Column(g, x, TOP, 360)
     save = col.add("MTVSaveMotion", 60, filename_prefix="mtvcrafter/motion")
     g.link(extract, "joints", save, "joints")
@@ -590,16 +620,11 @@ def motion_preview_workflow() -> dict[str, Any]:
     c_motion, c_draw, c_save = _columns(g, x, TOP, [320, 320, 380])
     motion = c_motion.add("MTVProceduralMotion", 160, title="Demo motion (no model needed)", motion="dance",
                           frames=49, fps=20.0)
-    info = c_motion.add("MTVMotionInfo", 50)
-    g.link(motion, "joints", info, "joints")
-    text = g.show_text(info, "info", (c_motion.x, c_motion.y + NODE_TITLE_HEIGHT), "Motion Info", size=(320, 220))
+    info, text = _motion_info(g, c_motion, (motion, "joints"))
     skel = c_draw.add("MTVRenderSkeleton", 150, title="Skeleton frames")
     g.link(motion, "joints", skel, "joints")
-    create = c_draw.add("CreateVideo", 80, fps=20.0)
-    g.link(skel, "images", create, "images")
-    save = c_save.last("SaveVideo", 480, filename_prefix="video/MTVCrafter_motion_preview")
-    g.link(create, "VIDEO", save, "video")
-    g.group("Procedural motion -> skeleton video", [motion, info, text, skel, create, save])
+    video = _save_video(g, c_draw, (skel, "images"), 20.0, "video/MTVCrafter_motion_preview", 480, c_save)
+    g.group("Procedural motion -> skeleton video", [motion, info, text, skel, *video])
     c_mirror, c_preview = _columns(g, c_save.right + GROUP_GAP - COLUMN_GAP, TOP, [320, 420])
     mirror = c_mirror.add("MTVMirrorMotion", 60)
     g.link(motion, "joints", mirror, "joints")
@@ -632,13 +657,7 @@ def native_workflow() -> dict[str, Any]:
     """Driving video -> NLF -> tokens; native Wan 2.1 I2V + LoRA + MTV Apply Motion -> KSampler -> mp4."""
     g = Graph()
     x = _note(g, NATIVE_NOTE % NLF_ROW, height=900, width=760)
-    x, comps, extract, members = _nlf(g, x)
-    g.group("1. Driving video -> 3D motion (NLF)", members)
-    x, enc, members = _tokens(g, x, (extract, "joints"))
-    g.group("2. Motion tokens (4DMoT)", members)
-    x, members = _strip(g, x, (extract, "preview"), (extract, "joints"), (enc, "reconstructed"), (comps, "fps"),
-                        "video/MTVCrafter_motion_check")
-    g.group("Optional: motion check (Ctrl+B bypasses)", members, color=GREY)
+    x, comps, enc = _driving_video(g, x, "Optional: motion check (Ctrl+B bypasses)")
 
     col = Column(g, x, TOP, 360)
     unet = col.add("UNETLoader", 90, models=[NATIVE_MODELS["wan_i2v"]], unet_name=NATIVE_MODELS["wan_i2v"]["name"])
@@ -653,20 +672,12 @@ def native_workflow() -> dict[str, Any]:
     g.group("3. Wan 2.1 I2V + LoRA + MTV motion", [unet, lora, shift, apply])
 
     c_text, c_image, c_ref = _columns(g, col.right + GROUP_GAP - COLUMN_GAP, TOP, [360, 340, 340])
-    clip = c_text.add("CLIPLoader", 90, models=[NATIVE_MODELS["umt5"]], clip_name=NATIVE_MODELS["umt5"]["name"],
-                      type="wan")
-    pos = c_text.add("CLIPTextEncode", 120, title="Prompt", text="The character is dancing.")
-    neg = c_text.add("CLIPTextEncode", 120, title="Negative prompt",
-                     text="bad hands, extra limbs, fused fingers, blurry, low quality")
-    g.link(clip, "CLIP", pos, "clip")
-    g.link(clip, "CLIP", neg, "clip")
-    vision = c_image.add("CLIPVisionLoader", 60, models=[NATIVE_MODELS["clip_vision"]],
-                         clip_name=NATIVE_MODELS["clip_vision"]["name"])
-    clip_enc = c_image.add("MTVWanClipVisionEncode", 80)
-    vae = c_image.add("VAELoader", 60, models=[NATIVE_MODELS["wan_vae"]], vae_name=NATIVE_MODELS["wan_vae"]["name"])
+    clip, pos, neg, vision, clip_enc = _wan_inputs(
+        g, c_text, c_image, "The character is dancing.", "bad hands, extra limbs, fused fingers, blurry, low quality",
+        "Negative prompt", 90, "MTVWanClipVisionEncode")
+    vae = _wan_vae(c_image)
     i2v = c_image.add("WanImageToVideo", 230, width=512, height=512, length=49)
-    ref = c_ref.last("LoadImage", 380, title="Reference image", image="reference.png")
-    g.link(vision, "CLIP_VISION", clip_enc, "clip_vision")
+    ref = _reference(c_ref)
     g.link(ref, "IMAGE", clip_enc, "image")
     g.link(pos, "CONDITIONING", i2v, "positive")
     g.link(neg, "CONDITIONING", i2v, "negative")
@@ -686,13 +697,8 @@ def native_workflow() -> dict[str, Any]:
     decode = c_out.add("VAEDecode", 50)
     g.link(sampler, "LATENT", decode, "samples")
     g.link(vae, "VAE", decode, "vae")
-    create = c_out.add("CreateVideo", 80)
-    g.link(decode, "IMAGE", create, "images")
-    g.link(comps, "fps", create, "fps")
-    save = c_out.last("SaveVideo", 600, filename_prefix="video/MTVCrafter_17B")
-    g.link(create, "VIDEO", save, "video")
-    g.group("5. Sample and decode (10 steps, cfg 1 with the FusionX LoRA)", [sampler, decode, create, save],
-            color=GREEN)
+    video = _save_video(g, c_out, (decode, "IMAGE"), (comps, "fps"), "video/MTVCrafter_17B")
+    g.group("5. Sample and decode (10 steps, cfg 1 with the FusionX LoRA)", [sampler, decode, *video], color=GREEN)
     return g.workflow()
 
 
