@@ -10,8 +10,7 @@ import json
 from pathlib import Path
 
 import torch
-from conftest import reference_dir
-from safetensors import safe_open
+from conftest import load_case, manifest_for, reference_cases, reference_dir  # noqa: F401 (re-exported)
 from safetensors.torch import save_file
 
 from mtv_pack.mtv_core.tokenizer.testing import regenerate_from_manifest
@@ -20,12 +19,7 @@ WAN_DIR = reference_dir() / "wan"
 
 
 def cases(model: str) -> list[Path]:
-    return sorted((WAN_DIR / model).glob(f"case_{model}_tiny_seed*.safetensors"))
-
-
-def manifest_for(case: Path) -> dict:
-    path = case.with_name(case.name.replace("case_", "manifest_", 1)).with_suffix(".json")
-    return json.loads(path.read_text())
+    return reference_cases(f"wan/{model}", model)
 
 
 def find_manifest(name: str) -> dict:
@@ -33,11 +27,6 @@ def find_manifest(name: str) -> dict:
     found = sorted(WAN_DIR.glob(f"*/{name}"))
     assert found, f"manifest {name} not found under {WAN_DIR}"
     return json.loads(found[0].read_text())
-
-
-def load_case(case: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
-    with safe_open(str(case), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
 
 
 def write_release_file(manifest: dict, path: Path) -> Path:

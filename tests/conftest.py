@@ -59,6 +59,28 @@ def reference_dir() -> Path:
     return Path(os.environ.get("MTV_REFERENCE_DIR", ROOT.parent / "shared" / "reference"))
 
 
+def reference_cases(folder: str, model: str) -> list[Path]:
+    """Every ``case_<model>_*.safetensors`` under ``reference_dir() / folder`` (more cases may be dropped in)."""
+    return sorted((reference_dir() / folder).glob(f"case_{model}_*.safetensors"))
+
+
+def manifest_for(case: Path) -> dict:
+    """The manifest beside a case: ``case_X.safetensors`` -> ``manifest_X.json``."""
+    import json
+
+    path = case.with_name(case.name.replace("case_", "manifest_", 1)).with_suffix(".json")
+    assert path.is_file(), f"{case.name} needs {path.name}"
+    return json.loads(path.read_text())
+
+
+def load_case(case: Path) -> tuple[dict, dict[str, str]]:
+    """A case file's tensors and metadata."""
+    from safetensors import safe_open
+
+    with safe_open(str(case), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
+
+
 @pytest.fixture(scope="session")
 def reference() -> Path:
     path = reference_dir()

@@ -5,14 +5,12 @@ from the case name (``case_X.safetensors`` -> ``manifest_X.json``), so new cases
 shape (width, heads, text width, motion token width, frames, size) comes from the manifest and the case.
 """
 
-import json
 import logging
 
 import numpy as np
 import pytest
 import torch
-from conftest import reference_dir
-from safetensors import safe_open
+from conftest import load_case, manifest_for, reference_cases, reference_dir
 
 from mtv_pack.mtv_core.dit.config_17b import MVDiT17BConfig
 from mtv_pack.mtv_core.dit.guidance_17b import text_cfg_17b
@@ -24,7 +22,7 @@ pytestmark = pytest.mark.usefixtures("one_torch_thread")
 logger = logging.getLogger(__name__)
 
 CASE_DIR = reference_dir() / "mvdit17b"
-CASES = sorted(CASE_DIR.glob("case_mvdit17b_*.safetensors"))
+CASES = reference_cases("mvdit17b", "mvdit17b")
 ids = [case.stem for case in CASES]
 
 
@@ -32,21 +30,15 @@ def test_reference_cases_present():
     assert CASES, f"no case_mvdit17b_*.safetensors in {CASE_DIR}"
 
 
-def _load_case(case):
-    with safe_open(str(case), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
-
-
 @pytest.fixture(scope="module", params=CASES, ids=ids)
 def setup(request):
     case_path = request.param
-    manifest_path = case_path.with_name(case_path.name.replace("case_", "manifest_", 1)).with_suffix(".json")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = manifest_for(case_path)
     config = MVDiT17BConfig.from_wan_config(manifest["config"], motion_token_dim=manifest.get("motion_code_dim"))
     model = MVDiT17B(config)
     model.load_state_dict(regenerate_from_manifest(manifest), strict=True)
     model.eval()
-    case, meta = _load_case(case_path)
+    case, meta = load_case(case_path)
     joint_mean = np.load(reference_dir() / "motion" / "mean.npy", allow_pickle=False)
     motion_rope = motion_rope_17b(case["x"].shape[1], joint_mean, config.head_dim)
     return model, case, meta, motion_rope

@@ -14,8 +14,8 @@ import logging
 import numpy as np
 import pytest
 import torch
-from _wan_reference import WAN_DIR, find_manifest, load_case, max_abs, write_release_file
-from conftest import reference_dir
+from _wan_reference import WAN_DIR, cases, find_manifest, load_case, max_abs, write_release_file
+from conftest import manifest_for, reference_cases, reference_dir
 from safetensors import safe_open
 from safetensors.torch import save_file
 
@@ -49,8 +49,8 @@ from mtv_pack.mtv_core.windows import plan_windows
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
-DIT_CASES = sorted((reference_dir() / "mvdit17b").glob("case_mvdit17b_*.safetensors"))
-COND_CASES = sorted((WAN_DIR / "cond17b").glob("case_cond17b_*.safetensors"))
+DIT_CASES = reference_cases("mvdit17b", "mvdit17b")
+COND_CASES = cases("cond17b")
 JOINT_MEAN = np.load(reference_dir() / "motion" / "mean.npy", allow_pickle=False)
 
 
@@ -64,8 +64,7 @@ def test_reference_cases_present():
 def test_registered_variant_and_sampler_reproduce_upstream_sampling(case_path, tmp_path):
     """load_dit(variant="17b") of the case's weights + denoise_17b (the pipeline's guidance and loop) reproduce the
     reference's 3-step text-CFG sampling."""
-    manifest = json.loads(case_path.with_name(case_path.name.replace("case_", "manifest_", 1))
-                          .with_suffix(".json").read_text())
+    manifest = manifest_for(case_path)
     path = tmp_path / "mvdit17b.safetensors"
     save_file({k: v.contiguous() for k, v in regenerate_from_manifest(manifest).items()}, str(path))
     found, config = read_dit_config(path)

@@ -4,13 +4,11 @@ One test per ``case_mvdit7b_*.safetensors`` found in ``reference_dir()/mvdit7b``
 from the case name (``case_X.safetensors`` -> ``manifest_X.json``), so new cases are picked up unchanged.
 """
 
-import json
 
 import numpy as np
 import pytest
 import torch
-from conftest import reference_dir
-from safetensors import safe_open
+from conftest import load_case, manifest_for, reference_cases, reference_dir
 
 from mtv_pack.mtv_core.dit.config import MVDiT7BConfig
 from mtv_pack.mtv_core.dit.rope import motion_rope_7b, vision_rope_7b
@@ -21,7 +19,7 @@ from mtv_pack.mtv_core.tokenizer.testing import regenerate_from_manifest
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 CASE_DIR = reference_dir() / "mvdit7b"
-CASES = sorted(CASE_DIR.glob("case_mvdit7b_*.safetensors"))
+CASES = reference_cases("mvdit7b", "mvdit7b")
 ids = [case.stem for case in CASES]
 
 
@@ -29,20 +27,14 @@ def test_reference_cases_present():
     assert CASES, f"no case_mvdit7b_*.safetensors in {CASE_DIR}"
 
 
-def _load_case(case):
-    with safe_open(str(case), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
-
-
 @pytest.fixture(scope="module", params=CASES, ids=ids)
 def setup(request):
     case_path = request.param
-    manifest_path = case_path.with_name(case_path.name.replace("case_", "manifest_", 1)).with_suffix(".json")
-    manifest = json.loads(manifest_path.read_text())
+    manifest = manifest_for(case_path)
     model = MVDiT7B(MVDiT7BConfig.from_diffusers_config(manifest["config"]))
     model.load_state_dict(regenerate_from_manifest(manifest), strict=True)
     model.eval()
-    case, meta = _load_case(case_path)
+    case, meta = load_case(case_path)
     joint_mean = np.load(reference_dir() / "motion" / "mean.npy", allow_pickle=False)
     return model, case, meta, manifest, joint_mean
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 import torch
-from conftest import reference_dir
+from conftest import reference_cases, reference_dir
 from safetensors.torch import load_file
 
 from mtv_pack.mtv_core.checkpoint import key_report
@@ -19,7 +19,7 @@ from mtv_pack.mtv_core.tokenizer.testing import regenerate_from_manifest
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-CASES = sorted((reference_dir() / "4dmot").glob("case_4dmot_*.safetensors"))
+CASES = reference_cases("4dmot", "4dmot")
 MANIFESTS = sorted((reference_dir() / "4dmot").glob("manifest_4dmot_*.json"))
 _MODELS: dict[str, MotionVQVAE] = {}
 

@@ -4,7 +4,7 @@ import json
 
 import pytest
 import torch
-from _wan_reference import WAN_DIR, find_manifest, load_case, max_abs, write_release_file
+from _wan_reference import WAN_DIR, cases, find_manifest, load_case, max_abs, write_release_file
 from safetensors import safe_open
 
 from mtv_pack.mtv_core.wan.buckets import ASPECT_RATIO_512, nearest_bucket_512
@@ -21,7 +21,7 @@ from mtv_pack.mtv_core.wan.vae import latent_frames, load_wan_vae, write_tiny_wa
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 COND_DIR = WAN_DIR / "cond17b"
-CASES = sorted(COND_DIR.glob("case_cond17b_*.safetensors"))
+CASES = cases("cond17b")
 
 
 def test_reference_cases_present():
