@@ -427,6 +427,21 @@ def native(model: Any) -> ManagedModel:
     return ManagedModel(model, patcher, Placement(patcher.load_device, patcher.offload_device), whole=True)
 
 
+def decode_sampled(decode: Callable[..., Any], video_vae: Any, managed: ManagedModel, latents: Any,
+                   memory_required: Callable[[], int] | None = None) -> Any:
+    """A VAE-decode node's run: ``decode(video_vae, latents, callback=...)`` (a variant's window-by-window decoder)
+    with ComfyUI's progress bar and Cancel. The VAE (``managed``, holding or wrapped by ``video_vae``) is loaded
+    through model management keeping ``memory_required()`` bytes free, unless the sampler already decoded these
+    latents with it: then its frames are reused and nothing is loaded."""
+    from ..mtv_core.dit.latents import MTVLatent
+
+    bar = progress(int(latents.samples.shape[0]) if isinstance(latents, MTVLatent) else 1)
+    if isinstance(latents, MTVLatent) and latents.decoded_with(video_vae):
+        return decode(video_vae, latents, callback=bar)
+    with loaded(managed, memory_required=memory_required() if memory_required is not None else 0):
+        return decode(video_vae, latents, callback=bar)
+
+
 class _Unmoved:
     def to(self, device: Any) -> "_Unmoved":
         return self

@@ -36,6 +36,7 @@ from ._comfy import (
     DTYPE_CHOICES,
     MODEL_HELP_URL,
     MTV_FOLDER,
+    decode_sampled,
     io,
     loaded,
     manage,
@@ -371,13 +372,7 @@ class MTVDecode17B(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, latents: MTVLatent) -> io.NodeOutput:
-        video_vae = native_wan_vae(vae)
-        bar = progress(int(latents.samples.shape[0]) if isinstance(latents, MTVLatent) else 1)
-        if isinstance(latents, MTVLatent) and latents.frames is not None and latents.decoded_by == video_vae.identity():
-            frames = decode_17b(video_vae, latents, callback=bar)  # decoded while sampling: nothing to load
-        else:
-            with loaded(native(vae)):
-                frames = decode_17b(video_vae, latents, callback=bar)
+        frames = decode_sampled(decode_17b, native_wan_vae(vae), native(vae), latents)
         return io.NodeOutput(frames, float(latents.fps))
 
 

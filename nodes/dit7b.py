@@ -23,6 +23,7 @@ from ._comfy import (
     DTYPE_CHOICES,
     MODEL_HELP_URL,
     MTV_FOLDER,
+    decode_sampled,
     io,
     loaded,
     manage,
@@ -241,13 +242,8 @@ class MTVDecode7B(io.ComfyNode):
 
     @classmethod
     def execute(cls, vae, latents: MTVLatent) -> io.NodeOutput:
-        bar = progress(int(latents.samples.shape[0]) if isinstance(latents, MTVLatent) else 1)
-        if isinstance(latents, MTVLatent) and latents.frames is not None and latents.decoded_by == vae.model.identity():
-            # the sampler decoded them with this VAE already: nothing to load
-            frames = decode_7b(vae.model, latents, callback=bar)
-        else:
-            with loaded(vae, memory_required=decode_7b_activation_bytes(vae.model, latents)) as (video_vae,):
-                frames = decode_7b(video_vae, latents, callback=bar)
+        frames = decode_sampled(decode_7b, vae.model, vae, latents,
+                                memory_required=lambda: decode_7b_activation_bytes(vae.model, latents))
         return io.NodeOutput(frames, float(latents.fps))
 
 

@@ -143,3 +143,30 @@ def test_unload_after_takes_the_model_out_of_comfyuis_loaded_list(monkeypatch):
 def test_managed_model_repr_names_the_model_and_devices():
     managed = ManagedModel(_Module(), None, Placement(CPU, CPU))
     assert "_Module" in repr(managed) and "cpu" in repr(managed)
+
+
+def test_decoders_reuse_the_samplers_frames_without_loading_the_vae(monkeypatch):
+    from mtv_pack.mtv_core.dit.latents import LatentFormat, MTVLatent
+
+    fake = _FakeComfy(monkeypatch)
+    vae = types.SimpleNamespace(identity=lambda: "vae-a", vae=_Module(3))
+    managed = _comfy.manage(vae, Placement(torch.device("cuda", 1), CPU), module=vae.vae, whole=True)
+    latent = MTVLatent(variant="7b", latent_format=LatentFormat(name="cogvideox"), samples=torch.zeros(2, 13, 16, 1, 1),
+                       starts=(0, 40), window=49, num_frames=89, fps=20.0, width=8, height=8, seed=0,
+                       frames=torch.zeros(89, 8, 8, 3), decoded_by="vae-a")
+    decoded, estimates = [], []
+
+    def decode(video_vae, latents, callback):
+        decoded.append(video_vae)
+        return "frames"
+
+    def estimate():
+        estimates.append(1)
+        return 500
+
+    assert _comfy.decode_sampled(decode, vae, managed, latent, memory_required=estimate) == "frames"
+    assert decoded == [vae] and estimates == [] and fake.calls == []  # decoded while sampling: nothing loaded
+    latent.decoded_by = "vae-b"
+    assert _comfy.decode_sampled(decode, vae, managed, latent, memory_required=estimate) == "frames"
+    assert decoded == [vae, vae] and estimates == [1]
+    assert fake.calls == [("load", [managed.patcher], 500, True)]  # the VAE whole, its activations kept free

@@ -10,10 +10,14 @@ constants; ``MTVLatent`` is what a sampler returns (the ``MTV_LATENT`` wire type
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import torch
 
 from ..constants import TEMPORAL_COMPRESSION
+
+if TYPE_CHECKING:
+    from .video_vae import VideoVAE
 
 FRAMES_FIRST = "BFCHW"  # (batch, frames, channels, h, w): CogVideoX, MV-DiT-7B
 CHANNELS_FIRST = "BCFHW"  # (batch, channels, frames, h, w): Wan, MV-DiT-17B
@@ -130,3 +134,7 @@ class MTVLatent:
         if self.starts[-1] + self.window != self.num_frames:
             raise ValueError(f"the last window ({self.starts[-1]} + {self.window} frames) does not end at frame "
                              f"{self.num_frames}")
+
+    def decoded_with(self, vae: VideoVAE) -> bool:
+        """Whether ``frames`` already holds this video decoded by ``vae`` (decoding again would give the same)."""
+        return self.frames is not None and self.decoded_by == vae.identity()

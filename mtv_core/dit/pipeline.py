@@ -289,7 +289,7 @@ def decode_video(vae: VideoVAE, latent: MTVLatent, callback: ProgressCallback | 
                          f"({vae.source or type(vae).__name__}) decodes {vae.latent_format.describe()}: use the VAE "
                          "the sampler used")
     windows = latent.samples.shape[0]
-    if latent.frames is not None and latent.decoded_by == vae.identity():
+    if latent.decoded_with(vae):
         report(callback, windows, windows)
         return latent.frames
     assembler = FrameAssembler(latent.starts, latent.num_frames)
