@@ -363,6 +363,17 @@ def manage(model: Any, placement: Placement, module: Any = None, whole: bool = F
     return ManagedModel(model, patcher, placement, whole)
 
 
+def load_managed(load: Callable[..., Any], path: str, dtype: str, device: str = "auto", **kwargs: Any) -> ManagedModel:
+    """A loader node's run for a model built from ``comfy.ops`` layers: ``load(path, dtype=, device=, operations=,
+    **kwargs)`` reads it in the ``dtype`` widget's precision onto the offload device of the ``device`` widget's
+    placement, and ComfyUI's model management then moves it (whole or partially) to the GPU for each run."""
+    placement = model_placement(device)
+    torch_dtype = parse_dtype(dtype, placement.load_device)
+    model = load(path, dtype=torch_dtype, device=placement.offload_device,
+                 operations=operations_for(torch_dtype, torch_dtype, placement.load_device), **kwargs)
+    return manage(model, placement)
+
+
 def _loaded_bytes(patcher: Any) -> int:
     loaded = getattr(patcher, "loaded_size", None)
     return int(loaded()) if loaded is not None else 0

@@ -38,13 +38,10 @@ from ._comfy import (
     MTV_FOLDER,
     decode_sampled,
     io,
+    load_managed,
     loaded,
-    manage,
     model_choices,
-    model_placement,
     native,
-    operations_for,
-    parse_dtype,
     progress,
     resolve_model,
     with_lora,
@@ -141,13 +138,10 @@ class MTVLoadDiT17B(io.ComfyNode):
             raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
         path = resolve_model(DIT_FOLDERS, model, hint=f"MV-DiT-17B comes from {MODEL_HELP_URL} (MV-DiT/Wan-2-1)")
         adapter_path = None if adapter in (NO_ADAPTER, "") else resolve_model(DIT_FOLDERS, adapter)
-        placement = model_placement(device)
         weight_dtype = dtype if dtype in FP8_DTYPES else None
-        compute = parse_dtype("auto" if weight_dtype else dtype, placement.load_device)
-        dit = load_dit(path, dtype=compute, device=placement.offload_device, attention=attention, variant=VARIANT,
-                       operations=operations_for(compute, compute, placement.load_device), adapter=adapter_path,
-                       weight_dtype=weight_dtype)
-        return io.NodeOutput(manage(dit, placement))
+        compute = "auto" if weight_dtype else dtype  # fp8-stored weights compute in the automatic precision
+        return io.NodeOutput(load_managed(load_dit, path, compute, device, attention=attention, variant=VARIANT,
+                                          adapter=adapter_path, weight_dtype=weight_dtype))
 
 
 class MTVLoraLoader17B(io.ComfyNode):

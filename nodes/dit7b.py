@@ -25,11 +25,11 @@ from ._comfy import (
     MTV_FOLDER,
     decode_sampled,
     io,
+    load_managed,
     loaded,
     manage,
     model_choices,
     model_placement,
-    operations_for,
     parse_dtype,
     progress,
     resolve_model,
@@ -107,12 +107,7 @@ class MTVLoadDiT7B(io.ComfyNode):
         if device not in DIT_DEVICES:
             raise ValueError(f"device must be one of {list(DIT_DEVICES)}, got {device!r}")
         path = resolve_model(DIT_FOLDERS, model, hint=f"MV-DiT-7B comes from {MODEL_HELP_URL} (MV-DiT/CogVideoX)")
-        placement = model_placement(device)
-        torch_dtype = parse_dtype(dtype, placement.load_device)
-        # read onto the offload device; ComfyUI moves it (whole or partially) to the GPU for each run
-        dit = load_dit(path, dtype=torch_dtype, device=placement.offload_device, attention=attention, variant=VARIANT,
-                       operations=operations_for(torch_dtype, torch_dtype, placement.load_device))
-        return io.NodeOutput(manage(dit, placement))
+        return io.NodeOutput(load_managed(load_dit, path, dtype, device, attention=attention, variant=VARIANT))
 
 
 class MTVLoadCogVideoXVAE(io.ComfyNode):

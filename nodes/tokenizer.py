@@ -19,12 +19,9 @@ from ._comfy import (
     MODEL_HELP_URL,
     MTV_FOLDER,
     io,
+    load_managed,
     loaded,
-    manage,
     model_choices,
-    model_placement,
-    operations_for,
-    parse_dtype,
     progress,
     resolve_model,
 )
@@ -82,12 +79,9 @@ class MTVLoadMotionTokenizer(io.ComfyNode):
         if device not in DEVICES:
             raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
         path = resolve_model(FOLDERS, tokenizer_file, hint=f"4DMoT comes from {MODEL_HELP_URL}")
-        placement = model_placement(device)
-        torch_dtype = parse_dtype(dtype)
-        model = load_tokenizer(path, dtype=torch_dtype, device=placement.offload_device,
-                               operations=operations_for(torch_dtype, torch_dtype, placement.load_device))
-        model.source_name = tokenizer_file
-        return io.NodeOutput(manage(model, placement))
+        managed = load_managed(load_tokenizer, path, dtype, device)
+        managed.model.source_name = tokenizer_file
+        return io.NodeOutput(managed)
 
 
 class MTVEncodeMotion(io.ComfyNode):

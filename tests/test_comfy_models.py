@@ -145,6 +145,22 @@ def test_managed_model_repr_names_the_model_and_devices():
     assert "_Module" in repr(managed) and "cpu" in repr(managed)
 
 
+def test_loaders_read_onto_the_offload_device_with_comfy_ops(monkeypatch):
+    fake = _FakeComfy(monkeypatch)
+    seen = {}
+
+    def load(path, **kwargs):
+        seen.update(kwargs, path=path)
+        return _Module(2)
+
+    managed = _comfy.load_managed(load, "model.safetensors", "fp16", "offload", variant="7b")
+    gpu = torch.device("cuda", 0)
+    assert seen == dict(path="model.safetensors", dtype=torch.float16, device=CPU, variant="7b",
+                        operations=("ops", torch.float16, torch.float16, gpu))
+    assert managed.placement == Placement(gpu, CPU, unload_after=True) and not managed.whole
+    assert managed.patcher.load_device == gpu and fake.calls == []  # loaded to the GPU only for a run
+
+
 def test_decoders_reuse_the_samplers_frames_without_loading_the_vae(monkeypatch):
     from mtv_pack.mtv_core.dit.latents import LatentFormat, MTVLatent
 
