@@ -36,6 +36,7 @@ from ._comfy import (
     DTYPE_CHOICES,
     MODEL_HELP_URL,
     MTV_FOLDER,
+    check_choice,
     decode_sampled,
     io,
     load_managed,
@@ -132,10 +133,8 @@ class MTVLoadDiT17B(io.ComfyNode):
 
         if model == NO_DIT:
             raise FileNotFoundError(f"no MV-DiT-17B selected: {NO_DIT} (download from {MODEL_HELP_URL})")
-        if device not in DIT_DEVICES:
-            raise ValueError(f"device must be one of {list(DIT_DEVICES)}, got {device!r}")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
+        check_choice("device", device, DIT_DEVICES)
+        check_choice("dtype", dtype, DTYPES)
         path = resolve_model(DIT_FOLDERS, model, hint=f"MV-DiT-17B comes from {MODEL_HELP_URL} (MV-DiT/Wan-2-1)")
         adapter_path = None if adapter in (NO_ADAPTER, "") else resolve_model(DIT_FOLDERS, adapter)
         weight_dtype = dtype if dtype in FP8_DTYPES else None

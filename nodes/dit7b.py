@@ -23,6 +23,7 @@ from ._comfy import (
     DTYPE_CHOICES,
     MODEL_HELP_URL,
     MTV_FOLDER,
+    check_choice,
     decode_sampled,
     io,
     load_managed,
@@ -104,8 +105,7 @@ class MTVLoadDiT7B(io.ComfyNode):
 
         if model == NO_DIT:
             raise FileNotFoundError(f"no MV-DiT-7B selected: {NO_DIT} (download from {MODEL_HELP_URL})")
-        if device not in DIT_DEVICES:
-            raise ValueError(f"device must be one of {list(DIT_DEVICES)}, got {device!r}")
+        check_choice("device", device, DIT_DEVICES)
         path = resolve_model(DIT_FOLDERS, model, hint=f"MV-DiT-7B comes from {MODEL_HELP_URL} (MV-DiT/CogVideoX)")
         return io.NodeOutput(load_managed(load_dit, path, dtype, device, attention=attention, variant=VARIANT))
 

@@ -18,6 +18,7 @@ from . import types
 from ._comfy import (
     MODEL_HELP_URL,
     MTV_FOLDER,
+    check_choice,
     io,
     load_managed,
     loaded,
@@ -74,10 +75,8 @@ class MTVLoadMotionTokenizer(io.ComfyNode):
     def execute(cls, tokenizer_file: str, dtype: str = "fp32", device: str = "auto") -> io.NodeOutput:
         if tokenizer_file == NO_FILES:
             raise FileNotFoundError(f"no motion tokenizer selected: {NO_FILES} (download from {MODEL_HELP_URL})")
-        if dtype not in DTYPES:
-            raise ValueError(f"dtype must be one of {list(DTYPES)}, got {dtype!r}")
-        if device not in DEVICES:
-            raise ValueError(f"device must be one of {list(DEVICES)}, got {device!r}")
+        check_choice("dtype", dtype, DTYPES)
+        check_choice("device", device, DEVICES)
         path = resolve_model(FOLDERS, tokenizer_file, hint=f"4DMoT comes from {MODEL_HELP_URL}")
         managed = load_managed(load_tokenizer, path, dtype, device)
         managed.model.source_name = tokenizer_file

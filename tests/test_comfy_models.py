@@ -186,3 +186,15 @@ def test_decoders_reuse_the_samplers_frames_without_loading_the_vae(monkeypatch)
     assert _comfy.decode_sampled(decode, vae, managed, latent, memory_required=estimate) == "frames"
     assert decoded == [vae, vae] and estimates == [1]
     assert fake.calls == [("load", [managed.patcher], 500, True)]  # the VAE whole, its activations kept free
+
+
+def test_a_widget_value_outside_its_choices_is_named_with_them():
+    _comfy.check_choice("device", "auto", ("auto", "cpu"))
+    with pytest.raises(ValueError, match=r"device must be one of \['auto', 'cpu'\], got 'cuda:7'"):
+        _comfy.check_choice("device", "cuda:7", ("auto", "cpu"))
+    from mtv_pack.nodes import dit17b, tokenizer
+
+    with pytest.raises(ValueError, match=r"dtype must be one of \['fp32', 'bf16', 'fp16'\], got 'auto'"):
+        tokenizer.MTVLoadMotionTokenizer.execute("4dmot.safetensors", dtype="auto")
+    with pytest.raises(ValueError, match=r"device must be one of \['auto', 'offload', 'cpu'\], got 'gpu'"):
+        dit17b.MTVLoadDiT17B.execute("mvdit17b.safetensors", device="gpu")
