@@ -171,12 +171,12 @@ def resolve_model(keys: tuple[str, ...] | str, name: str, hint: str = "") -> str
     raise FileNotFoundError(msg + (f". {hint}" if hint else ""))
 
 
-
 def check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     """ValueError naming the widget ``name`` and its ``choices`` when ``value`` is not one of them (a workflow
     written by hand or by an older version of the pack)."""
     if value not in choices:
         raise ValueError(f"{name} must be one of {list(choices)}, got {value!r}")
+
 
 def input_directory() -> str:
     fp = _folder_paths()
