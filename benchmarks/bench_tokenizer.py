@@ -6,6 +6,7 @@ random weights of the released size if it is absent); the input is real NLF moti
 
     .venv/bin/python benchmarks/bench_tokenizer.py [--threads 2] [--repeats 5] [--record]
     .venv/bin/python benchmarks/bench_tokenizer.py --upstream /path/to/MTVCrafter   # also time upstream
+    .venv/bin/python benchmarks/bench_tokenizer.py --no-screen   # the full fp32 codebook search
 
 ``--upstream`` imports ``models/motion4d/vqvae.py`` from that checkout (its CUDA-only codebook
 creation neutralised), times it the same way (interleaved with ours) and checks that both give identical
@@ -92,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--upstream", type=Path, help="upstream MTVCrafter checkout to time for comparison")
+    parser.add_argument("--no-screen", action="store_true",
+                        help="full fp32 codebook search (as on CPUs without fast bf16 products)")
     benchlib.add_common_args(parser)
     args = parser.parse_args(argv)
     if args.tiny and args.upstream:
@@ -106,12 +109,15 @@ def main(argv: list[str] | None = None) -> int:
     model = MotionVQVAE(config)
     model.load_state_dict(state, strict=True)
     model.eval().requires_grad_(False)
+    if args.no_screen:
+        model.vq.screen = False
     upstream = load_upstream(args.upstream, state) if args.upstream else None
     columns = ["frames", "impl", "encode s", "enc fps", "enc+dec s", "e+d fps", "input"]
     if upstream is not None:
         columns.append("indices identical")
-    table = benchlib.Table(f"4DMoT {'tiny' if args.tiny else 'released size'}, {source}; median of {args.repeats}",
-                           columns)
+    search = "full fp32 codebook search" if args.no_screen else "codebook search screened where bf16 is faster"
+    table = benchlib.Table(f"4DMoT {'tiny' if args.tiny else 'released size'}, {source}; {search}; median of "
+                           f"{args.repeats}", columns)
     for frames in lengths:
         joints, what = motion(frames)
         x = normalize_joints(model, joints)

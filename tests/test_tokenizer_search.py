@@ -159,3 +159,15 @@ def test_screen_decision_is_measured_once_per_thread_count(monkeypatch):
     assert search.bf16_products_are_fast(torch.device("cpu"))
     assert measured == [1]
     assert not search.bf16_products_are_fast(torch.device("meta"))
+
+
+def test_a_quantizer_can_turn_the_screen_off(monkeypatch):
+    from mtv_pack.mtv_core.tokenizer.testing import tiny_model
+
+    model = tiny_model()
+    monkeypatch.setattr(search, "screened_search", lambda *a: pytest.fail("screened although turned off"))
+    monkeypatch.setattr(search, "SCREEN_MIN_MACS", 0)
+    monkeypatch.setattr(search, "bf16_products_are_fast", lambda device: True)
+    model.vq.screen = False
+    idx, _ = model.vq.nearest(model.vq.codebook[[2, 5]] * 1.001)
+    assert idx.tolist() == [2, 5]

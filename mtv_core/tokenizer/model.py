@@ -224,6 +224,8 @@ class VectorQuantizer(nn.Module):
         self.num_codes = num_codes
         self.code_dim = code_dim
         self.register_buffer("codebook", torch.zeros(num_codes, code_dim))
+        # the bf16 screen of the search (search.nearest_codes): None = where measured faster, False = never
+        self.screen: bool | None = None
 
     def _apply(self, fn, recurse=True):
         # Keep the codebook fp32 under .to(dtype) / .half(): code selection is always fp32.
@@ -244,7 +246,7 @@ class VectorQuantizer(nn.Module):
         Nothing is cached: the codebook may be swapped or modified at any time.
         """
         with exact_fp32_matmul(vectors.device):
-            return nearest_codes(vectors, self.codebook)
+            return nearest_codes(vectors, self.codebook, screen=self.screen)
 
     def lookup(self, indices: torch.Tensor) -> torch.Tensor:
         """Codes (..., code_dim) fp32 for integer ``indices`` (...)."""
