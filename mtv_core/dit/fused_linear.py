@@ -49,18 +49,28 @@ def _joint(tensors: Sequence[torch.Tensor | None]) -> torch.Tensor | None:
     return first.as_strided(size, torch.empty(size, device="meta").stride(), offset)
 
 
+def _fusable(layers: Sequence[nn.Module]) -> bool:
+    """Two or more plain ``nn.Linear`` layers of one input width, all with or all without bias."""
+    return (len(layers) >= 2 and all(_plain(layer) for layer in layers)
+            and len({layer.in_features for layer in layers}) == 1 and len({layer.bias is None for layer in layers}) == 1)
+
+
+def _row_blocks(joint: torch.Tensor, tensors: Sequence[torch.Tensor]) -> list[torch.Tensor]:
+    """``joint`` cut into consecutive row blocks as tall as ``tensors``."""
+    return list(joint.split([tensor.shape[0] for tensor in tensors]))
+
+
 def fuse_linears(layers: Sequence[nn.Module]) -> bool:
     """Put the weights (and biases) of ``layers`` back to back in one tensor each; True when done.
 
     Only plain ``nn.Linear`` layers of one input width, dtype and device, all with or all without bias, are fused;
     anything else is left as it is (False). Idempotent.
     """
-    if len(layers) < 2 or not all(_plain(layer) for layer in layers):
+    if not _fusable(layers):
         return False
     weights = [layer.weight for layer in layers]
     biases = [layer.bias for layer in layers]
-    if (weights[0].device.type == "meta" or len({(w.shape[1], w.dtype, w.device) for w in weights}) != 1
-            or (any(b is None for b in biases) and not all(b is None for b in biases))):
+    if weights[0].device.type == "meta" or len({(w.dtype, w.device) for w in weights}) != 1:
         return False
     if _joint(weights) is not None and (biases[0] is None or _joint(biases) is not None):
         return True
@@ -68,12 +78,9 @@ def fuse_linears(layers: Sequence[nn.Module]) -> bool:
         for name, tensors in (("weight", weights), ("bias", biases)):
             if tensors[0] is None:
                 continue
-            joint = torch.cat([t.detach() for t in tensors])
-            start = 0
-            for layer, tensor in zip(layers, tensors):
-                block = joint[start : start + tensor.shape[0]]
+            blocks = _row_blocks(torch.cat([t.detach() for t in tensors]), tensors)
+            for layer, tensor, block in zip(layers, tensors, blocks):
                 setattr(layer, name, nn.Parameter(block, requires_grad=tensor.requires_grad))
-                start += tensor.shape[0]
     return True
 
 
@@ -100,18 +107,12 @@ def fused_targets(module: nn.Module, groups: Sequence[Sequence[nn.Module]], dtyp
         return {}
     names = {id(layer): name for name, layer in module.named_modules()}
     targets: dict[str, torch.Tensor] = {}
-    for group in groups:
-        if len(group) < 2 or not all(_plain(layer) for layer in group):
-            continue
-        if len({layer.in_features for layer in group}) != 1 or len({layer.bias is None for layer in group}) != 1:
-            continue
+    for group in filter(_fusable, groups):
         for leaf in ("weight", "bias"):
-            if getattr(group[0], leaf) is None:
+            tensors = [getattr(layer, leaf) for layer in group]
+            if tensors[0] is None:
                 continue
-            shapes = [tuple(getattr(layer, leaf).shape) for layer in group]
-            joint = torch.empty((sum(shape[0] for shape in shapes), *shapes[0][1:]), dtype=dtype, device=device)
-            start = 0
-            for layer, shape in zip(group, shapes):
-                targets[f"{names[id(layer)]}.{leaf}"] = joint[start : start + shape[0]]
-                start += shape[0]
+            joint = torch.empty((sum(t.shape[0] for t in tensors), *tensors[0].shape[1:]), dtype=dtype, device=device)
+            for layer, block in zip(group, _row_blocks(joint, tensors)):
+                targets[f"{names[id(layer)]}.{leaf}"] = block
     return targets
