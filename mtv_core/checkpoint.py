@@ -346,9 +346,6 @@ class _PrefixedView:
             out: torch.Tensor | None = None) -> torch.Tensor:
         return self._ckpt.get(self._prefix + key, dtype, device, out=out)
 
-    def chunks(self, key: str, elements: int):
-        return self._ckpt.chunks(self._prefix + key, elements)
-
 
 def strip_key_prefix(ckpt: Checkpoint, prefixes: tuple[str, ...]):
     """``ckpt`` read without the first of ``prefixes`` that every key carries (as ComfyUI files may have)."""
