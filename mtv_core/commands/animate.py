@@ -198,6 +198,7 @@ def animate_frames(
     lora_strength: float = 1.0,
     callback: ProgressCallback | None = None,
     compile_dit: bool = False,
+    window: int | None = None,
 ) -> tuple[torch.Tensor, float]:
     """Tokenize ``joints`` (JointSequence) in the DiT's windows, sample and decode: ((T, H, W, 3) float32 0..1, fps).
 
@@ -209,6 +210,8 @@ def animate_frames(
     ``negative_prompt``), ``conditioning_options`` to its conditioning (17B: ``cfg_mode``, ``motion_guidance`` ...).
     ``lora`` is merged into the DiT's weights at ``lora_strength`` (``mtv_core.dit.lora``). ``compile_dit``:
     ``torch.compile`` each DiT block (``dit.compile.compile_blocks``; the first step pays the compilation).
+    ``window``: the DiT's window in frames when the caller has already read it (``motion_window``, with the length
+    checked); None reads it from the DiT's headers.
     """
     from ..dit.loading import load_dit
     from ..dit.pipeline import sample_video, snap_size
@@ -223,8 +226,9 @@ def animate_frames(
     found = get_variant(variant)
     defaults = found.defaults
     load_options = dict(load_options or {})
-    window = motion_window(paths.dit, variant, **load_options)
-    check_motion_length(joints.num_frames, window, found.title)
+    if window is None:
+        window = motion_window(paths.dit, variant, **load_options)
+        check_motion_length(joints.num_frames, window, found.title)
     if found.output_size is not None:
         width, height = found.output_size(reference, width or 0, height or 0)
     width, height = snap_size(width or 512, height or 512)
@@ -452,7 +456,7 @@ def run_animate(args: argparse.Namespace) -> int:
         animate(joints, reference, paths, args.out, variant=args.variant, steps=steps, guidance=args.guidance,
                 seed=args.seed, width=args.width, height=args.height, device=args.device, dtype=args.dtype,
                 attention=args.attention, offload=args.offload, weight_dtype=args.weight_dtype,
-                callback=_log_progress(), compile_dit=args.compile, **options)
+                callback=_log_progress(), compile_dit=args.compile, window=window, **options)
     except (FileNotFoundError, ValueError, IndexError) as exc:  # InputError (CheckpointError, ...) is a ValueError
         log_input_error(exc)
         return 2

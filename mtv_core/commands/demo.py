@@ -158,7 +158,8 @@ def generate_video(args: argparse.Namespace, joints: JointSequence) -> Generated
         reference = (animate.load_reference(args.ref, min_side=MIN_REFERENCE_SIDE) if args.ref
                      else demo_reference(joints, width, height))
         frames, fps = animate.animate_frames(joints, reference, paths, steps=args.steps, guidance=args.guidance,
-                                             seed=args.seed, width=width, height=height, device=args.device)
+                                             seed=args.seed, width=width, height=height, device=args.device,
+                                             window=window)
     return Generated(frames.numpy(), fps, random_weights)
 
 
