@@ -13,7 +13,7 @@ each other. The chunks are independent, so equal-sized chunks run here as one ba
 
 Every layer with weights (Conv1d, Conv2d, GroupNorm) is built from an ``operations`` namespace, ``torch.nn`` by
 default; a host that places weights itself (ComfyUI) passes its casting layers (``comfy.ops``). The fast paths
-that use a layer's weight directly (``_joint_conv``, ``conv3x3_merged``) do so only for layers that run torch's own
+that use a layer's weight directly (``_joint_conv``) do so only for layers that run torch's own
 forward; a layer whose class brings its own forward (which may move, cast or patch its weight per call) is called
 as a layer. The codebook search runs where the codebook is.
 """
@@ -132,21 +132,6 @@ class Upsample(nn.Module):
         return _joint_conv(self.upsampler, x)
 
 
-def conv3x3_merged(conv: nn.Conv2d, inputs: list[torch.Tensor]) -> list[torch.Tensor]:
-    """Apply a 3x3, stride-1, padding-1 conv to several (N_i, C, H_i, W_i) chunk batches.
-
-    Used for the wide 512 <-> 3072 convs, whose spatial extent (time x joints of a few chunks) is small. Each
-    batch runs as one ``F.conv2d`` in channels-last layout, where torch's CPU convolution (oneDNN) works on the
-    (positions, channels) matrix directly: 2-2.5x faster than im2col + MKL sgemm for these shapes on one core,
-    with the same fp32 products. A conv that brings its own forward (see ``runs_torch_forward``) is called as a
-    layer instead.
-    """
-    if not runs_torch_forward(conv, nn.Conv2d):
-        return [conv(x) for x in inputs]
-    return [F.conv2d(channels_last(x), conv.weight, conv.bias, padding=conv.padding, dilation=conv.dilation)
-            for x in inputs]
-
-
 def channels_last(x: torch.Tensor) -> torch.Tensor:
     """(N, C, H, W) in channels-last memory (a no-op when it already is): torch's CPU convolutions, norms and
     pools then run on (positions, channels) rows, which suits the tokenizer's many channels over few positions."""
@@ -168,8 +153,7 @@ class Encoder(nn.Module):
         self.downsample2 = Downsample(c1, c1, config.downsample_time[1], config.downsample_joint[1], ops)
         self.conv_out = ops.Conv2d(c1, config.code_dim, kernel_size=3, padding=1)
 
-    def body(self, x: torch.Tensor) -> torch.Tensor:
-        """Everything before ``conv_out``."""
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.conv_in(x)
         for block in self.resnet1:
             x = block(x)
@@ -177,10 +161,7 @@ class Encoder(nn.Module):
         x = self.resnet2(x)
         for block in self.resnet3:
             x = block(x)
-        return self.downsample2(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.conv_out(self.body(x))
+        return self.conv_out(self.downsample2(x))
 
 
 class Decoder(nn.Module):
@@ -199,10 +180,7 @@ class Decoder(nn.Module):
         self.conv_out = ops.Conv2d(c1, config.in_channels, kernel_size=3, padding=1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.body(self.conv_in(x))
-
-    def body(self, x: torch.Tensor) -> torch.Tensor:
-        """Everything after ``conv_in``."""
+        x = self.conv_in(x)
         for block in self.resnet1:
             x = block(x)
         x = self.upsample1(x)
@@ -320,8 +298,7 @@ class MotionVQVAE(nn.Module):
     def encode_features(self, joints_normalized: torch.Tensor) -> torch.Tensor:
         """(B, T, J, 3) normalised joints -> (B, code_dim, T', J') pre-quantisation encoder output (fp32)."""
         x = joints_normalized.to(device=self.device, dtype=self.dtype).permute(0, 3, 1, 2)
-        groups = [self.encoder.body(channels_last(g)) for g in self._split_chunks(x, self.config.encoder_chunk)]
-        groups = conv3x3_merged(self.encoder.conv_out, groups)
+        groups = [self.encoder(channels_last(g)) for g in self._split_chunks(x, self.config.encoder_chunk)]
         return self._join_chunks(groups, x.shape[0]).float().contiguous()
 
     def quantize(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -342,7 +319,7 @@ class MotionVQVAE(nn.Module):
             raise ValueError(f"{n} tokens do not split into {latent_frames} latent frames")
         x = tokens.to(device=self.device, dtype=self.dtype).view(b, latent_frames, n // latent_frames, c)
         groups = self._split_chunks(x.permute(0, 3, 1, 2), self.config.decoder_chunk)
-        groups = [self.decoder.body(g) for g in conv3x3_merged(self.decoder.conv_in, groups)]
+        groups = [self.decoder(channels_last(g)) for g in groups]
         return self._join_chunks(groups, b).permute(0, 2, 3, 1).float().contiguous()
 
     def decode_indices(self, indices: torch.Tensor, latent_frames: int) -> torch.Tensor:
