@@ -138,6 +138,7 @@ def measure(spec: dict) -> dict:
     config = make_config(spec["model"], spec["layers"], spec["heads"])
     cuda = device.type == "cuda"
     if cuda:
+        torch.empty(1, device=device)  # the CUDA context (hundreds of MB of host memory) before the baseline
         torch.cuda.reset_peak_memory_stats()
         gpu_base = torch.cuda.memory_allocated()
     with benchlib.MemorySampler() as mem:

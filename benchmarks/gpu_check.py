@@ -72,7 +72,9 @@ class Check:
     def __init__(self, args) -> None:
         self.args = args
         self.tiny = args.tiny
-        self.device = torch.device("cpu" if args.tiny or not torch.cuda.is_available() else "cuda")
+        # an indexed device: torch.cuda.set_per_process_memory_fraction refuses a bare "cuda"
+        self.device = (torch.device("cpu") if args.tiny or not torch.cuda.is_available()
+                       else torch.device("cuda", torch.cuda.current_device()))
         self.cuda = self.device.type == "cuda"
         self.dtype = torch.bfloat16
         self.start = time.perf_counter()
@@ -164,15 +166,13 @@ def memory_budget(check: Check, gib: float):
 
 
 def offload(check: Check, model, storage_dtype: torch.dtype | None = None) -> None:
-    """The CLI's offload path for small GPUs (``mtv_core.offload``): optional fp8 weight storage (diffusers'
-    layerwise casting), then block-level group offloading to the CPU with stream prefetch."""
-    from mtv_core.offload import apply_offload, apply_weight_dtype
+    """The CLI's offload path for small GPUs (``mtv_core.offload.place_dit`` on a model in CPU RAM): optional fp8
+    weight storage (diffusers' layerwise casting), then block-level group offloading with stream prefetch."""
+    from mtv_core.offload import place_dit
 
-    if storage_dtype is not None:
-        apply_weight_dtype(model, storage_dtype, check.dtype)
     model.to("cpu")
     free_memory()
-    apply_offload(model, "group", check.device)
+    place_dit(model, check.device, offload="group", storage_dtype=storage_dtype)
 
 
 SDPA_KERNELS = ("flash", "efficient", "cudnn")
@@ -372,14 +372,16 @@ def section_drift_7b(check: Check) -> dict:
     reference = build_7b(check, config_7b(check, layers), torch.float32, seed=3)
     low = copy.deepcopy(reference).to(check.dtype)
     inputs = tuple(t.float() if torch.is_tensor(t) and t.is_floating_point() else t for t in inputs_7b(check, reference))
-    tf32 = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
-    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = False
+    from mtv_core.precision import exact_fp32_matmul
+
+    cudnn_tf32 = torch.backends.cudnn.allow_tf32  # the patch embedding is a convolution
+    torch.backends.cudnn.allow_tf32 = False
     try:
-        with torch.no_grad():
+        with torch.no_grad(), exact_fp32_matmul(check.device):
             expected = reference(*inputs).float()
             got = low(*inputs).float()
     finally:
-        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = tf32
+        torch.backends.cudnn.allow_tf32 = cudnn_tf32
     del reference, low
     free_memory()
     return {"blocks": layers, **compare(got, expected), "output_rms": expected.pow(2).mean().sqrt().item()}
