@@ -167,8 +167,7 @@ def test_pipeline_transformer_inputs_equal_upstreams(case_path, tmp_path_factory
     carried = None
     if "previous_sample" in case:  # window k > 0: the previous window's last frames, as the pipeline carries them
         previous = case["previous_sample"][0].permute(1, 2, 3, 0)
-        carried = Carried(previous, vae.encode_normalized(case["previous_sample"] * 2 - 1, sample=False),
-                          WAN21.latent_frames(previous.shape[0]))
+        carried = Carried(previous, WAN21.latent_frames(previous.shape[0]), vae)
     recorder = _Inputs(model)
     noise = torch.randn(WAN21.latent_shape(num_frames, height, width), generator=gen)
     tokens = torch.randn(1, latent_frames * 24, 192, generator=gen)

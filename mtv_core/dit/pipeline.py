@@ -21,9 +21,10 @@ Layouts: latents as ``vae.latent_format`` says; frames (T, H, W, 3) float32 in 0
 
 from __future__ import annotations
 
+import functools
 import logging
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Callable
 
 import numpy as np
@@ -143,8 +144,14 @@ class Carried:
     """The previous window's last frames, which window k > 0 continues from."""
 
     frames: torch.Tensor  # (overlap, H, W, 3) float32 in 0..1, decoded
-    latents: torch.Tensor  # their latents in the DiT's (normalised) space, posterior mode, the VAE's layout
     latent_frames: int  # (overlap - 1) // 4 + 1
+    vae: VideoVAE = field(repr=False)
+
+    @functools.cached_property
+    def latents(self) -> torch.Tensor:
+        """The frames' latents in the DiT's (normalised) space, posterior mode, the VAE's layout: encoded on first
+        use (the 7B pins them; the 17B encodes its whole window itself and never asks)."""
+        return self.vae.encode_normalized(frames_to_pixels(self.frames), sample=False)
 
 
 class WindowConditioning(ABC):
@@ -245,8 +252,7 @@ def sample_video(
                 assembler.add(previous)
             frames = previous[-overlap:].clone()
             del previous
-            latents = vae.encode_normalized(frames_to_pixels(frames), sample=False)
-            carried = Carried(frames, latents, fmt.latent_frames(overlap))
+            carried = Carried(frames, fmt.latent_frames(overlap), vae)
             logger.info("window %d/%d: frames %d-%d, carrying %d overlap frames (%d latent frames)",
                         k + 1, len(motion.windows), starts[k], starts[k] + window_frames - 1, overlap,
                         carried.latent_frames)
