@@ -33,14 +33,11 @@ from ..checkpoint import CheckpointError
 from ..tokenizer.tokens import MotionTokens
 from .config_17b import WAN_HEAD_DIM
 from .loading_17b import MotionLayersInfo, read_motion_layers
+from ..constants import NUM_JOINTS, TEMPORAL_COMPRESSION
 from .rope_17b import motion_rope_17b
 from .transformer_17b import MotionAttention, RopeTables, motion_attention, pad_motion_tokens
 
 logger = logging.getLogger(__name__)
-
-JOINTS = 24  # motion tokens per latent frame
-FRAMES_PER_LATENT = 4  # Wan VAE temporal compression
-
 
 class MotionLayer17B(nn.Module):
     """The motion layers of one block: ``norm4`` (affine LayerNorm) and ``motion_attn``."""
@@ -126,7 +123,7 @@ class _Window:
 
     @property
     def latent_frames(self) -> int:
-        return self.tokens.shape[0] // JOINTS
+        return self.tokens.shape[0] // NUM_JOINTS
 
 
 class MotionTimeline:
@@ -145,10 +142,10 @@ class MotionTimeline:
             raise ValueError(f"motion windows of different token widths {sorted(widths)}")
         self.width = widths.pop()
         for w in self.windows:
-            if w.tokens.shape[0] % JOINTS or w.start % FRAMES_PER_LATENT:
+            if w.tokens.shape[0] % NUM_JOINTS or w.start % TEMPORAL_COMPRESSION:
                 raise ValueError(f"motion window at frame {w.start} with {w.tokens.shape[0]} tokens: expected a "
-                                 f"multiple of {JOINTS} tokens starting on a frame multiple of {FRAMES_PER_LATENT}")
-        self.latent_frames = max(w.start // FRAMES_PER_LATENT + w.latent_frames for w in self.windows)
+                                 f"multiple of {NUM_JOINTS} tokens starting on a frame multiple of {TEMPORAL_COMPRESSION}")
+        self.latent_frames = max(w.start // TEMPORAL_COMPRESSION + w.latent_frames for w in self.windows)
 
     @classmethod
     def from_motion(cls, motion: MotionTokens) -> "MotionTimeline":
@@ -157,30 +154,30 @@ class MotionTimeline:
     @property
     def num_frames(self) -> int:
         """Video frames the tokens cover (4k + 1)."""
-        return FRAMES_PER_LATENT * (self.latent_frames - 1) + 1
+        return TEMPORAL_COMPRESSION * (self.latent_frames - 1) + 1
 
     def _rows(self, start_frame: int, latent_indices: Sequence[int]) -> list[tuple[_Window, int]]:
         """(window, latent frame in it) for each latent frame of the span (see ``tokens``)."""
         indices = [int(i) for i in latent_indices]
-        if start_frame < 0 or start_frame % FRAMES_PER_LATENT:
-            raise ValueError(f"start frame {start_frame} must be a non-negative multiple of {FRAMES_PER_LATENT}")
+        if start_frame < 0 or start_frame % TEMPORAL_COMPRESSION:
+            raise ValueError(f"start frame {start_frame} must be a non-negative multiple of {TEMPORAL_COMPRESSION}")
         if not indices or min(indices) < 0:
             raise ValueError(f"latent frame indices {indices[:8]} must be non-negative and not empty")
         for w in self.windows:
             if w.start == start_frame and max(indices) < w.latent_frames:
                 return [(w, i) for i in indices]
-        offset = start_frame // FRAMES_PER_LATENT
+        offset = start_frame // TEMPORAL_COMPRESSION
         last = offset + max(indices)
         if last >= self.latent_frames:
-            needed = FRAMES_PER_LATENT * last + 1
+            needed = TEMPORAL_COMPRESSION * last + 1
             raise ValueError(f"the video needs motion up to frame {needed} (latent frame {last}), but the motion "
                              f"tokens cover {self.num_frames} frames ({self.latent_frames} latent frames)")
         rows = []
         for i in indices:
             g = offset + i
-            w = next(w for w in self.windows if w.start // FRAMES_PER_LATENT <= g
-                     < w.start // FRAMES_PER_LATENT + w.latent_frames)
-            rows.append((w, g - w.start // FRAMES_PER_LATENT))
+            w = next(w for w in self.windows if w.start // TEMPORAL_COMPRESSION <= g
+                     < w.start // TEMPORAL_COMPRESSION + w.latent_frames)
+            rows.append((w, g - w.start // TEMPORAL_COMPRESSION))
         return rows
 
     def tokens(self, start_frame: int, latent_indices: Sequence[int]) -> torch.Tensor:
@@ -190,14 +187,14 @@ class MotionTimeline:
         A window starting at ``start_frame`` that covers them gives its own tokens; otherwise the stitched
         timeline (each latent frame from the first window covering it) does.
         """
-        return torch.cat([w.tokens[j * JOINTS: (j + 1) * JOINTS] for w, j in self._rows(start_frame, latent_indices)])
+        return torch.cat([w.tokens[j * NUM_JOINTS: (j + 1) * NUM_JOINTS] for w, j in self._rows(start_frame, latent_indices)])
 
     def indices(self, start_frame: int, latent_indices: Sequence[int]) -> torch.Tensor | None:
         """The codebook indices of the same span (None when a window has none)."""
         rows = self._rows(start_frame, latent_indices)
         if any(w.indices is None for w, _ in rows):
             return None
-        return torch.cat([w.indices[j * JOINTS: (j + 1) * JOINTS] for w, j in rows])
+        return torch.cat([w.indices[j * NUM_JOINTS: (j + 1) * NUM_JOINTS] for w, j in rows])
 
 
 class MotionInputs:
@@ -216,12 +213,19 @@ class MotionInputs:
         self.joint_mean_mm = joint_mean_mm
         pad_motion_tokens(timeline.windows[0].tokens[None, :1], dim, token_dim)  # width check, before any sampling
         self._rope: dict[tuple, RopeTables] = {}
+        self._tokens: tuple[tuple, torch.Tensor] | None = None  # the last call's (key, padded tokens)
 
     def __call__(self, start_frame: int, latent_indices: Sequence[int], batch: int, dtype: torch.dtype,
                  device: torch.device) -> tuple[torch.Tensor, RopeTables]:
-        """(B, F * 24, dim) tokens in ``dtype`` and (cos, sin) float32 (F * 24, head_dim) on ``device``."""
-        tokens = self.timeline.tokens(start_frame, latent_indices)[None]
-        tokens = pad_motion_tokens(tokens, self.dim, self.token_dim).to(device, dtype).expand(batch, -1, -1)
+        """(B, F * 24, dim) tokens in ``dtype`` and (cos, sin) float32 (F * 24, head_dim) on ``device``.
+
+        Every step of a window asks for the same tokens: the last call's are kept, so they are gathered, padded and
+        copied to the device once per window."""
+        key = (start_frame, tuple(latent_indices), dtype, str(device))
+        if self._tokens is None or self._tokens[0] != key:
+            tokens = self.timeline.tokens(start_frame, latent_indices)[None]
+            self._tokens = key, pad_motion_tokens(tokens, self.dim, self.token_dim).to(device, dtype)
+        tokens = self._tokens[1].expand(batch, -1, -1)
         frames = len(latent_indices)
         key = (frames, str(device))
         if key not in self._rope:
@@ -234,16 +238,16 @@ def next_window_start(previous_frames: int, overlap: int, length: int) -> int:
     """First video frame of the next window when ``previous_frames`` frames exist and the new window of
     ``length`` frames re-uses their last ``overlap`` (all on the 4k + 1 grid of the Wan VAE)."""
     for name, value in (("overlap", overlap), ("window length", length)):
-        if value < 1 or (value - 1) % FRAMES_PER_LATENT:
+        if value < 1 or (value - 1) % TEMPORAL_COMPRESSION:
             raise ValueError(f"{name} {value} must be 4k + 1 frames (e.g. 9, 49)")
     if overlap >= length:
         raise ValueError(f"overlap {overlap} must be shorter than the window ({length} frames)")
     if previous_frames < overlap:
         raise ValueError(f"{previous_frames} previous frames, fewer than the overlap of {overlap}")
     start = previous_frames - overlap
-    if start % FRAMES_PER_LATENT:
+    if start % TEMPORAL_COMPRESSION:
         raise ValueError(f"{previous_frames} previous frames with an overlap of {overlap}: the next window would "
-                         f"start at frame {start}, not a multiple of {FRAMES_PER_LATENT} (keep every window 4k + 1 "
+                         f"start at frame {start}, not a multiple of {TEMPORAL_COMPRESSION} (keep every window 4k + 1 "
                          "frames long and chain them with Next Window)")
     return start
 
@@ -254,9 +258,9 @@ def window_motion(motion: MotionTokens, start_frame: int, num_frames: int) -> Mo
     from ..motion.edit import trim
     from ..tokenizer.tokens import TokenWindow
 
-    if num_frames < 1 or (num_frames - 1) % FRAMES_PER_LATENT:
+    if num_frames < 1 or (num_frames - 1) % TEMPORAL_COMPRESSION:
         raise ValueError(f"window length {num_frames} must be 4k + 1 frames")
-    latent = (num_frames - 1) // FRAMES_PER_LATENT + 1
+    latent = (num_frames - 1) // TEMPORAL_COMPRESSION + 1
     timeline = MotionTimeline.from_motion(motion)
     tokens = timeline.tokens(start_frame, range(latent))[None]
     indices = timeline.indices(start_frame, range(latent))
