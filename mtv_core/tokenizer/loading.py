@@ -121,9 +121,9 @@ def load_tokenizer(
     model = build_empty(config, operations)
     load_into(model, ckpt, dtype=None, device=device, what="4DMoT motion tokenizer", hint=f"Expected {EXPECTED}.")
     finish_loading(model, device, ckpt.path)
-    model.encoder.to(dtype=dtype)
-    model.decoder.to(dtype=dtype)
-    model.weights_channels_last()
+    # one pass: the compute dtype and the channels-last layout the loaded (contiguous) weights lack
+    model.encoder.to(dtype=dtype, memory_format=torch.channels_last)
+    model.decoder.to(dtype=dtype, memory_format=torch.channels_last)
     model.vq.codebook = model.vq.codebook.float()
     model.eval().requires_grad_(False)
     model.stats = stats_from_metadata(metadata, ckpt.path)

@@ -249,15 +249,11 @@ class MotionVQVAE(nn.Module):
         # (mean, std) (24, 3) mm the checkpoint was trained with; None = the released statistics
         self.stats = None
         self._execution_device: torch.device | None = None  # see ``device``
-        self.weights_channels_last()
-
-    def weights_channels_last(self) -> MotionVQVAE:
-        """Store the 2-D convolution weights channels-last, the layout the networks compute in (see
-        ``channels_last``); torch's CPU convolution otherwise reorders each weight on every call (a third of the
-        encoder's time at 49 frames). Values are unchanged; loaders that assign tensors call it again."""
+        # 2-D conv weights stored channels-last, the layout the networks compute in (see ``channels_last``): torch's
+        # CPU convolution otherwise reorders each weight on every call (a third of the encoder's time at 49 frames).
+        # Loaders that assign contiguous tensors convert again (``loading.load_tokenizer``).
         self.encoder.to(memory_format=torch.channels_last)
         self.decoder.to(memory_format=torch.channels_last)
-        return self
 
     @property
     def dtype(self) -> torch.dtype:

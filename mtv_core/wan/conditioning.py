@@ -135,7 +135,7 @@ def next_window_conditioning(
     video[:, :, overlap:] = 0
     pixel_mask = reference_pixel_mask(num_frames, height, width)
     y, _ = _y(vae, video, pixel_mask)
-    y[:, :4, : (overlap - 1) // TEMPORAL_COMPRESSION + 1] = 1
+    y[:, :4, : latent_frames(overlap)] = 1
     clip_input = video[0, :, overlap - 1: overlap].clone()
     clip_fea = clip.encode(clip_input[:, 0][None])
     return Conditioning17B(y=y, clip_fea=clip_fea, seq_len=seq_len_17b(num_frames, height, width, patch_size),

@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_prefix
+from ..constants import TEMPORAL_COMPRESSION, latent_frames  # noqa: F401 (re-exported: the Wan VAE's 4k + 1 grid)
 from ..dit.video_vae import DiffusersVAEModule
 from .keymap import MappedCheckpoint, Source, no_meta_tensors
 
@@ -35,7 +36,6 @@ WAN21_LATENT_MEAN = (-0.7571, -0.7089, -0.9113, 0.1075, -0.1745, 0.9653, -0.1517
                      0.4134, -0.0715, 0.5517, -0.3632, -0.1922, -0.9497, 0.2503, -0.2921)
 WAN21_LATENT_STD = (2.8184, 1.4541, 2.3275, 2.6558, 1.2196, 1.7708, 2.6052, 2.0743,
                     3.2687, 2.1526, 2.8652, 1.5579, 1.6382, 1.1253, 2.8251, 1.9160)
-TEMPORAL_COMPRESSION = 4
 SPATIAL_COMPRESSION = 8
 _KEY_PREFIXES = ("vae.", "first_stage_model.", "model.", "module.")
 _RESIDUAL = {"residual.0.gamma": "norm1.gamma", "residual.2.weight": "conv1.weight", "residual.2.bias": "conv1.bias",
@@ -65,11 +65,6 @@ class LatentFormat:
     def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
         mean, inv_std = self._stats(latents)
         return latents / inv_std + mean
-
-
-def latent_frames(num_frames: int) -> int:
-    """Latent frames for ``num_frames`` video frames (4k + 1 grid of the causal VAE)."""
-    return (num_frames - 1) // TEMPORAL_COMPRESSION + 1
 
 
 def _stage_layout(shapes: dict[str, tuple], prefix: str) -> list[tuple[int, str, int]]:
