@@ -76,19 +76,44 @@ def folder_dirs(key: str) -> list[str]:
         return []
 
 
+# root -> (modification times of every folder walked, files, sub-folders holding a config.json), relative posix
+_LISTINGS: dict[str, tuple[dict[str, int], list[str], list[str]]] = {}
+
+
+def _listing(root: Path) -> tuple[list[str], list[str]]:
+    """(files, sub-folders holding a config.json) below ``root``, walked again only when one of its folders
+    changed (a file added, removed or renamed changes its folder's mtime): ComfyUI builds every node schema on
+    each prompt, and several loaders list the same model folders."""
+    key = str(root)
+    cached = _LISTINGS.get(key)
+    if cached is not None:
+        try:
+            if all(os.stat(folder).st_mtime_ns == mtime for folder, mtime in cached[0].items()):
+                return cached[1], cached[2]
+        except OSError:
+            pass
+    mtimes: dict[str, int] = {}
+    files: list[str] = []
+    model_dirs: list[str] = []
+    for folder, dirnames, filenames in os.walk(root, followlinks=True):  # as rglob did: linked model folders count
+        mtimes[folder] = os.stat(folder).st_mtime_ns
+        rel = Path(folder).relative_to(root)
+        files.extend((rel / name).as_posix() for name in filenames if os.path.isfile(os.path.join(folder, name)))
+        if folder != str(root) and "config.json" in filenames:
+            model_dirs.append(rel.as_posix())
+    _LISTINGS[key] = mtimes, files, model_dirs
+    return files, model_dirs
+
+
 def files_under(root: str | Path, suffixes: tuple[str, ...] | None = None, include_dirs: bool = False) -> list[str]:
     """Relative posix paths of the files below ``root`` ending in ``suffixes`` (any with None), sorted; with
     ``include_dirs`` also the sub-folders holding a config.json (diffusers model folders)."""
     root = Path(root)
     if not root.is_dir():
         return []
-    names = []
-    for path in root.rglob("*"):
-        if path.is_file() and (suffixes is None or path.name.lower().endswith(suffixes)):
-            names.append(path.relative_to(root).as_posix())
-        elif include_dirs and path.is_dir() and (path / "config.json").is_file():
-            names.append(path.relative_to(root).as_posix())
-    return sorted(names)
+    files, model_dirs = _listing(root)
+    names = [name for name in files if suffixes is None or name.lower().endswith(suffixes)]
+    return sorted(names + (model_dirs if include_dirs else []))
 
 
 def _model_paths(keys: tuple[str, ...], suffixes: tuple[str, ...] | None, include_dirs: bool) -> dict[str, tuple[str, Path]]:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 import torch
 from safetensors.torch import save_file
@@ -64,3 +66,24 @@ def test_nothing_of_the_kind_gives_the_placeholder(tmp_path, monkeypatch):
     monkeypatch.setenv("MTV_MODELS_DIR", str(tmp_path))
     write_tiny_checkpoint(tmp_path / "diffusion_models" / "a_tokenizer.safetensors")
     assert _dit_choices() == [dit7b.NO_DIT]
+
+
+def test_folder_listings_are_walked_again_only_when_a_folder_changed(tmp_path, monkeypatch):
+    from mtv_pack.nodes import _comfy
+
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "a.safetensors").write_bytes(b"x")
+    (tmp_path / "sub" / "b.safetensors").write_bytes(b"x")
+    for folder in (tmp_path, tmp_path / "sub"):  # an hour old: the file added below surely changes the mtime
+        os.utime(folder, (folder.stat().st_atime - 3600, folder.stat().st_mtime - 3600))
+    assert _comfy.files_under(tmp_path, (".safetensors",)) == ["a.safetensors", "sub/b.safetensors"]
+    walks = []
+    real_walk = _comfy.os.walk
+    monkeypatch.setattr(_comfy.os, "walk", lambda *a, **k: walks.append(a) or real_walk(*a, **k))
+    assert _comfy.files_under(tmp_path, (".safetensors",)) == ["a.safetensors", "sub/b.safetensors"]
+    assert _comfy.files_under(tmp_path, (".pt",)) == []
+    assert walks == []  # unchanged folders: the cached listing
+    (tmp_path / "sub" / "c.safetensors").write_bytes(b"x")
+    assert _comfy.files_under(tmp_path, (".safetensors",)) == ["a.safetensors", "sub/b.safetensors",
+                                                                "sub/c.safetensors"]
+    assert len(walks) == 1
