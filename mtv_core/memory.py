@@ -89,8 +89,9 @@ def wan_vae_activation_bytes(frames: int, height: int, width: int, *, dtype: tor
     with ComfyUI's factors for its Wan VAE, plus the decoded / input video in float32."""
     output = frames * 3 * height * width * 4
     if decode:
-        latent_frames = (frames - 1) // 4 + 1
-        factor = 2200 if latent_frames <= 4 else 7000
+        from .constants import latent_frames
+
+        factor = 2200 if latent_frames(frames) <= 4 else 7000
         return factor * (height // 8) * (width // 8) * 64 * _itemsize(dtype) + output
     factor = 1500 if frames <= 4 else 6000
     return factor * height * width * _itemsize(dtype) + output
@@ -103,8 +104,7 @@ def sample_17b_activation_bytes(model, motion, width: int, height: int, *, text_
     elsewhere, e.g. ComfyUI's native VAE, which asks for its own room). ``model`` an MVDiT17B."""
     from .constants import latent_frames
 
-    windows, plan = motion.windows, motion.plan
-    frames = plan.window if plan is not None else windows[0].num_frames if windows else 0
+    frames = motion.window_frames
     dit = dit17b_activation_bytes(model.config, latent_frames(frames), height // 8, width // 8,
                                   batch=2 if text_cfg else 1, dtype=model.dtype)
     if vae_dtype is None:
@@ -152,8 +152,7 @@ def sample_7b_activation_bytes(model, vae, motion, width: int, height: int, guid
     ``motion`` the MotionTokens to sample."""
     from .constants import latent_frames
 
-    windows, plan = motion.windows, motion.plan
-    frames = plan.window if plan is not None else windows[0].num_frames if windows else 0  # 0: sample_7b reports
+    frames = motion.window_frames  # 0 (no window): sample_7b reports it
     s = vae.latent_format.spatial_compression
     dit = dit7b_activation_bytes(model.config, latent_frames(frames), height // s, width // s,
                                  batch=1 if guidance == 1.0 else 2, dtype=model.dtype)

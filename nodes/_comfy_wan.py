@@ -26,6 +26,7 @@ from typing import Any
 
 import torch
 
+from ..mtv_core.constants import latent_frames
 from ..mtv_core.dit.motion_patch import MotionAdapter17B, MotionInputs, check_adapter_fits, load_motion_adapter
 
 logger = logging.getLogger(__name__)
@@ -358,7 +359,7 @@ def next_window_conditioning(positive, negative, vae, overlap_frames: torch.Tens
     image = torch.full((length, height, width, 3), 0.5, dtype=torch.float32)
     image[:overlap] = overlap_frames[..., :3].float().cpu()
     concat = vae.encode(image)
-    kept = (overlap - 1) // 4 + 1
+    kept = latent_frames(overlap)
     mask = torch.ones((1, 1, concat.shape[2], concat.shape[-2], concat.shape[-1]), dtype=concat.dtype,
                       device=concat.device)
     mask[:, :, :kept] = 0.0

@@ -15,7 +15,7 @@ from typing import Any
 import torch
 
 from ..mtv_core.attention import BACKENDS
-from ..mtv_core.constants import OVERLAP_FRAMES, WINDOW_FRAMES
+from ..mtv_core.constants import OVERLAP_FRAMES, WINDOW_FRAMES, latent_frames
 from ..mtv_core.dit.latents import MTVLatent
 from ..mtv_core.dit.pipeline import limit_windows
 from ..mtv_core.dit.pipeline_17b import (
@@ -30,6 +30,7 @@ from ..mtv_core.dit.pipeline_17b import (
 from ..mtv_core.dit.sampler_17b import CFG_MODES, DISTILLED_STEPS
 from ..mtv_core.dit.vae_wan import FramesVideoVAE
 from ..mtv_core.memory import sample_17b_activation_bytes
+from ..mtv_core.offload import WEIGHT_DTYPES
 from ..mtv_core.tokenizer.tokens import MotionTokens
 from . import types
 from ._comfy import (
@@ -54,7 +55,7 @@ CATEGORY = f"{types.CATEGORY}/MV-DiT"
 DIT_FOLDERS = ("diffusion_models", MTV_FOLDER)
 LORA_FOLDERS = ("loras",)
 SUFFIXES = (".safetensors", ".sft")
-FP8_DTYPES = ("fp8_e4m3fn", "fp8_e5m2")
+FP8_DTYPES = tuple(WEIGHT_DTYPES)
 DTYPES = (*DTYPE_CHOICES, *FP8_DTYPES)
 DIT_DEVICES = ("auto", "offload", "cpu")
 NO_DIT = "(no MV-DiT-17B found: put MV-DiT/Wan-2-1 in models/mtvcrafter)"
@@ -331,11 +332,11 @@ class MTVSampler17B(io.ComfyNode):
 
 def _vae_bytes(vae: Any, motion: MotionTokens, width: int, height: int) -> int:
     """What ComfyUI's Wan VAE says it needs to encode and decode one window (its own estimates)."""
-    frames = motion.plan.window if motion.plan is not None else motion.windows[0].num_frames
+    frames = motion.window_frames
     dtype = getattr(vae, "vae_dtype", torch.float32)
     try:
         encode = vae.memory_used_encode((1, 3, frames, height, width), dtype)
-        decode = vae.memory_used_decode((1, 16, (frames - 1) // 4 + 1, height // 8, width // 8), dtype)
+        decode = vae.memory_used_decode((1, 16, latent_frames(frames), height // 8, width // 8), dtype)
     except (AttributeError, TypeError):
         return 0
     return int(max(encode, decode))

@@ -50,3 +50,10 @@ class MotionTokens:
     @property
     def fps(self) -> float:
         return self.joints.fps
+
+    @property
+    def window_frames(self) -> int:
+        """Video frames per window: the plan's window, else the single window's length (0 with no window)."""
+        if self.plan is not None:
+            return self.plan.window
+        return self.windows[0].num_frames if self.windows else 0
