@@ -112,8 +112,9 @@ NATIVE_MODELS = {
     "clip_vision": MODELS["clip_vision"],
     "wan_vae": MODELS["wan_vae"],
 }
-# The motion layers' source, a folder the frontend cannot list: named in the native template's note.
-MOTION_FOLDER_17B = "MV-DiT/Wan-2-1"
+# The motion layers' source, a folder the frontend cannot list (the full MV-DiT-17B's): named in the native
+# template's note.
+MOTION_FOLDER_17B = DIT17B_FOLDER
 
 MODEL_NOTE = """### Model files
 
@@ -673,8 +674,7 @@ def native_workflow() -> dict[str, Any]:
 
     c_text, c_image, c_ref = _columns(g, col.right + GROUP_GAP - COLUMN_GAP, TOP, [360, 340, 340])
     clip, pos, neg, vision, clip_enc = _wan_inputs(
-        g, c_text, c_image, "The character is dancing.", "bad hands, extra limbs, fused fingers, blurry, low quality",
-        "Negative prompt", 90, "MTVWanClipVisionEncode")
+        g, c_text, c_image, DEFAULT_PROMPT, DEFAULT_NEGATIVE_PROMPT, "Negative prompt", 90, "MTVWanClipVisionEncode")
     vae = _wan_vae(c_image)
     i2v = c_image.add("WanImageToVideo", 230, width=512, height=512, length=49)
     ref = _reference(c_ref)
