@@ -61,16 +61,12 @@ VAE_DECODE_FRAMES = 8  # video frames decoded at once (2 latent frames)
 VAE_ENCODE_FRAMES = 9  # video frames encoded at once (8, plus the causal first frame)
 
 
-def _itemsize(dtype: torch.dtype) -> int:
-    return torch.empty((), dtype=dtype).element_size()
-
-
 def dit7b_activation_bytes(config, latent_frames: int, latent_height: int, latent_width: int, *, batch: int,
                            dtype: torch.dtype) -> int:
     """Peak activation memory of one MV-DiT-7B forward (see the module docstring); ``config`` an MVDiT7BConfig."""
     p = config.patch_size
     tokens = latent_frames * (latent_height // p) * (latent_width // p)
-    return batch * tokens * (2 * config.inner_dim + 2 * config.ff_dim) * _itemsize(dtype)
+    return batch * tokens * (2 * config.inner_dim + 2 * config.ff_dim) * dtype.itemsize
 
 
 def dit17b_activation_bytes(config, latent_frames: int, latent_height: int, latent_width: int, *, batch: int,
@@ -78,7 +74,7 @@ def dit17b_activation_bytes(config, latent_frames: int, latent_height: int, late
     """Peak activation memory of one MV-DiT-17B forward (see the module docstring); ``config`` an MVDiT17BConfig."""
     _, ph, pw = config.patch_size
     tokens = latent_frames * (latent_height // ph) * (latent_width // pw)
-    itemsize = _itemsize(dtype)
+    itemsize = dtype.itemsize
     feed_forward = batch * tokens * (2 * config.dim + 2 * config.ffn_dim) * itemsize
     cross = batch * (config.text_len + clip_tokens) * 2 * config.dim * itemsize
     return feed_forward + cross
@@ -92,9 +88,9 @@ def wan_vae_activation_bytes(frames: int, height: int, width: int, *, dtype: tor
         from .constants import latent_frames
 
         factor = 2200 if latent_frames(frames) <= 4 else 7000
-        return factor * (height // 8) * (width // 8) * 64 * _itemsize(dtype) + output
+        return factor * (height // 8) * (width // 8) * 64 * dtype.itemsize + output
     factor = 1500 if frames <= 4 else 6000
-    return factor * height * width * _itemsize(dtype) + output
+    return factor * height * width * dtype.itemsize + output
 
 
 def sample_17b_activation_bytes(model, motion, width: int, height: int, *, text_cfg: bool = True,
@@ -121,8 +117,8 @@ def cogvideox_vae_activation_bytes(frames: int, height: int, width: int, *, dtyp
     area = min(height, tile_h) * min(width, tile_w)
     output = frames * 3 * height * width * 4  # the decoded / input video in float32
     if decode:
-        return VAE_DECODE_PER_PIXEL * min(VAE_DECODE_FRAMES, frames) * area * _itemsize(dtype) + output
-    return VAE_ENCODE_PER_PIXEL * min(VAE_ENCODE_FRAMES, frames) * area * _itemsize(dtype) + output
+        return VAE_DECODE_PER_PIXEL * min(VAE_DECODE_FRAMES, frames) * area * dtype.itemsize + output
+    return VAE_ENCODE_PER_PIXEL * min(VAE_ENCODE_FRAMES, frames) * area * dtype.itemsize + output
 
 
 def tokenizer_activation_bytes(config, frames: int, *, dtype: torch.dtype) -> int:
@@ -130,7 +126,7 @@ def tokenizer_activation_bytes(config, frames: int, *, dtype: torch.dtype) -> in
     ``config`` a TokenizerConfig."""
     widest = max(*config.encoder_channels, *config.decoder_channels)
     latent_rows = config.latent_frames(frames) * config.latent_joints
-    maps = TOKENIZER_LIVE_MAPS * frames * config.num_joints * widest * _itemsize(dtype)
+    maps = TOKENIZER_LIVE_MAPS * frames * config.num_joints * widest * dtype.itemsize
     # encoder output, its fp32 (rows, code_dim) copy and the looked-up tokens
     features = 3 * latent_rows * config.code_dim * 4
     # codebook search (tokenizer/search.py): fp32 lower bounds and flags per (row, code), or the full search's

@@ -33,7 +33,8 @@ _INT_RANGES = {
     "text_len": (1, 1 << 16), "clip_dim": (1, MAX_WIDTH), "motion_attn_interval": (1, MAX_LAYERS),
     "motion_token_dim": (1, MAX_WIDTH),
 }  # fmt: skip
-_BLOCK_KEY = re.compile(r"blocks\.(\d+)\.")
+BLOCK_KEY = re.compile(r"blocks\.(\d+)\.")
+ADAPTER_KEY = re.compile(r"blocks\.\d+\.(motion_attn|norm4)\.")  # the motion adapter's keys
 
 
 @dataclass(frozen=True)
@@ -153,7 +154,7 @@ class MVDiT17BConfig:
                 "no image embedding (img_emb): this is a text-to-video Wan model; MV-DiT-17B needs an "
                 "image-to-video one (Wan2.1 I2V-14B or Wan2.1-Fun-14B-InP)"
             )
-        layer_ids = {int(m.group(1)) for k in shapes if (m := _BLOCK_KEY.match(k))}
+        layer_ids = {int(m.group(1)) for k in shapes if (m := BLOCK_KEY.match(k))}
         if dim % WAN_HEAD_DIM:
             raise ValueError(f"width {dim} is not a multiple of Wan's head width {WAN_HEAD_DIM}")
         return cls(

@@ -21,7 +21,6 @@ from __future__ import annotations
 import logging
 import math
 import os
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator
@@ -33,6 +32,8 @@ from ..attention import check_available, check_backend
 from ..checkpoint import CheckpointError, load_into, open_checkpoint
 from ..files import atomic_output
 from .config_17b import (
+    ADAPTER_KEY,
+    BLOCK_KEY,
     RELEASED_DIM,
     RELEASED_MOTION_TOKEN_DIM,
     WAN_HEAD_DIM,
@@ -52,8 +53,6 @@ KEY_PREFIXES_17B = ("model.diffusion_model.", "diffusion_model.", "module.")
 SCALED_FP8_MARKER = "scaled_fp8"
 SCALE_LEAVES = ("scale_weight", "weight_scale")  # per-layer fp8 scales (kijai / ComfyUI's older and newer names)
 IGNORED_LEAVES = ("scale_input", "input_scale", "comfy_quant")  # fp8-matmul hints; weights are upcast here
-ADAPTER_KEY = re.compile(r"blocks\.\d+\.(motion_attn|norm4)\.")
-_BLOCK = re.compile(r"blocks\.(\d+)\.")
 HINT = (
     "expected MTVCrafter's MV-DiT/Wan-2-1 transformer (folder or single file, bf16 / fp8 / scaled fp8), "
     "or a Wan2.1 I2V-14B base with a motion adapter"
@@ -502,7 +501,7 @@ def read_motion_layers(
         token_dim = RELEASED_MOTION_TOKEN_DIM
     num_layers = None
     if kind == "mvdit17b":
-        num_layers = 1 + max(int(m.group(1)) for k in weights.keys() if (m := _BLOCK.match(k)))
+        num_layers = 1 + max(int(m.group(1)) for k in weights.keys() if (m := BLOCK_KEY.match(k)))
     info = MotionLayersInfo(
         path=weights.path, dim=dim, block_ids=tuple(ids), motion_token_dim=token_dim, num_layers=num_layers,
         qk_norm=f"blocks.{ids[0]}.motion_attn.norm_q.weight" in tensors,

@@ -25,13 +25,12 @@ from ..constants import NUM_JOINTS
 from ..progress import ProgressCallback
 from .rope import motion_rope_7b, vision_rope_7b
 from .sampling import KnownLatents, cfg, sample_loop
-from .schedulers import COGVIDEOX_SCHEDULER_CONFIG, DPMAdapter, SchedulerAdapter, make_dpm_scheduler
+from .schedulers import DPMAdapter, SchedulerAdapter, make_dpm_scheduler
 from .step_cache import step_caching
 from .transformer_7b import MVDiT7B
 
 logger = logging.getLogger(__name__)
 
-SCHEDULER_CONFIG = COGVIDEOX_SCHEDULER_CONFIG
 
 
 def make_scheduler_7b():

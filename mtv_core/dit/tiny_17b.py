@@ -10,18 +10,16 @@ plain or scaled fp8, or split into a Wan base and a motion adapter.
 from __future__ import annotations
 
 import dataclasses
-import re
 from pathlib import Path
 
 import torch
 
 from ..tokenizer.testing import random_weights
-from .config_17b import MVDiT17BConfig
+from .config_17b import ADAPTER_KEY, MVDiT17BConfig
 from .fp8_ops import quantize_fp8
 from .tiny import save_weights
 from .transformer_17b import MVDiT17B
 
-_ADAPTER_KEY = re.compile(r"blocks\.\d+\.(motion_attn|norm4)\.")
 
 
 def tiny_mvdit17b_config(text_dim: int = 64, **overrides) -> MVDiT17BConfig:
@@ -48,7 +46,7 @@ def random_state_dict_17b(config: MVDiT17BConfig, seed: int = 0) -> dict[str, to
 
 def split_adapter(state_dict: dict[str, torch.Tensor]) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor]]:
     """(Wan base without motion layers, motion adapter with ``blocks.N.motion_attn.*`` / ``blocks.N.norm4.*``)."""
-    adapter = {k: v for k, v in state_dict.items() if _ADAPTER_KEY.match(k)}
+    adapter = {k: v for k, v in state_dict.items() if ADAPTER_KEY.match(k)}
     return {k: v for k, v in state_dict.items() if k not in adapter}, adapter
 
 
