@@ -182,25 +182,20 @@ class SafetensorsFile:
         result = torch.empty(shape, dtype=target, device=device) if out is None else out
         if result.numel() == 0 or device.type == "meta":
             return result
-        flat, itemsize = result.view(-1), file_dtype.itemsize
-        step = max(1, STAGING_BYTES // itemsize)  # elements per chunk
+        flat, first = result.view(-1), 0
         staging = staging if staging is not None else StagingBuffer()
-        with staging.lock, open(self.path, "rb", buffering=0) as f:
-            buffer = staging.get(min(end - begin, step * itemsize), pin=device.type == "cuda")
-            for first in range(0, flat.numel(), step):
-                count = min(step, flat.numel() - first)
-                chunk = buffer[: count * itemsize]
-                self._read_into(f, chunk, self.data_start + begin + first * itemsize)
-                raw = chunk.view(file_dtype)
-                if device.type != "cpu":  # to the device as stored, converted there (blocking: the buffer is free after)
-                    raw = raw.to(device)
-                flat[first : first + count].copy_(raw)
+        for raw in self.chunks(key, staging, flat.numel(), pin=device.type == "cuda"):
+            if device.type != "cpu":  # to the device as stored, converted there (blocking: the buffer is free after)
+                raw = raw.to(device)
+            flat[first : first + raw.numel()].copy_(raw)
+            first += raw.numel()
         return result
 
-    def chunks(self, key: str, staging: StagingBuffer, elements: int) -> Iterator[torch.Tensor]:
+    def chunks(self, key: str, staging: StagingBuffer, elements: int, pin: bool = False) -> Iterator[torch.Tensor]:
         """Tensor ``key`` as stored, flattened, in consecutive chunks of at most ``elements`` (and ``STAGING_BYTES``),
-        each read into ``staging`` and valid until the next is taken: for a tensor that is only needed to compute
-        another (an fp8 weight quantised from a bf16 one), so that it is never whole in memory."""
+        each read into ``staging`` (pinned with ``pin``, for copies to a GPU) and valid until the next is taken: how
+        ``read`` converts, and for a tensor only needed to compute another (an fp8 weight quantised from a bf16 one),
+        so that it is never whole in memory."""
         file_dtype, _, begin, end = self._entries[key]
         if sys.byteorder != "little" and file_dtype.itemsize > 1:
             raise self._error("big-endian machines are not supported")
@@ -210,7 +205,7 @@ class SafetensorsFile:
         if total == 0:
             return
         with staging.lock, open(self.path, "rb", buffering=0) as f:
-            buffer = staging.get(min(end - begin, step * itemsize), pin=False)
+            buffer = staging.get(min(end - begin, step * itemsize), pin=pin)
             for first in range(0, total, step):
                 chunk = buffer[: min(step, total - first) * itemsize]
                 self._read_into(f, chunk, self.data_start + begin + first * itemsize)
