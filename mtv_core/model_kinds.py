@@ -31,17 +31,17 @@ import json
 import logging
 import os
 import re
-import struct
 from pathlib import Path
 from typing import Iterable
+
+from .checkpoint import SAFETENSORS_SUFFIXES
+from .safetensors_reader import read_header
 
 logger = logging.getLogger(__name__)
 
 KINDS = ("4dmot", "mvdit7b", "mvdit17b", "wan-i2v", "mvdit17b-adapter", "cogvideox-vae", "wan-vae", "other", "unknown")
-SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 # Prefixes ComfyUI and trainers put in front of every key; removed before classifying (as the loaders do).
 KEY_PREFIXES = ("model.diffusion_model.", "diffusion_model.", "transformer.", "module.", "first_stage_model.", "vae.")
-MAX_HEADER_BYTES = 100 * 1024 * 1024  # the safetensors format's own limit
 _FOLDER_CLASSES = {"AutoencoderKLCogVideoX": "cogvideox-vae", "AutoencoderKLWan": "wan-vae"}
 _BLOCK_INDEX = re.compile(r"\.\d+\.")
 
@@ -81,28 +81,10 @@ def classify_keys(keys: Iterable[str]) -> str:
 
 
 def safetensors_keys(path: str | Path) -> list[str]:
-    """Tensor names in a safetensors file, read from its JSON header only (no tensor data).
-
-    Raises ValueError naming the file when the header is not a safetensors header.
-    """
-    path = Path(path)
-    with open(path, "rb") as fh:
-        head = fh.read(8)
-        if len(head) != 8:
-            raise ValueError(f"{path}: too short for a safetensors file")
-        (length,) = struct.unpack("<Q", head)
-        if length == 0 or length > MAX_HEADER_BYTES:
-            raise ValueError(f"{path}: safetensors header length {length} is out of range")
-        raw = fh.read(length)
-    if len(raw) != length:
-        raise ValueError(f"{path}: truncated safetensors header")
-    try:
-        header = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ValueError(f"{path}: safetensors header is not JSON ({exc})") from None
-    if not isinstance(header, dict):
-        raise ValueError(f"{path}: safetensors header is not a JSON object")
-    return [k for k in header if k != "__metadata__"]
+    """Tensor names in a safetensors file, read from its JSON header only (no tensor data, entries unchecked: a
+    header is enough to tell the kind). Raises ValueError naming the file when the header is not a safetensors
+    header."""
+    return [k for k in read_header(Path(path))[0] if k != "__metadata__"]
 
 
 def _folder_kind(path: Path) -> str:

@@ -72,28 +72,38 @@ class SafetensorsError(ValueError):
     """A safetensors file whose header or data cannot be used; the message names the file."""
 
 
+def read_header(path: Path) -> tuple[dict, int, int]:
+    """(JSON header as a dict, offset of the tensor data, file size) of a safetensors file; only the header is read,
+    its entries are not checked. SafetensorsError naming the file otherwise."""
+
+    def error(problem: str) -> SafetensorsError:
+        return SafetensorsError(f"{path}: not a readable safetensors file: {problem}")
+
+    with open(path, "rb") as f:
+        size = os.fstat(f.fileno()).st_size
+        head = f.read(8)
+        if len(head) < 8:
+            raise error(f"{size} bytes, too short for a header")
+        header_bytes = int.from_bytes(head, "little")
+        if header_bytes > min(MAX_HEADER_BYTES, size - 8):
+            raise error(f"header length {header_bytes} exceeds the file or the {MAX_HEADER_BYTES}-byte limit")
+        raw = f.read(header_bytes)
+    try:
+        header = json.loads(raw)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise error(f"header is not JSON ({exc})") from None
+    if not isinstance(header, dict):
+        raise error("header is not a JSON object")
+    return header, 8 + header_bytes, size
+
+
 class SafetensorsFile:
     """Header of one safetensors file; tensors are read on request with :meth:`read`."""
 
     def __init__(self, path: str | Path) -> None:
         self.path = Path(path)
         self._entries: dict[str, tuple[torch.dtype, tuple[int, ...], int, int]] = {}
-        with open(self.path, "rb") as f:
-            size = os.fstat(f.fileno()).st_size
-            head = f.read(8)
-            if len(head) < 8:
-                raise self._error(f"{size} bytes, too short for a header")
-            header_bytes = int.from_bytes(head, "little")
-            if header_bytes > min(MAX_HEADER_BYTES, size - 8):
-                raise self._error(f"header length {header_bytes} exceeds the file or the {MAX_HEADER_BYTES}-byte limit")
-            raw = f.read(header_bytes)
-        try:
-            header = json.loads(raw)
-        except (UnicodeDecodeError, ValueError) as exc:
-            raise self._error(f"header is not JSON ({exc})") from None
-        if not isinstance(header, dict):
-            raise self._error("header is not a JSON object")
-        self.data_start = 8 + header_bytes
+        header, self.data_start, size = read_header(self.path)
         data_bytes = size - self.data_start
         metadata = header.pop("__metadata__", None) or {}
         if not isinstance(metadata, dict) or not all(isinstance(v, str) for v in metadata.values()):
