@@ -15,12 +15,21 @@ import logging
 import math
 import re
 from dataclasses import dataclass, fields
-from typing import Mapping
+from typing import Any, Mapping, Sequence
 
 from ..constants import NUM_JOINTS, WINDOW_FRAMES, latent_frames, video_frames
 from ..limits import MAX_LAYERS, MAX_WIDTH, check_whole_number
 
 logger = logging.getLogger(__name__)
+
+
+def check_against_weights(config: Any, inferred: Any, fields: Sequence[str]) -> None:
+    """ValueError listing the ``fields`` where ``config`` (from a config.json) differs from ``inferred`` (from the
+    weights' shapes): a config.json is trusted only where the weights agree, checked before a model is built."""
+    wrong = [f"{name}={getattr(config, name)} but the weights have {getattr(inferred, name)}" for name in fields
+             if getattr(config, name) != getattr(inferred, name)]
+    if wrong:
+        raise ValueError(f"config.json does not match the weights: {'; '.join(wrong)}")
 
 # Fields the weights determine: a config.json must agree with them before a model of its size is built.
 SHAPE_FIELDS = ("num_attention_heads", "attention_head_dim", "in_channels", "out_channels", "time_embed_dim",
@@ -68,11 +77,6 @@ class MVDiT7BConfig:
         if self.num_attention_heads * self.attention_head_dim > MAX_WIDTH:
             raise ValueError(f"hidden size {self.num_attention_heads} x {self.attention_head_dim} is over the limit "
                              f"of {MAX_WIDTH}")
-
-    def disagreements(self, other: "MVDiT7BConfig") -> list[str]:
-        """``SHAPE_FIELDS`` where ``self`` (e.g. from config.json) differs from ``other`` (from the weights)."""
-        return [f"{name}={getattr(self, name)} but the weights have {getattr(other, name)}" for name in SHAPE_FIELDS
-                if getattr(self, name) != getattr(other, name)]
 
     @property
     def inner_dim(self) -> int:

@@ -78,11 +78,6 @@ class MVDiT17BConfig:
         if self.motion_token_dim is not None and self.motion_token_dim > self.dim:
             raise ValueError(f"motion_token_dim {self.motion_token_dim} must be in 1..dim ({self.dim})")
 
-    def disagreements(self, other: "MVDiT17BConfig") -> list[str]:
-        """``SHAPE_FIELDS`` where ``self`` (e.g. from config.json) differs from ``other`` (from the weights)."""
-        return [f"{name}={getattr(self, name)} but the weights have {getattr(other, name)}" for name in SHAPE_FIELDS
-                if getattr(self, name) != getattr(other, name)]
-
     @property
     def head_dim(self) -> int:
         return self.dim // self.num_heads

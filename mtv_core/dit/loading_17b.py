@@ -31,8 +31,10 @@ from torch import nn
 from ..attention import check_available, check_backend
 from ..checkpoint import CheckpointError, load_into, open_checkpoint
 from ..files import atomic_output
+from .config import check_against_weights
 from .config_17b import (
     ADAPTER_KEY,
+    SHAPE_FIELDS,
     BLOCK_KEY,
     RELEASED_DIM,
     RELEASED_MOTION_TOKEN_DIM,
@@ -248,9 +250,7 @@ def config_17b(config_json: dict | None, shapes: dict[str, tuple]) -> MVDiT17BCo
         return inferred
     config = MVDiT17BConfig.from_wan_config(config_json, motion_attn_interval=inferred.motion_attn_interval,
                                             clip_dim=inferred.clip_dim)
-    wrong = config.disagreements(inferred)
-    if wrong:
-        raise ValueError("config.json does not match the weights: " + "; ".join(wrong))
+    check_against_weights(config, inferred, SHAPE_FIELDS)
     return config
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from .config import MVDiT7BConfig
+from .config import SHAPE_FIELDS, MVDiT7BConfig, check_against_weights
 from .pipeline_7b import DEFAULTS, TITLE, VARIANT, MVDiT7BConditioning
 from .transformer_7b import MVDiT7B
 from .vae import LATENT_FORMAT_NAME, load_vae
@@ -20,9 +20,7 @@ def config_7b(config_json: Mapping | None, shapes: Mapping[str, tuple]) -> MVDiT
     if config_json is None:
         return inferred
     config = MVDiT7BConfig.from_diffusers_config(config_json, shapes)
-    disagreements = config.disagreements(inferred)
-    if disagreements:
-        raise ValueError(f"config.json does not match the weights: {'; '.join(disagreements)}")
+    check_against_weights(config, inferred, SHAPE_FIELDS)
     return config
 
 
