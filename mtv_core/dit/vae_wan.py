@@ -24,21 +24,10 @@ from typing import Any
 
 import torch
 
-from ..wan.vae import SPATIAL_COMPRESSION, TEMPORAL_COMPRESSION, WAN21_LATENT_MEAN, WAN21_LATENT_STD, WanVAE
-from .latents import CHANNELS_FIRST, LatentFormat
+from ..wan.vae import LATENT_FORMAT_NAME, WanVAE, wan_latent_format  # noqa: F401 (LATENT_FORMAT_NAME re-exported)
 from .video_vae import VideoVAE
 
 logger = logging.getLogger(__name__)
-
-LATENT_FORMAT_NAME = "wan2.1"
-
-
-def wan_latent_format(mean: tuple[float, ...] = WAN21_LATENT_MEAN, std: tuple[float, ...] = WAN21_LATENT_STD) -> LatentFormat:
-    """The Wan2.1 latent format (per-channel statistics, channel-first layout)."""
-    return LatentFormat(name=LATENT_FORMAT_NAME, channels=len(mean), layout=CHANNELS_FIRST,
-                        spatial_compression=SPATIAL_COMPRESSION, temporal_compression=TEMPORAL_COMPRESSION,
-                        mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
-
 
 WAN21 = wan_latent_format()
 
@@ -50,7 +39,7 @@ class WanVideoVAE(VideoVAE):
         self.wan = wan
         self.vae = wan.vae
         self.source = wan.source
-        self.latent_format = wan_latent_format(wan.latent_format.mean, wan.latent_format.std)
+        self.latent_format = wan.latent_format
 
     @property
     def dtype(self) -> torch.dtype:

@@ -18,13 +18,13 @@ from __future__ import annotations
 import json
 import logging
 import re
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_prefix
 from ..constants import TEMPORAL_COMPRESSION, latent_frames  # noqa: F401 (re-exported: the Wan VAE's 4k + 1 grid)
+from ..dit.latents import CHANNELS_FIRST, LatentFormat
 from ..dit.video_vae import DiffusersVAEModule
 from .keymap import MappedCheckpoint, Source, no_meta_tensors
 
@@ -45,26 +45,14 @@ _TOP = {"conv1.weight": "quant_conv.weight", "conv1.bias": "quant_conv.bias",
         "conv2.weight": "post_quant_conv.weight", "conv2.bias": "post_quant_conv.bias"}
 
 
-@dataclass(frozen=True)
-class LatentFormat:
-    """Per-channel latent normalisation: ``normalised = (raw - mean) * (1 / std)``."""
+LATENT_FORMAT_NAME = "wan2.1"
 
-    mean: tuple[float, ...]
-    std: tuple[float, ...]
 
-    def _stats(self, like: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        shape = (1, len(self.mean), 1, 1, 1)
-        mean = torch.tensor(self.mean, dtype=like.dtype, device=like.device).view(shape)
-        inv_std = 1.0 / torch.tensor(self.std, dtype=like.dtype, device=like.device).view(shape)
-        return mean, inv_std
-
-    def normalize(self, raw: torch.Tensor) -> torch.Tensor:
-        mean, inv_std = self._stats(raw)
-        return (raw - mean) * inv_std
-
-    def denormalize(self, latents: torch.Tensor) -> torch.Tensor:
-        mean, inv_std = self._stats(latents)
-        return latents / inv_std + mean
+def wan_latent_format(mean: tuple[float, ...] = WAN21_LATENT_MEAN, std: tuple[float, ...] = WAN21_LATENT_STD) -> LatentFormat:
+    """The Wan2.1 latent format: per-channel statistics (``normalised = (raw - mean) / std``), channel-first."""
+    return LatentFormat(name=LATENT_FORMAT_NAME, channels=len(mean), layout=CHANNELS_FIRST,
+                        spatial_compression=SPATIAL_COMPRESSION, temporal_compression=TEMPORAL_COMPRESSION,
+                        mean=tuple(float(v) for v in mean), std=tuple(float(v) for v in std))
 
 
 def _stage_layout(shapes: dict[str, tuple], prefix: str) -> list[tuple[int, str, int]]:
@@ -210,7 +198,7 @@ class WanVAE(DiffusersVAEModule):
 
     def __init__(self, vae: torch.nn.Module, source: str = "", tiling: bool = False, slicing: bool = True) -> None:
         super().__init__(vae, source, tiling, slicing)
-        self.latent_format = LatentFormat(tuple(vae.config.latents_mean), tuple(vae.config.latents_std))
+        self.latent_format = wan_latent_format(tuple(vae.config.latents_mean), tuple(vae.config.latents_std))
 
     temporal_compression = TEMPORAL_COMPRESSION
     spatial_compression = SPATIAL_COMPRESSION
