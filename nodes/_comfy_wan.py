@@ -322,16 +322,14 @@ def encode_clip_upstream(clip_vision, image: torch.Tensor, truncate_uint8: bool 
     import comfy.model_management
 
     from ..mtv_core.wan.conditioning import clip_image_uint8
-    from ..mtv_core.wan.image_encoder import resize_for_clip
+    from ..mtv_core.wan.image_encoder import clip_normalize, resize_for_clip
 
     comfy.model_management.load_model_gpu(clip_vision.patcher)
     pixels = image[..., :3].movedim(-1, 1).float() * 2 - 1  # (B, 3, H, W) in [-1, 1]
     if truncate_uint8:
         pixels = torch.stack([clip_image_uint8(p).permute(2, 0, 1).float() / 255 * 2 - 1 for p in pixels])
-    resized = resize_for_clip(pixels, clip_vision.image_size) * 0.5 + 0.5
-    mean = torch.tensor(clip_vision.image_mean, dtype=resized.dtype).view(1, 3, 1, 1)
-    std = torch.tensor(clip_vision.image_std, dtype=resized.dtype).view(1, 3, 1, 1)
-    pixel_values = ((resized - mean) / std).to(clip_vision.load_device)
+    resized = resize_for_clip(pixels, clip_vision.image_size)
+    pixel_values = clip_normalize(resized, clip_vision.image_mean, clip_vision.image_std).to(clip_vision.load_device)
     all_states = getattr(clip_vision, "return_all_hidden_states", False)
     out = clip_vision.model(pixel_values=pixel_values, intermediate_output="all" if all_states else -2)
     device = comfy.model_management.intermediate_device()

@@ -21,6 +21,7 @@ import json
 import logging
 import math
 import re
+from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -190,10 +191,11 @@ def resize_for_clip(pixels_pm1: torch.Tensor, image_size: int) -> torch.Tensor:
     return F.interpolate(pixels_pm1, size=(image_size, image_size), mode="bicubic", align_corners=False)
 
 
-def clip_normalize(resized_pm1: torch.Tensor) -> torch.Tensor:
-    """Resized [-1, 1] pixels -> [0, 1] -> CLIP mean/std (the tower's input)."""
-    mean = torch.tensor(CLIP_MEAN, dtype=resized_pm1.dtype, device=resized_pm1.device).view(1, 3, 1, 1)
-    std = torch.tensor(CLIP_STD, dtype=resized_pm1.dtype, device=resized_pm1.device).view(1, 3, 1, 1)
+def clip_normalize(resized_pm1: torch.Tensor, image_mean: Sequence[float] = CLIP_MEAN,
+                   image_std: Sequence[float] = CLIP_STD) -> torch.Tensor:
+    """Resized [-1, 1] pixels -> [0, 1] -> the tower's mean/std (OpenAI CLIP's by default): the tower's input."""
+    mean = torch.tensor(image_mean, dtype=resized_pm1.dtype, device=resized_pm1.device).view(1, 3, 1, 1)
+    std = torch.tensor(image_std, dtype=resized_pm1.dtype, device=resized_pm1.device).view(1, 3, 1, 1)
     return (resized_pm1 * 0.5 + 0.5 - mean) / std
 
 
