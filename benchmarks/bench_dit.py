@@ -23,7 +23,6 @@ import argparse
 import contextlib
 import copy
 import io
-import statistics
 import sys
 from pathlib import Path
 
@@ -89,19 +88,6 @@ def compare(a: torch.Tensor, b: torch.Tensor) -> tuple[float, float]:
     return (a - b).abs().max().item(), ((a - b).norm() / b.norm().clamp_min(1e-30)).item()
 
 
-def interleaved(fns: list, repeats: int, device) -> list[float]:
-    """Median seconds of each of ``fns``, timed in turn ``repeats`` times after one warm-up each."""
-    for fn in fns:
-        fn()
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = benchlib.synced(device)
-            fn()
-            times[i].append(benchlib.synced(device) - start)
-    return [statistics.median(t) for t in times]
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[128, 192, 256], help="square pixel sizes")
@@ -164,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
                 first_call = benchlib.synced(device) - start
                 compiled_diff = compare(compiled_out, model(*inputs))[0]
                 fns.append(lambda: compiled(*inputs))
-            seconds = interleaved(fns, args.repeats, device)
+            seconds = benchlib.interleaved(fns, args.repeats, device)
             row = [size, tokens, seconds[0], tokens * 2 / seconds[0], flops / seconds[0] / 1e12]
             if upstream is not None:
                 row += [seconds[1], f"{seconds[1] / seconds[0]:.2f}x", f"{diff[0]:.2e}", f"{diff[1]:.2e}"]

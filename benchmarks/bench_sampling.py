@@ -32,7 +32,7 @@ import benchlib  # noqa: E402
 benchlib.ensure_root_on_path()
 
 import torch  # noqa: E402
-from bench_dit import compare, interleaved, load_upstream, model_config  # noqa: E402
+from bench_dit import compare, load_upstream, model_config  # noqa: E402
 
 from mtv_core.dit.loading import resolve_dtype  # noqa: E402
 from mtv_core.dit.sampler_7b import denoise_7b, make_scheduler_7b  # noqa: E402
@@ -144,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     row = [latent_frames * (args.size // 16) ** 2, args.steps]
     if args.upstream:
         diff = compare(ours(), theirs())
-    seconds = interleaved(fns, args.repeats, device)
+    seconds = benchlib.interleaved(fns, args.repeats, device)
     row += [seconds[0], seconds[0] / args.steps]
     if args.upstream:
         row += [seconds[1], f"{seconds[1] / seconds[0]:.2f}x", f"{diff[0]:.2e}", f"{diff[1]:.2e}"]
@@ -176,7 +176,7 @@ def cache_table(args, model, ours, uncached_s: float, device) -> benchlib.Table:
                 return ours()
 
         diff = compare(cached(), reference)
-        seconds = interleaved([cached], args.repeats, device)[0]
+        seconds = benchlib.timed(cached, args.repeats, device)
         skipped = f"{caches[0].hits}/{caches[0].calls}" if caches[0] is not None else "0"
         table.add(threshold, seconds, f"{uncached_s / seconds:.2f}x", skipped, f"{diff[0]:.2e}", f"{diff[1]:.2e}")
     return table

@@ -18,9 +18,7 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
 from unittest import mock
 
@@ -61,19 +59,6 @@ def motion(frames: int) -> tuple[np.ndarray, str]:
                 return seq.joints_mm[:frames], "sampled_data.pkl"
     rng = np.random.default_rng(0)
     return (rng.normal(0, 150, (frames, 24, 3)) + [0, 200, 1800]).astype(np.float32), "random joints"
-
-
-def timed_pair(fns, repeats: int) -> list[float]:
-    """Median seconds of each function, timed in turn (interleaved, so that load changes hit both alike)."""
-    for fn in fns:
-        fn()  # warm-up (oneDNN primitive creation, weight packing)
-    times = [[] for _ in fns]
-    for _ in range(repeats):
-        for i, fn in enumerate(fns):
-            start = time.perf_counter()
-            fn()
-            times[i].append(time.perf_counter() - start)
-    return [statistics.median(t) for t in times]
 
 
 def load_upstream(path: Path, state: dict[str, torch.Tensor]):
@@ -133,7 +118,7 @@ def main(argv: list[str] | None = None) -> int:
                 return model.decode_tokens(tokens, features.shape[2])
 
         if upstream is None:
-            enc_s, encdec_s = timed_pair([encode, encode_decode], args.repeats)
+            enc_s, encdec_s = benchlib.interleaved([encode, encode_decode], args.repeats)
             table.add(frames, "ours", enc_s, frames / enc_s, encdec_s, frames / encdec_s, what)
             continue
         with torch.no_grad():
@@ -141,7 +126,7 @@ def main(argv: list[str] | None = None) -> int:
         _, ours_idx, _ = encode()
         same = torch.equal(ours_idx[0], torch.cdist(up_tokens[0], model.vq.codebook).argmin(dim=1))
         with torch.no_grad():
-            enc_s, up_enc_s, encdec_s, up_encdec_s = timed_pair(
+            enc_s, up_enc_s, encdec_s, up_encdec_s = benchlib.interleaved(
                 [encode, lambda: upstream(x, return_vq=True), encode_decode, lambda: upstream(x)], args.repeats)
         table.add(frames, "ours", enc_s, frames / enc_s, encdec_s, frames / encdec_s, what, same)
         table.add(frames, "upstream", up_enc_s, frames / up_enc_s, up_encdec_s, frames / up_encdec_s, what, same)

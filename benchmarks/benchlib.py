@@ -68,16 +68,24 @@ def synced(device) -> float:
     return time.perf_counter()
 
 
+def interleaved(fns: Sequence[Callable[[], object]], repeats: int, device="cpu", warmup: int = 1) -> list[float]:
+    """Median seconds of each of ``fns`` over ``repeats`` rounds after ``warmup`` untimed calls each; the functions
+    are timed in turn within a round, so that load changes on a shared machine hit them alike."""
+    for fn in fns:
+        for _ in range(warmup):
+            fn()
+    times: list[list[float]] = [[] for _ in fns]
+    for _ in range(repeats):
+        for i, fn in enumerate(fns):
+            start = synced(device)
+            fn()
+            times[i].append(synced(device) - start)
+    return [statistics.median(t) for t in times]
+
+
 def timed(fn: Callable[[], object], repeats: int, device="cpu", warmup: int = 1) -> float:
     """Median seconds of ``repeats`` calls of ``fn`` after ``warmup`` untimed calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = synced(device)
-        fn()
-        times.append(synced(device) - start)
-    return statistics.median(times)
+    return interleaved([fn], repeats, device, warmup)[0]
 
 
 def status_kib(field: str) -> int:
