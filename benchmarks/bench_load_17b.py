@@ -17,23 +17,13 @@ import json
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 import benchlib  # noqa: E402
 
-
-def _status_kib(field: str) -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(field + ":"):
-            return int(line.split()[1])
-    return 0
+benchlib.ensure_root_on_path()
 
 
 def measure(spec: str) -> dict:
@@ -43,34 +33,19 @@ def measure(spec: str) -> dict:
     from mtv_core.dit.loading import load_dit
 
     spec = json.loads(spec)
-    base_anon, base_rss = _status_kib("RssAnon"), _status_kib("VmRSS")
-    peak = {"anon": base_anon, "rss": base_rss}
-    done = threading.Event()
-
-    def sample():
-        while not done.is_set():
-            peak["anon"] = max(peak["anon"], _status_kib("RssAnon"))
-            peak["rss"] = max(peak["rss"], _status_kib("VmRSS"))
-            time.sleep(0.002)
-
-    thread = threading.Thread(target=sample, daemon=True)
-    thread.start()
-    start = time.perf_counter()
-    model = load_dit(spec["path"], dtype="bf16", variant="17b", adapter=spec.get("adapter"),  # the registered variant
-                     weight_dtype=spec.get("weight_dtype"))
-    seconds = time.perf_counter() - start
-    load_peak = dict(peak)
-    with torch.no_grad():  # page every weight in (memory-mapped tensors are read lazily), allocating nothing big
-        for tensor in model.state_dict().values():
-            if tensor.numel():
-                tensor.contiguous().reshape(-1).view(torch.uint8).max()
-    done.set()
-    thread.join()
+    with benchlib.MemorySampler() as mem:
+        start = time.perf_counter()
+        model = load_dit(spec["path"], dtype="bf16", variant="17b", adapter=spec.get("adapter"),  # the registered variant
+                         weight_dtype=spec.get("weight_dtype"))
+        seconds = time.perf_counter() - start
+        with torch.no_grad():  # page every weight in (memory-mapped tensors are read lazily), allocating nothing big
+            for tensor in model.state_dict().values():
+                if tensor.numel():
+                    tensor.contiguous().reshape(-1).view(torch.uint8).max()
     return {
         "weight_bytes": sum(t.numel() * t.element_size() for t in model.state_dict().values()),
-        "peak_anon_delta": (peak["anon"] - base_anon) * 1024,
-        "peak_rss_delta": (peak["rss"] - base_rss) * 1024,
-        "load_peak_anon_delta": (load_peak["anon"] - base_anon) * 1024,
+        "peak_anon_delta": mem.anon,
+        "peak_rss_delta": mem.rss,
         "seconds": seconds,
     }
 
