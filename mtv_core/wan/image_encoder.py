@@ -28,7 +28,8 @@ import torch
 import torch.nn.functional as F
 
 from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_prefix
-from .keymap import MappedCheckpoint, Source, no_meta_tensors
+from ..meta_init import empty_weights, finish_loading
+from .keymap import MappedCheckpoint, Source
 
 logger = logging.getLogger(__name__)
 
@@ -173,13 +174,13 @@ def clip_vision_config_from_shapes(shapes: dict[str, tuple], num_heads: int | No
                 hidden_act="gelu", layer_norm_eps=1e-5, attention_dropout=0.0)
 
 
-def build_clip_vision(config: dict, device: torch.device | str = "meta"):
-    """An (unloaded) ``CLIPVisionModel`` for ``config`` on ``device``."""
+def build_clip_vision(config: dict):
+    """An (unloaded) ``CLIPVisionModel`` for ``config``: weights on the meta device, the non-persistent position
+    ids real (``meta_init.empty_weights``)."""
     from transformers import CLIPVisionConfig, CLIPVisionModel
 
-    with torch.device(device):
-        model = CLIPVisionModel(CLIPVisionConfig(**config))
-    return model
+    with empty_weights():
+        return CLIPVisionModel(CLIPVisionConfig(**config))
 
 
 def _model_prefix(model) -> str:
@@ -269,15 +270,10 @@ def load_clip_vision(
 
 def load_clip_vision_weights(model, mapped, dtype: torch.dtype | None = None,
                              device: torch.device | str = "cpu") -> None:
-    """Strictly load ``mapped`` into ``model`` and rebuild the non-persistent position ids."""
+    """Strictly load ``mapped`` into ``model`` (built by ``build_clip_vision``) on ``device``."""
     load_into(model, mapped, dtype=dtype, device=device, what="CLIP vision",
               hint="expected models_clip_open-clip-xlm-roberta-large-vit-huge-14.pth or clip_vision_h.safetensors")
-    for module in model.modules():
-        ids = module._buffers.get("position_ids")
-        if ids is not None and ids.is_meta:
-            module.register_buffer("position_ids", torch.arange(ids.shape[-1], device=device).expand(1, -1),
-                                   persistent=False)
-    no_meta_tensors(model, mapped.path)
+    finish_loading(model, device, mapped.path)
 
 
 def tiny_clip_vision_config() -> dict:

@@ -132,9 +132,3 @@ def is_quantisation_aux(key: str) -> bool:
     return key == "scaled_fp8" or key.endswith((".scaled_fp8", ".scale_input", ".input_scale", ".comfy_quant",
                                                  ".scale_weight", ".weight_scale"))
 
-
-def no_meta_tensors(module: torch.nn.Module, path) -> None:
-    """Raise if loading left any parameter or buffer on the meta device (a converter bug, never silent)."""
-    left = [n for n, t in list(module.named_parameters()) + list(module.named_buffers()) if t.is_meta]
-    if left:
-        raise CheckpointError(f"{path}: tensors left unloaded after conversion: {', '.join(left[:8])}")

@@ -27,7 +27,8 @@ from pathlib import Path
 import torch
 
 from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_prefix
-from .keymap import MappedCheckpoint, Source, fp8_scales, is_quantisation_aux, no_meta_tensors
+from ..meta_init import empty_weights, finish_loading
+from .keymap import MappedCheckpoint, Source, fp8_scales, is_quantisation_aux
 
 logger = logging.getLogger(__name__)
 
@@ -120,13 +121,12 @@ def umt5_config_from_shapes(shapes: dict[str, tuple[int, ...]], path="") -> dict
     )
 
 
-def build_umt5(config: dict, device: torch.device | str = "meta"):
-    """An (unloaded) ``UMT5EncoderModel`` for ``config`` on ``device``."""
+def build_umt5(config: dict):
+    """An (unloaded) ``UMT5EncoderModel`` for ``config``, weights on the meta device (``meta_init.empty_weights``)."""
     from transformers import UMT5Config, UMT5EncoderModel
 
-    with torch.device(device):
-        model = UMT5EncoderModel(UMT5Config(**config))
-    return model
+    with empty_weights():
+        return UMT5EncoderModel(UMT5Config(**config))
 
 
 class UMT5TextEncoder:
@@ -226,7 +226,7 @@ def load_umt5_weights(model, mapped, dtype: torch.dtype | None = None, device: t
     load_into(model, mapped, dtype=dtype, device=device, what="umT5 text encoder",
               hint="expected Wan's models_t5_umt5-xxl-enc-bf16.pth or ComfyUI's umt5_xxl_*.safetensors")
     model.encoder.embed_tokens = model.shared
-    no_meta_tensors(model, mapped.path)
+    finish_loading(model, device, mapped.path)
 
 
 def tiny_umt5_config() -> dict:

@@ -26,7 +26,8 @@ from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_
 from ..constants import TEMPORAL_COMPRESSION, latent_frames  # noqa: F401 (re-exported: the Wan VAE's 4k + 1 grid)
 from ..dit.latents import CHANNELS_FIRST, LatentFormat
 from ..dit.video_vae import DiffusersVAEModule
-from .keymap import MappedCheckpoint, Source, no_meta_tensors
+from ..meta_init import empty_weights, finish_loading
+from .keymap import MappedCheckpoint, Source
 
 logger = logging.getLogger(__name__)
 
@@ -180,11 +181,12 @@ def wan_vae_key_map(ckpt, config: dict) -> MappedCheckpoint:
     return MappedCheckpoint(ckpt, sources, unexpected)
 
 
-def build_wan_vae(config: dict, device: torch.device | str = "meta"):
-    """An (unloaded) diffusers ``AutoencoderKLWan`` for ``config`` on ``device``."""
+def build_wan_vae(config: dict):
+    """An (unloaded) diffusers ``AutoencoderKLWan`` for ``config``, weights on the meta device
+    (``meta_init.empty_weights``)."""
     from diffusers import AutoencoderKLWan
 
-    with torch.device(device):
+    with empty_weights():
         return AutoencoderKLWan.from_config({k: v for k, v in config.items() if not k.startswith("_")})
 
 
@@ -274,7 +276,7 @@ def load_wan_vae(
     vae = build_wan_vae(config)
     load_into(vae, mapped, dtype=dtype, device=device, what="Wan2.1 VAE",
               hint="expected Wan2.1_VAE.pth, ComfyUI's wan_2.1_vae.safetensors or a diffusers AutoencoderKLWan")
-    no_meta_tensors(vae, path)
+    finish_loading(vae, device, path)
     logger.info("loaded Wan VAE from %s (base width %d, %s, %s)", path, config["base_dim"], dtype, device)
     return WanVAE(vae, source=str(path), tiling=tiling, slicing=slicing)
 
