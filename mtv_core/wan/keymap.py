@@ -80,8 +80,11 @@ class MappedCheckpoint:
     def get(self, key: str, dtype: torch.dtype | None = None, device: torch.device | str = "cpu") -> torch.Tensor:
         """One target tensor in ``dtype`` (floating tensors only) on ``device``."""
         src = self._sources[key]
-        if src.scale_key is not None:
-            tensor = self._ckpt.get(src.key, torch.float32) * self._ckpt.get(src.scale_key, torch.float32)
+        plain = src.scale_key is None and src.rows is None and not src.reshape
+        if plain:
+            tensor = self._ckpt.get(src.key, dtype, device)  # converted and moved while read (the checkpoint's path)
+        elif src.scale_key is not None:
+            tensor = self._ckpt.get(src.key, torch.float32).mul_(self._ckpt.get(src.scale_key, torch.float32))
         else:
             tensor = self._ckpt.get(src.key, dtype)
         if src.rows is not None:
@@ -90,6 +93,8 @@ class MappedCheckpoint:
             tensor = tensor.reshape(src.shape)
         if tuple(tensor.shape) != tuple(src.shape):
             raise CheckpointError(f"{self.path}: {src.key} has shape {tuple(tensor.shape)}, expected {src.shape}")
+        if plain:
+            return tensor
         if dtype is not None and tensor.is_floating_point():
             tensor = tensor.to(dtype)
         return tensor.to(device)
