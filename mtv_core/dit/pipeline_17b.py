@@ -34,7 +34,7 @@ from ..wan.buckets import nearest_bucket_512
 from ..wan.conditioning import first_window_conditioning, next_window_conditioning
 from .latents import MTVLatent
 from .pipeline import Carried, WindowConditioning, decode_video, sample_video
-from .pipeline_7b import _image_array, prepare_reference
+from .reference import image_array, prepare_reference
 from .rope_17b import motion_rope_17b
 from .sampler_17b import CFG_MODES, denoise_17b, text_rows
 from .sampling import GuidanceTerm, SamplingDefaults
@@ -85,7 +85,7 @@ def output_size_17b(reference: Any, width: int = 0, height: int = 0) -> tuple[in
     aspect (``wan.buckets.nearest_bucket_512``)."""
     if width and height:
         return int(width), int(height)
-    ref = _image_array(reference)  # the shape only: nothing is converted
+    ref = image_array(reference)  # the shape only: nothing is converted
     bucket_h, bucket_w = nearest_bucket_512(int(ref.shape[0]), int(ref.shape[1]))
     logger.info("reference %dx%d -> aspect bucket %dx%d", ref.shape[1], ref.shape[0], bucket_w, bucket_h)
     return bucket_w, bucket_h
