@@ -46,7 +46,6 @@ import argparse
 import contextlib
 import copy
 import gc
-import inspect
 import json
 import os
 import platform
@@ -516,66 +515,38 @@ def section_budget(check: Check, kind: str) -> dict:
 
 
 # ---------------------------------------------------------------------------------------------- MV-DiT-17B
-def module_17b():
-    try:
-        import mtv_core.dit.transformer_17b as module
-    except ImportError as exc:
-        raise Skip(f"mtv_core.dit.transformer_17b is not available ({exc}); MV-DiT-17B not checked") from None
-    return module
-
-
 def config_17b(check: Check):
-    module = module_17b()
-    if check.tiny:  # the reference cases' tiny layout: 2 heads x 128, 5 layers (motion attention in 0 and 4)
-        return benchlib.scaled_config_17b(num_layers=5, num_heads=2, ffn_dim=512, text_dim=64)
-    return module.MVDiT17BConfig()
+    from mtv_core.dit.config_17b import MVDiT17BConfig
+    from mtv_core.dit.tiny_17b import tiny_mvdit17b_config
+
+    return tiny_mvdit17b_config() if check.tiny else MVDiT17BConfig()
 
 
 def inputs_17b(check: Check, model, config) -> dict:
-    """Keyword inputs of one CFG step of 2 for ``model.forward``.
+    """Keyword inputs of ``MVDiT17B.forward`` for one CFG step of 2 (Wan layout): latents (B, 16, F, h, w), the
+    conditioning ``y`` (B, in_dim - 16, F, h, w), padded text context (B, text_len, text_dim), CLIP features
+    (B, 257, clip_dim), motion tokens (B, F*24, token width) and their RoPE tables (F*24, head_dim)."""
+    from mtv_core.constants import NUM_JOINTS, latent_frames
+    from mtv_core.dit.config_17b import RELEASED_MOTION_TOKEN_DIM
 
-    Uses ``transformer_17b.example_inputs(model, batch, latent_frames, latent_h, latent_w)`` when the module has
-    it; otherwise fills the forward's parameters by name (Wan layout: latents (B, C, F, h, w), text context
-    (B, 512, text_dim), CLIP features (B, 257, 1280), motion tokens (B, F*24, 3072), motion RoPE tables).
-    """
-    module = module_17b()
-    latent_frames, h = (check.frames - 1) // 4 + 1, check.size // 8
-    if hasattr(module, "example_inputs"):
-        return module.example_inputs(model, batch=2, latent_frames=latent_frames, latent_h=h, latent_w=h)
     device, dtype, batch = check.device, check.dtype, 2
+    frames, h = latent_frames(check.frames), check.size // 8
     g = torch.Generator(device=device).manual_seed(0)
 
     def randn(*shape):
         return torch.randn(*shape, generator=g, device=device).to(dtype)
 
-    in_dim, text_dim = getattr(config, "in_dim", 36), getattr(config, "text_dim", 4096)
-    head_dim = config.dim // config.num_heads
-    params = inspect.signature(model.forward).parameters
-    split = any(n in params for n in ("y", "cond_latents", "image_latents"))
-    motion_dim = 3072 if not check.tiny else 192
-    makers = {
-        ("x", "latents", "hidden_states", "latents_in"): lambda: randn(batch, 16 if split else in_dim, latent_frames, h, h),
-        ("y", "cond_latents", "image_latents"): lambda: randn(batch, in_dim - 16, latent_frames, h, h),
-        ("t", "timestep", "timesteps"): lambda: torch.full((batch,), 500, device=device, dtype=torch.long),
-        ("context", "text", "text_embeds", "context_embeds", "encoder_hidden_states"):
-            lambda: randn(batch, getattr(config, "text_len", 512), text_dim),
-        ("clip_fea", "clip_features", "clip_embeds", "image_embeds"): lambda: randn(batch, 257, 1280),
-        ("motion_tokens", "motion", "motion_emb"): lambda: randn(batch, latent_frames * 24, motion_dim),
-        ("motion_rope",): lambda: (torch.ones(latent_frames * 24, head_dim, device=device),
-                                   torch.zeros(latent_frames * 24, head_dim, device=device)),
+    head_dim, motion_rows = config.dim // config.num_heads, frames * NUM_JOINTS
+    return {
+        "latents": randn(batch, config.out_dim, frames, h, h),
+        "y": randn(batch, config.in_dim - config.out_dim, frames, h, h),
+        "timestep": torch.full((batch,), 500, device=device, dtype=torch.long),
+        "context": randn(batch, config.text_len, config.text_dim),
+        "clip_fea": randn(batch, 257, config.clip_dim),
+        "motion_tokens": randn(batch, motion_rows, config.motion_token_dim or RELEASED_MOTION_TOKEN_DIM),
+        "motion_rope": (torch.ones(motion_rows, head_dim, device=device),
+                        torch.zeros(motion_rows, head_dim, device=device)),
     }
-    kwargs = {}
-    for name, param in params.items():
-        if param.kind in (param.VAR_POSITIONAL, param.VAR_KEYWORD):
-            continue
-        maker = next((m for names, m in makers.items() if name in names), None)
-        if maker is not None:
-            kwargs[name] = maker()
-        elif param.default is param.empty:
-            raise RuntimeError(f"MVDiT17B.forward parameter {name!r} is unknown to gpu_check.inputs_17b; add it there "
-                               "or give mtv_core.dit.transformer_17b an example_inputs(model, batch, latent_frames, "
-                               "latent_h, latent_w) function")
-    return kwargs
 
 
 def forward_17b(model, inputs):
@@ -584,9 +555,11 @@ def forward_17b(model, inputs):
 
 
 def section_build_17b(check: Check) -> dict:
-    module, config = module_17b(), config_17b(check)
+    from mtv_core.dit.transformer_17b import MVDiT17B
+
+    config = config_17b(check)
     start = benchlib.synced(check.device)
-    model = benchlib.build_random(lambda: module.MVDiT17B(config, operations=torch.nn), check.dtype, check.device)
+    model = benchlib.build_random(lambda: MVDiT17B(config, operations=torch.nn), check.dtype, check.device)
     seconds = benchlib.synced(check.device) - start
     check.model_17b, check.config_17b = model, config
     check.inputs_17b = inputs_17b(check, model, config)
@@ -600,8 +573,6 @@ def section_step_17b(check: Check) -> dict:
     latent_frames = (check.frames - 1) // 4 + 1
     tokens = latent_frames * (check.size // 16) ** 2
     flops = benchlib.dit17b_flops(config, tokens, latent_frames * 24, batch=2)
-    if not hasattr(model, "set_attention_backend"):
-        model.set_attention_backend = lambda name: None  # a model without the pack's switch: SDPA kernels only
     variants = [v for v in attention_variants(check) if v[0] in ("sdpa", "sdpa-flash", "xformers", "sage")]
     figures = {"tokens": tokens, "tflop_per_step": round(flops / 1e12, 2)}
     figures["backends"] = run_variants(check, model, check.inputs_17b, forward_17b, flops, variants)
