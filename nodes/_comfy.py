@@ -215,11 +215,9 @@ def output_directory() -> str:
 
 def throw_if_interrupted() -> None:
     """Raise ComfyUI's interrupt exception if the user pressed Cancel."""
-    try:
-        import comfy.model_management as mm  # type: ignore[import-not-found]
-    except ImportError:
-        return
-    mm.throw_exception_if_processing_interrupted()
+    mm = _model_management()
+    if mm is not None:
+        mm.throw_exception_if_processing_interrupted()
 
 
 def progress(total: int, node_id: str | None = None) -> Callable[[int, int, np.ndarray | None], None]:
@@ -248,12 +246,8 @@ def torch_device():
     """ComfyUI's compute device, else CUDA when available, else CPU."""
     import torch
 
-    try:
-        import comfy.model_management as mm  # type: ignore[import-not-found]
-
-        return mm.get_torch_device()
-    except ImportError:
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    mm = _model_management()
+    return mm.get_torch_device() if mm is not None else torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
 DTYPE_CHOICES = _precision.DTYPE_CHOICES
