@@ -29,7 +29,7 @@ import torch.nn.functional as F
 
 from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_prefix
 from ..meta_init import empty_weights, finish_loading
-from .keymap import MappedCheckpoint, Source
+from .keymap import MappedCheckpoint, Source, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +318,6 @@ def write_tiny_clip_vision(path: str | Path, seed: int = 0, naming: str = "wan",
     Safetensors files carry the config in their metadata. ``overrides``: fields of ``tiny_clip_vision_config()``
     (e.g. ``hidden_size=1280``, the width native Wan's image embedding takes).
     """
-    from safetensors.torch import save_file
 
     from ..tokenizer.testing import random_weights
 
@@ -338,11 +337,4 @@ def write_tiny_clip_vision(path: str | Path, seed: int = 0, naming: str = "wan",
     else:
         state = {f"vision_model.{k}": v for k, v in state.items()}
         state["visual_projection.weight"] = torch.zeros(32, config["hidden_size"])
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in state.items()}
-    if path.suffix in (".pth", ".pt"):
-        torch.save(state, str(path))
-    else:
-        save_file(state, str(path), metadata={_METADATA_KEY: json.dumps(config)})
-    return path
+    return save_state(state, path, metadata={_METADATA_KEY: json.dumps(config)})

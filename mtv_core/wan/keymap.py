@@ -14,6 +14,8 @@ import json
 import logging
 from dataclasses import dataclass
 
+from pathlib import Path
+
 import torch
 
 from ..checkpoint import CheckpointError
@@ -137,3 +139,17 @@ def is_quantisation_aux(key: str) -> bool:
     return key == "scaled_fp8" or key.endswith((".scaled_fp8", ".scale_input", ".input_scale", ".comfy_quant",
                                                  ".scale_weight", ".weight_scale"))
 
+
+def save_state(state: dict[str, torch.Tensor], path: str | Path, metadata: dict[str, str] | None = None) -> Path:
+    """Write a state dict as the release files are: a ``.pth`` / ``.pt`` path with ``torch.save``, anything else as
+    safetensors (with ``metadata``). For the tiny test models of the Wan side."""
+    from safetensors.torch import save_file
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {k: v.contiguous() for k, v in state.items()}
+    if path.suffix in (".pth", ".pt"):
+        torch.save(state, str(path))
+    else:
+        save_file(state, str(path), metadata=metadata)
+    return path

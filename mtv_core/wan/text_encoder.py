@@ -28,7 +28,7 @@ import torch
 
 from ..checkpoint import CheckpointError, load_into, open_checkpoint, strip_key_prefix
 from ..meta_init import empty_weights, finish_loading
-from .keymap import MappedCheckpoint, Source, fp8_scales, is_quantisation_aux
+from .keymap import MappedCheckpoint, Source, fp8_scales, is_quantisation_aux, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -262,19 +262,7 @@ def write_tiny_umt5(path: str | Path, seed: int = 0, naming: str = "wan", **conf
              if k != "encoder.embed_tokens.weight"}
     if naming == "wan":
         state = {_hf_to_wan(k): v for k, v in state.items()}
-    return _save(state, Path(path))
-
-
-def _save(state: dict[str, torch.Tensor], path: Path) -> Path:
-    from safetensors.torch import save_file
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    state = {k: v.contiguous() for k, v in state.items()}
-    if path.suffix in (".pth", ".pt"):
-        torch.save(state, str(path))
-    else:
-        save_file(state, str(path))
-    return path
+    return save_state(state, Path(path))
 
 
 def write_tiny_umt5_tokenizer(folder: str | Path, vocab_size: int = 512) -> Path:

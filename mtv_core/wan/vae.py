@@ -27,7 +27,7 @@ from ..constants import TEMPORAL_COMPRESSION, latent_frames  # noqa: F401 (re-ex
 from ..dit.latents import CHANNELS_FIRST, LatentFormat
 from ..dit.video_vae import DiffusersVAEModule
 from ..meta_init import empty_weights, finish_loading
-from .keymap import MappedCheckpoint, Source
+from .keymap import MappedCheckpoint, Source, save_state
 
 logger = logging.getLogger(__name__)
 
@@ -314,13 +314,7 @@ def write_tiny_wan_vae(path: str | Path, seed: int = 0, naming: str = "wan") -> 
         (path / "config.json").write_text(json.dumps({"_class_name": "AutoencoderKLWan", **config}, indent=2))
         save_file(state, str(path / "diffusion_pytorch_model.safetensors"))
         return path
-    wan_state = _diffusers_to_wan(state, config)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if path.suffix in (".pth", ".pt") and naming == "wan":
-        torch.save(wan_state, str(path))
-    else:
-        save_file(wan_state, str(path))
-    return path
+    return save_state(_diffusers_to_wan(state, config), path)
 
 
 def _diffusers_to_wan(state: dict[str, torch.Tensor], config: dict) -> dict[str, torch.Tensor]:
